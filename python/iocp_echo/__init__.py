@@ -1,0 +1,92 @@
+"""iocp_echo: a TCP message server whose network core is a completion port in Rust.
+
+Worker threads in Rust own the sockets, the buffers and the completion port
+(io_uring or epoll on Linux, IOCP on Windows); Python sees only whole messages.
+
+>>> from iocp_echo import Server
+>>> with Server(lambda msg: msg.upper(), port=0, framing="lines") as srv:
+...     host, port = srv.address
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, Union
+
+from ._native import (
+    BACKENDS,
+    DEFAULT_MAX_FRAME,
+    Decoder,
+    FrameTooLarge,
+    Framing,
+    FramingError,
+    Server,
+    resolve_backend,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_FRAME",
+    "Decoder",
+    "FrameTooLarge",
+    "Framing",
+    "FramingError",
+    "Handler",
+    "Server",
+    "resolve_backend",
+    "serve",
+]
+
+Reply = Union[bytes, bytearray, memoryview, None]
+"""What a handler returns: the reply payload (framed by the server), or None for no reply."""
+
+Handler = Callable[[bytes], Reply]
+"""A message handler: called with each complete message."""
+
+
+def serve(
+    handler: Handler | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    framing: str | Framing = "raw",
+    **options: Any,
+) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
+
+    ``handler=None`` echoes every message natively, without entering Python.
+    ``options`` are the other keyword arguments of :class:`Server`
+    (``workers``, ``backend``, ``max_frame``, ``max_connections``,
+    ``idle_timeout``, ``drain_timeout``, ``high_water``, ``low_water``).
+    """
+    server = Server(handler, host=host, port=port, framing=framing, **options)
+    with _sigterm_interrupts():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Make SIGTERM stop the server like Ctrl-C, where Python lets us (main thread)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "SIGTERM"
+    ):
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

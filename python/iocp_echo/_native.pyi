@@ -1,0 +1,108 @@
+"""Types of the Rust extension module ``iocp_echo._native``."""
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, Literal, Union
+
+_Reply = Union[bytes, bytearray, memoryview, None]
+
+BACKENDS: Final[list[str]]
+"""Every backend name: ``"io_uring"``, ``"epoll"``, ``"iocp"``."""
+
+DEFAULT_MAX_FRAME: Final[int]
+"""The default payload limit of servers and decoders, in bytes."""
+
+class FramingError(ValueError):
+    """A message cannot be framed or a byte stream cannot be decoded."""
+
+class FrameTooLarge(FramingError):
+    """A frame's payload is over the limit, or its length prefix claims so."""
+
+class Framing:
+    """How a byte stream is cut into messages (and replies framed)."""
+
+    @staticmethod
+    def raw() -> Framing:
+        """Each received chunk is a message."""
+    @staticmethod
+    def lines(delimiter: bytes = b"\n") -> Framing:
+        """Messages end with ``delimiter`` (1 to 64 bytes, not part of the message)."""
+    @staticmethod
+    def length_prefixed(width: int = 4, byteorder: str = "big") -> Framing:
+        """Messages are preceded by their length: ``width`` 1, 2, 4 or 8 bytes, big or little endian."""
+    @property
+    def kind(self) -> Literal["raw", "lines", "length_prefixed"]:
+        """The kind of framing."""
+    def encode(self, payload: bytes) -> bytes:
+        """The frame of one message; ``FramingError`` if it cannot be framed."""
+    def decoder(self, max_frame: int = ...) -> Decoder:
+        """A new streaming decoder for this framing."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class Decoder:
+    """Cuts a byte stream, fed in chunks of any size, into whole messages."""
+
+    def __new__(cls, framing: Framing | str, max_frame: int = ...) -> Decoder: ...
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages completed by the next bytes of the stream; ``FrameTooLarge`` over the limit."""
+    def finish(self) -> list[bytes]:
+        """The stream ended: a last message without delimiter, or ``FramingError`` if cut short."""
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a message."""
+    @property
+    def max_frame(self) -> int:
+        """The payload limit."""
+
+class Server:
+    """A TCP message server; a context manager that starts on enter and closes on exit."""
+
+    def __new__(
+        cls,
+        handler: Callable[[bytes], _Reply] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        framing: Framing | str | None = None,
+        workers: int | None = None,
+        backend: str = "auto",
+        max_frame: int | None = None,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        drain_timeout: float | None = None,
+        high_water: int | None = None,
+        low_water: int | None = None,
+    ) -> Server: ...
+    def start(self) -> None:
+        """Bind and start the workers; ``OSError`` with the real errno if binding fails."""
+    def serve_forever(self) -> None:
+        """Serve until closed or interrupted; starts the server if needed."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the server to stop; True if it stopped."""
+    def close(self) -> None:
+        """Drain, cancel in-flight operations, close sockets and join threads. Idempotent."""
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` listened on, port 0 resolved."""
+    @property
+    def backend(self) -> Literal["io_uring", "epoll", "iocp"]:
+        """The I/O backend the workers run."""
+    @property
+    def workers(self) -> int:
+        """The number of worker threads."""
+    @property
+    def running(self) -> bool:
+        """Whether the server is started and not closed."""
+    def stats(self) -> dict[str, Any]:
+        """Counters summed over workers, plus ``backend``, ``workers`` and ``per_worker``."""
+    def __enter__(self) -> Server: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+def resolve_backend(backend: str = "auto") -> Literal["io_uring", "epoll", "iocp"]:
+    """The backend a server would run here (honouring ``IOCP_ECHO_BACKEND``)."""

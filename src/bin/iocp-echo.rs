@@ -1,0 +1,304 @@
+//! `iocp-echo`: the server as a pure-Rust program, without Python. The native
+//! speed reference, and the server the Windows tests run under Wine.
+//!
+//! It takes the options of `python -m iocp_echo` (bar `--handler`), prints one
+//! line when listening, and stops cleanly with exit code 0 on Ctrl-C, SIGTERM,
+//! or (with `--stop-on-stdin-eof`) when its standard input closes.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use iocp_echo::framing::{ByteOrder, Framing};
+use iocp_echo::port::BackendChoice;
+use iocp_echo::server::{Config, Server, StartError};
+
+const USAGE: &str = "usage: iocp-echo [--host ADDR] [--port N] [--framing raw|lines|length] \
+[--delimiter STR] [--length-width 1|2|4|8] [--byteorder big|little] [--workers N] \
+[--backend auto|io_uring|epoll|iocp] [--max-frame BYTES] [--max-connections N] \
+[--idle-timeout SECONDS] [--drain-timeout SECONDS] [--stop-on-stdin-eof] [--log-level LEVEL]";
+
+struct Options {
+    config: Config,
+    framing_name: String,
+    stop_on_stdin_eof: bool,
+    log_level: log::LevelFilter,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{}", USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => return fail(&message),
+    };
+    log::set_max_level(options.log_level);
+    let _ = log::set_logger(&STDERR_LOGGER);
+
+    let stop = stop_signal::install();
+    let addr = options.config.addr;
+    let mut server = match Server::start(options.config, None) {
+        Ok(server) => server,
+        Err(StartError::Io(e)) => return fail(&format!("cannot listen on {}: {}", addr, e)),
+        Err(e) => return fail(&e.to_string()),
+    };
+    println!(
+        "iocp_echo listening on {} (backend {}, {} workers, framing {})",
+        server.local_addr(),
+        server.backend(),
+        server.workers(),
+        options.framing_name
+    );
+    let _ = io::stdout().flush();
+    if options.stop_on_stdin_eof {
+        let waker = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 256];
+            let mut stdin = io::stdin();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            waker.trigger();
+        });
+    }
+    while !stop.wait(Duration::from_millis(100)) {
+        if server.wait(Duration::from_millis(0)) {
+            break;
+        }
+    }
+    let stats = server.stats();
+    let closed = server.close();
+    eprintln!(
+        "iocp_echo stopped: {} connections, {} frames received, {} replies, {} bytes in, {} bytes out",
+        stats.connections_accepted,
+        stats.frames_received,
+        stats.frames_sent,
+        stats.bytes_received,
+        stats.bytes_sent
+    );
+    match closed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("iocp-echo: error: {}", why);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("iocp-echo: error: {}", message);
+    ExitCode::from(2)
+}
+
+fn parse_args() -> Result<Option<Options>, String> {
+    use lexopt::prelude::*;
+    let mut config = Config::default();
+    let mut host: IpAddr = [127, 0, 0, 1].into();
+    let mut port: u16 = 8080;
+    let mut framing = "raw".to_string();
+    let mut delimiter = b"\n".to_vec();
+    let mut width: u64 = 4;
+    let mut order = ByteOrder::Big;
+    let mut stop_on_stdin_eof = false;
+    let mut log_level = log::LevelFilter::Warn;
+
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("help") | Short('h') => return Ok(None),
+            Long("host") => host = value(&mut parser, "--host")?,
+            Long("port") => port = value(&mut parser, "--port")?,
+            Long("framing") => framing = value(&mut parser, "--framing")?,
+            Long("delimiter") => {
+                let text: String = value(&mut parser, "--delimiter")?;
+                delimiter = unescape(&text);
+            }
+            Long("length-width") => width = value(&mut parser, "--length-width")?,
+            Long("byteorder") => {
+                let name: String = value(&mut parser, "--byteorder")?;
+                order = ByteOrder::parse(&name).map_err(|e| format!("--byteorder: {}", e))?;
+            }
+            Long("workers") => config.workers = value(&mut parser, "--workers")?,
+            Long("backend") => {
+                let name: String = value(&mut parser, "--backend")?;
+                config.backend =
+                    BackendChoice::parse(&name).map_err(|e| format!("--backend: {}", e))?;
+            }
+            Long("max-frame") => config.max_frame = value(&mut parser, "--max-frame")?,
+            Long("max-connections") => {
+                config.max_connections = value(&mut parser, "--max-connections")?
+            }
+            Long("idle-timeout") => {
+                config.idle_timeout = Some(seconds(value(&mut parser, "--idle-timeout")?)?)
+            }
+            Long("drain-timeout") => {
+                config.drain_timeout = seconds(value(&mut parser, "--drain-timeout")?)?
+            }
+            Long("stop-on-stdin-eof") => stop_on_stdin_eof = true,
+            Long("log-level") => {
+                let name: String = value(&mut parser, "--log-level")?;
+                log_level = name
+                    .parse()
+                    .map_err(|_| format!("--log-level: unknown level {:?}", name))?;
+            }
+            other => return Err(format!("{}; {}", other.unexpected(), USAGE)),
+        }
+    }
+    config.addr = SocketAddr::new(host, port);
+    config.framing = match framing.as_str() {
+        "raw" => Framing::raw(),
+        "lines" => Framing::lines(&delimiter).map_err(|e| format!("--delimiter: {}", e))?,
+        "length" => {
+            Framing::length_prefixed(width, order).map_err(|e| format!("--length-width: {}", e))?
+        }
+        other => {
+            return Err(format!(
+                "--framing must be raw, lines or length, got {:?}",
+                other
+            ))
+        }
+    };
+    config
+        .validate()
+        .map_err(|e| format!("--{}", e).replace('_', "-"))?;
+    Ok(Some(Options {
+        config,
+        framing_name: framing,
+        stop_on_stdin_eof,
+        log_level,
+    }))
+}
+
+fn value<T>(parser: &mut lexopt::Parser, name: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw = parser.value().map_err(|e| format!("{}: {}", name, e))?;
+    let text = raw
+        .into_string()
+        .map_err(|_| format!("{}: not valid UTF-8", name))?;
+    text.parse()
+        .map_err(|e| format!("{}: invalid value {:?}: {}", name, text, e))
+}
+
+fn seconds(value: f64) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("timeouts must be positive seconds, got {}", value))
+    }
+}
+
+/// `\n`, `\r`, `\t`, `\0`, `\\` and `\xHH` escapes, as the Python CLI accepts.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            let (byte, used) = match bytes[i + 1] {
+                b'n' => (b'\n', 2),
+                b'r' => (b'\r', 2),
+                b't' => (b'\t', 2),
+                b'0' => (0, 2),
+                b'\\' => (b'\\', 2),
+                b'x' if i + 4 <= bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).ok();
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(b) => (b, 4),
+                        None => (b'\\', 1),
+                    }
+                }
+                _ => (b'\\', 1),
+            };
+            out.push(byte);
+            i += used;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Log records to stderr, one line each.
+struct StderrLogger;
+
+static STDERR_LOGGER: StderrLogger = StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Ctrl-C and SIGTERM as a flag the main thread polls.
+mod stop_signal {
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    /// A stop request: set by a signal, by stdin closing, or by hand.
+    #[derive(Clone)]
+    pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Stop {
+        /// Ask the program to stop.
+        pub fn trigger(&self) {
+            let (flag, cond) = &*self.0;
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cond.notify_all();
+        }
+
+        /// Wait up to `timeout` for a stop request; true if one came.
+        pub fn wait(&self, timeout: Duration) -> bool {
+            let (flag, cond) = &*self.0;
+            let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (guard, _) = cond
+                .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+                .unwrap_or_else(|p| p.into_inner());
+            *guard
+        }
+    }
+
+    /// Route SIGINT and SIGTERM to a stop request: both are blocked in every
+    /// thread (workers inherit the mask) and one thread takes them with `sigwait`.
+    #[cfg(unix)]
+    pub fn install() -> Stop {
+        let stop = Stop(Arc::new((Mutex::new(false), Condvar::new())));
+        // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use;
+        // pthread_sigmask only reads it.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let waiter = stop.clone();
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            // SAFETY: `set` is a valid, initialised signal set owned by this
+            // closure and `signal` a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+                waiter.trigger();
+            }
+        });
+        stop
+    }
+
+    /// On Windows the console's Ctrl-C ends the process; `--stop-on-stdin-eof`
+    /// gives tests a clean stop.
+    #[cfg(windows)]
+    pub fn install() -> Stop {
+        Stop(Arc::new((Mutex::new(false), Condvar::new())))
+    }
+}

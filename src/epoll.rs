@@ -1,0 +1,577 @@
+//! Linux fallback backend: epoll readiness turned into completions.
+//!
+//! Used where io_uring is refused (old kernels, seccomp sandboxes). It keeps the
+//! rules of [`crate::port`] with a reactor underneath:
+//!
+//! * **Try the syscall first, arm epoll only on `EAGAIN`.** [`Poller::submit`]
+//!   runs `accept4`, `recv`, `send` or `connect` at once. Any result other than
+//!   "would block" (success or error) becomes a completion in a ready queue that
+//!   the next [`Poller::wait`] hands out. On `EAGAIN` the op is *parked* on its
+//!   socket: read-side ops (accept, recv) and write-side ops (send, connect) in
+//!   two FIFO queues.
+//! * **Edge-triggered, registered once.** [`Poller::register`] adds the socket
+//!   with `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET` and nothing is re-armed per
+//!   op. That is correct because an op is only parked after its own syscall said
+//!   `EAGAIN`, so the next change of readiness is an edge we will see; on each
+//!   edge the parked ops of that side are retried in order until one hits
+//!   `EAGAIN` again. `EPOLLERR`/`EPOLLHUP` retry both sides, so the syscalls
+//!   themselves report the error or end of stream.
+//! * **Nothing is asynchronous in the kernel.** The kernel only touches a buffer
+//!   during a syscall made here, so a parked op's buffer is ours to return on
+//!   cancel or to free on drop.
+//! * The waker is an `eventfd` in the epoll set under a reserved key.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+use crate::port::{
+    Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+};
+
+/// The epoll data of the waker's eventfd; sockets use their fd, which is never negative.
+const WAKER_KEY: u64 = u64::MAX;
+
+/// How many epoll events one `epoll_wait` may return.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// The interest every socket is registered with, once.
+const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+
+/// Events after which parked read-side ops (accept, recv) are retried.
+const READ_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+/// Events after which parked write-side ops (send, connect) are retried.
+const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+/// A completion port built on epoll: one per worker thread.
+///
+/// See the [module documentation](self) for how readiness becomes completions.
+pub struct Poller {
+    /// The epoll instance; closed on drop.
+    epoll: OwnedFd,
+    /// Shared with every [`Waker`] handed out, so it outlives the poller if need be.
+    waker: Arc<EventFd>,
+    /// Registered sockets and the ops parked on each, by fd.
+    sockets: HashMap<RawSocket, ParkedOps>,
+    /// Finished ops not yet handed out by `wait`, in completion order.
+    ready: VecDeque<Completion>,
+    /// How many ops are parked over all sockets.
+    parked: usize,
+    /// Scratch space for `epoll_wait`.
+    events: Vec<libc::epoll_event>,
+}
+
+/// The ops of one socket waiting for readiness, each side in submission order.
+#[derive(Default)]
+struct ParkedOps {
+    /// Accepts or recvs, waiting for the socket to become readable.
+    reads: VecDeque<Pending>,
+    /// Sends or connects, waiting for the socket to become writable.
+    writes: VecDeque<Pending>,
+}
+
+/// A submitted op that has not finished yet.
+struct Pending {
+    token: Token,
+    op: Op,
+    /// For a connect: `connect` already returned `EINPROGRESS`, so the retry reads
+    /// `SO_ERROR` rather than calling `connect` again.
+    connecting: bool,
+}
+
+/// What one try of an op's syscall gave.
+enum Attempt {
+    /// It finished (successfully or not).
+    Done(Completion),
+    /// It would block: park it until the next edge.
+    Blocked(Pending),
+}
+
+impl Poller {
+    /// Open an epoll instance with its waker.
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes no pointers; the flag is a valid constant.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by epoll_create1 and nothing else owns it.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let waker = Arc::new(EventFd::new()?);
+        // Level-triggered: `wait` drains the counter each time it is reported.
+        epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            waker.fd.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKER_KEY,
+        )?;
+        Ok(Poller {
+            epoll,
+            waker,
+            sockets: HashMap::new(),
+            ready: VecDeque::new(),
+            parked: 0,
+            events: Vec::with_capacity(EVENTS_PER_WAIT),
+        })
+    }
+
+    /// Move every op parked on `ops` into the ready queue, failed with `ECANCELED`.
+    fn cancel_parked(&mut self, ops: ParkedOps) {
+        for pending in ops.reads.into_iter().chain(ops.writes) {
+            self.parked -= 1;
+            self.ready
+                .push_back(pending.op.fail(pending.token, canceled()));
+        }
+    }
+
+    /// Retry what is parked on the socket an event names.
+    fn on_event(&mut self, key: u64, events: u32) {
+        if key == WAKER_KEY {
+            self.waker.drain();
+            return;
+        }
+        let Ok(fd) = RawSocket::try_from(key) else {
+            return;
+        };
+        // Every key but the waker's is a registered fd: `deregister` runs between
+        // waits and does EPOLL_CTL_DEL, so no event of a forgotten socket is left.
+        let Some(ops) = self.sockets.get_mut(&fd) else {
+            return;
+        };
+        let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        if events & READ_EVENTS != 0 {
+            self.parked -= retry(&mut ops.reads, &mut self.ready, hangup);
+        }
+        if events & WRITE_EVENTS != 0 {
+            self.parked -= retry(&mut ops.writes, &mut self.ready, hangup);
+        }
+    }
+}
+
+impl CompletionPort for Poller {
+    fn register(&mut self, socket: RawSocket) -> io::Result<()> {
+        if self.sockets.contains_key(&socket) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "socket {} is already registered with this epoll port",
+                    socket
+                ),
+            ));
+        }
+        let key = u64::try_from(socket).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            socket,
+            INTEREST,
+            key,
+        )?;
+        self.sockets.insert(socket, ParkedOps::default());
+        Ok(())
+    }
+
+    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+        let Some(ops) = self.sockets.remove(&socket) else {
+            return Err(not_registered(socket));
+        };
+        // The contract says no op is in flight by now; if one is, it still gets
+        // its one completion rather than vanishing with the state.
+        self.cancel_parked(ops);
+        epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, socket, 0, 0)
+    }
+
+    fn submit(&mut self, token: Token, op: Op) {
+        let socket = op.socket();
+        let Some(ops) = self.sockets.get_mut(&socket) else {
+            self.ready.push_back(op.fail(token, not_registered(socket)));
+            return;
+        };
+        if let Some(error) = check_buffer(&op) {
+            self.ready.push_back(op.fail(token, error));
+            return;
+        }
+        let queue = match op {
+            Op::Accept { .. } | Op::Recv { .. } => &mut ops.reads,
+            Op::Send { .. } | Op::Connect { .. } => &mut ops.writes,
+        };
+        let pending = Pending {
+            token,
+            op,
+            connecting: false,
+        };
+        if !queue.is_empty() {
+            // The head of this side got EAGAIN and waits for an edge; trying now would
+            // get EAGAIN too, or worse, overtake it (reordering the bytes of two sends).
+            queue.push_back(pending);
+            self.parked += 1;
+            return;
+        }
+        match attempt(pending, false) {
+            Attempt::Done(completion) => self.ready.push_back(completion),
+            Attempt::Blocked(pending) => {
+                queue.push_back(pending);
+                self.parked += 1;
+            }
+        }
+    }
+
+    fn cancel(&mut self, socket: RawSocket) {
+        if let Some(ops) = self.sockets.get_mut(&socket) {
+            let ops = mem::take(ops);
+            self.cancel_parked(ops);
+        }
+    }
+
+    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout_ms = if self.ready.is_empty() {
+            epoll_timeout(timeout)
+        } else {
+            // Completions are already waiting: only pick up new readiness.
+            0
+        };
+        self.events.clear();
+        let capacity = i32::try_from(self.events.capacity()).unwrap_or(i32::MAX);
+        // SAFETY: the pointer and `capacity` describe the vector's allocation, which
+        // epoll_wait fills with at most `capacity` events; the epoll fd is open.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                capacity,
+                timeout_ms,
+            )
+        };
+        match cvt(n) {
+            Ok(n) => {
+                let n = usize::try_from(n).unwrap_or(0);
+                // SAFETY: epoll_wait initialised the first `n` events (n <= capacity).
+                unsafe { self.events.set_len(n) };
+            }
+            // A signal ended the wait early: not an error, the caller loops anyway.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for i in 0..self.events.len() {
+            let event = self.events[i];
+            self.on_event(event.u64, event.events);
+        }
+        let count = self.ready.len().min(MAX_BATCH);
+        out.extend(self.ready.drain(..count));
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.parked + self.ready.len()
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        // Unlike io_uring or IOCP, epoll never writes into user buffers on its own:
+        // the kernel touches a buffer only inside a recv/send made by this poller.
+        // So buffers of ops still parked are simply freed with the state.
+        if self.in_flight() > 0 {
+            log::debug!(
+                "epoll port dropped with {} ops in flight; freeing their buffers",
+                self.in_flight()
+            );
+        }
+    }
+}
+
+/// Retry the ops parked on one side of a socket in order, until one would block.
+/// Finished ones go to `ready`; returns how many finished.
+fn retry(queue: &mut VecDeque<Pending>, ready: &mut VecDeque<Completion>, hangup: bool) -> usize {
+    let mut finished = 0;
+    while let Some(pending) = queue.pop_front() {
+        match attempt(pending, hangup) {
+            Attempt::Done(completion) => {
+                ready.push_back(completion);
+                finished += 1;
+            }
+            Attempt::Blocked(pending) => {
+                queue.push_front(pending);
+                break;
+            }
+        }
+    }
+    finished
+}
+
+/// Run an op's syscall once (`EINTR` retried). `hangup`: the socket reported
+/// `EPOLLHUP` or `EPOLLERR` (matters to a connect in progress).
+fn attempt(pending: Pending, hangup: bool) -> Attempt {
+    let Pending {
+        token,
+        op,
+        connecting,
+    } = pending;
+    let blocked = |op| {
+        Attempt::Blocked(Pending {
+            token,
+            op,
+            connecting,
+        })
+    };
+    let outcome = match op {
+        Op::Accept { listener } => match accept(listener) {
+            Err(e) if would_block(&e) => return blocked(Op::Accept { listener }),
+            result => Outcome::Accepted(result),
+        },
+        Op::Recv { socket, mut buf } => match recv(socket, &mut buf) {
+            Err(e) if would_block(&e) => return blocked(Op::Recv { socket, buf }),
+            result => Outcome::Received { buf, result },
+        },
+        Op::Send { socket, buf, pos } => match send(socket, &buf[pos..]) {
+            Err(e) if would_block(&e) => return blocked(Op::Send { socket, buf, pos }),
+            result => Outcome::Sent { buf, pos, result },
+        },
+        Op::Connect { socket, addr } => {
+            let result = if connecting {
+                finish_connect(socket, hangup)
+            } else {
+                start_connect(socket, addr)
+            };
+            match result {
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    return Attempt::Blocked(Pending {
+                        token,
+                        op: Op::Connect { socket, addr },
+                        connecting: true,
+                    });
+                }
+                result => Outcome::Connected(result),
+            }
+        }
+    };
+    Attempt::Done(Completion { token, outcome })
+}
+
+/// Why an op's buffer cannot be used, if it cannot (a caller bug reported as a
+/// completion rather than a panic, a fake end of stream or an endless zero-byte send).
+fn check_buffer(op: &Op) -> Option<io::Error> {
+    let problem = match op {
+        Op::Recv { buf, .. } if buf.len() == buf.capacity() => "recv buffer has no spare capacity",
+        Op::Send { buf, pos, .. } if *pos >= buf.len() => "send buffer has nothing after pos",
+        _ => return None,
+    };
+    Some(io::Error::new(io::ErrorKind::InvalidInput, problem))
+}
+
+/// `accept4` a nonblocking, close-on-exec connection and its peer address.
+fn accept(listener: RawFd) -> io::Result<(Socket, SocketAddr)> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: try_init hands the closure a zeroed sockaddr_storage and its size;
+    // accept4 writes at most that many bytes and stores the real length in `len`.
+    let (fd, peer) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            retry_eintr(|| cvt(libc::accept4(listener, storage.cast(), len, flags)))
+        })
+    }?;
+    // SAFETY: accept4 returned a new fd that nothing else owns.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    // The address accept4 filled in is what getpeername would say, one syscall sooner.
+    let peer = peer.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "accepted a connection whose peer is not an IP address",
+        )
+    })?;
+    Ok((socket, peer))
+}
+
+/// `recv` into the spare capacity of `buf`, growing its length by the count.
+fn recv(socket: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let (ptr, len) = (spare.as_mut_ptr(), spare.len());
+    let n = retry_eintr(|| {
+        // SAFETY: `ptr` and `len` describe the spare capacity of `buf`, which stays
+        // allocated and unaliased during the call; recv writes at most `len` bytes.
+        cvt(unsafe { libc::recv(socket, ptr.cast(), len, 0) })
+    })?;
+    let n = usize::try_from(n).unwrap_or(0);
+    // SAFETY: recv initialised `n <= len` bytes right after the old length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `send` `bytes` without raising `SIGPIPE` on a closed peer.
+fn send(socket: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let n = retry_eintr(|| {
+        // SAFETY: the pointer and length describe `bytes`, which send only reads.
+        cvt(unsafe {
+            libc::send(
+                socket,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        })
+    })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Start a nonblocking connect: `Ok` if it finished at once, `EINPROGRESS` if it runs on.
+fn start_connect(socket: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let addr = SockAddr::from(addr);
+    // SAFETY: the pointer and length describe `addr`, a valid socket address that
+    // outlives the call.
+    match cvt(unsafe { libc::connect(socket, addr.as_ptr(), addr.len()) }) {
+        Ok(_) => Ok(()),
+        // An interrupted connect goes on asynchronously, like EINPROGRESS.
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            Err(io::Error::from_raw_os_error(libc::EINPROGRESS))
+        }
+        // EAGAIN from a TCP connect means no free local port, not "wait for
+        // readiness": it completes the op as an error.
+        Err(e) => Err(e),
+    }
+}
+
+/// Finish a connect that returned `EINPROGRESS`, now that the socket signalled.
+fn finish_connect(socket: RawFd, hangup: bool) -> io::Result<()> {
+    if let Some(error) = take_socket_error(socket)? {
+        return Err(error);
+    }
+    // No pending error: connected, or (a spurious wake-up) still connecting.
+    // SAFETY: a zeroed sockaddr_storage and its size; getpeername writes at most that.
+    let peer = unsafe {
+        SockAddr::try_init(|storage, len| cvt(libc::getpeername(socket, storage.cast(), len)))
+    };
+    match peer {
+        Ok(_) => Ok(()),
+        // A hung-up socket with no peer will never connect; its error was taken already.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && !hangup => {
+            Err(io::Error::from_raw_os_error(libc::EINPROGRESS))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Take the pending error of a socket (`SO_ERROR`), which also clears it.
+fn take_socket_error(socket: RawFd) -> io::Result<Option<io::Error>> {
+    let mut error: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `error` and `len` are valid for writes and `len` is the size of `error`.
+    cvt(unsafe {
+        libc::getsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((error != 0).then(|| io::Error::from_raw_os_error(error)))
+}
+
+/// The waker: an eventfd whose counter going above 0 makes `epoll_wait` return.
+struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; the flags are valid constants.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd { fd })
+    }
+
+    /// Reset the counter to 0 (nothing to read is fine: another drain got there).
+    fn drain(&self) {
+        let mut value: u64 = 0;
+        let _ = retry_eintr(|| {
+            // SAFETY: reads 8 bytes into `value`, which is 8 bytes and valid for writes.
+            cvt(unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })
+        });
+    }
+}
+
+impl Wake for EventFd {
+    fn wake(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        let written = retry_eintr(|| {
+            // SAFETY: writes the 8 bytes of `one`, which outlives the call.
+            cvt(unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) })
+        });
+        match written {
+            // A full counter already means "wake up".
+            Err(e) if would_block(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+/// `epoll_ctl` with the event mask and data for `op` (ignored by `EPOLL_CTL_DEL`).
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: key };
+    // SAFETY: `event` is a valid epoll_event for the duration of the call.
+    cvt(unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) }).map(|_| ())
+}
+
+/// The `epoll_wait` timeout in milliseconds, `-1` for none.
+///
+/// Rounded *up*: rounding 0.4 ms down to 0 would turn a caller's short wait
+/// into a busy loop that polls without sleeping until its deadline passes.
+fn epoll_timeout(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(timeout) => {
+            let ms = timeout.as_nanos().div_ceil(1_000_000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        }
+    }
+}
+
+/// Whether an error means "try again when ready".
+fn would_block(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Run a syscall again while it fails with `EINTR`.
+fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// A libc return value as a result: `-1` means `errno`.
+fn cvt<T: Copy + PartialOrd + Default>(value: T) -> io::Result<T> {
+    if value < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(value)
+    }
+}
+
+#[cold]
+fn canceled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+#[cold]
+fn not_registered(socket: RawSocket) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("socket {} is not registered with this epoll port", socket),
+    )
+}
+
+#[cfg(test)]
+mod tests;

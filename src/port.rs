@@ -1,0 +1,396 @@
+//! The completion-port contract that every I/O backend implements.
+//!
+//! A port takes *operations* ([`Op`]): accept, recv, send and connect. Each is
+//! submitted with a [`Token`] chosen by the caller and, where it moves bytes, an
+//! owned buffer. From the moment of [`CompletionPort::submit`] the port owns that
+//! buffer; it comes back inside the operation's [`Completion`] from
+//! [`CompletionPort::wait`]. Rules every backend keeps:
+//!
+//! * **One submission, one completion.** Every submitted op yields exactly one
+//!   completion: on success, on failure (a failure found while submitting is
+//!   reported as a completion, never as a lost op), and on cancellation.
+//! * **No buffer is freed, reused or moved while the kernel may write to it.**
+//!   A port dropped with ops still in flight leaks their buffers rather than free
+//!   them; the server always drains first, so this is a last resort.
+//! * Sockets are registered once with [`CompletionPort::register`] before their
+//!   first op and are already nonblocking. Accepted sockets come back nonblocking
+//!   and close-on-exec.
+//! * [`CompletionPort::cancel`] asks the kernel to stop every op in flight on a
+//!   socket; their completions still arrive (with an error such as
+//!   `ECANCELED`, or with their result if they finished first). Only after the
+//!   last of them may the caller close the socket.
+//! * A [`Waker`] makes a blocked `wait` return from any thread.
+//!
+//! Backends: [`crate::uring`] (io_uring) and [`crate::epoll`] (readiness turned
+//! into completions) on Linux, `crate::iocp` on Windows. [`Port`] is the enum the
+//! server holds; [`Backend`] and [`BackendChoice`] pick one.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::Socket;
+
+/// The OS handle of a socket as the kernel sees it.
+#[cfg(unix)]
+pub type RawSocket = std::os::unix::io::RawFd;
+/// The OS handle of a socket as the kernel sees it.
+#[cfg(windows)]
+pub type RawSocket = std::os::windows::io::RawSocket;
+
+/// The caller's name for an operation; returned unchanged in its completion.
+pub type Token = u64;
+
+/// The most completions one call to [`CompletionPort::wait`] appends.
+pub const MAX_BATCH: usize = 1024;
+
+/// An operation to post on a port.
+#[derive(Debug)]
+pub enum Op {
+    /// Accept one connection on a listening socket.
+    Accept {
+        /// The listening socket.
+        listener: RawSocket,
+    },
+    /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`);
+    /// on success `buf.len()` grows by the count. The spare capacity must not be 0.
+    Recv {
+        /// The connected socket.
+        socket: RawSocket,
+        /// The buffer the kernel fills.
+        buf: Vec<u8>,
+    },
+    /// Send `buf[pos..]` (which must not be empty). A partial send is a success
+    /// with a smaller count; the caller resubmits the rest.
+    Send {
+        /// The connected socket.
+        socket: RawSocket,
+        /// The bytes to send.
+        buf: Vec<u8>,
+        /// Where in `buf` sending starts.
+        pos: usize,
+    },
+    /// Connect a (registered, nonblocking, unconnected) socket to `addr`.
+    Connect {
+        /// The socket to connect.
+        socket: RawSocket,
+        /// The peer address.
+        addr: SocketAddr,
+    },
+}
+
+impl Op {
+    /// The socket this op works on.
+    pub fn socket(&self) -> RawSocket {
+        match *self {
+            Op::Accept { listener } => listener,
+            Op::Recv { socket, .. } | Op::Send { socket, .. } | Op::Connect { socket, .. } => {
+                socket
+            }
+        }
+    }
+
+    /// The completion of this op when it failed with `error` before reaching
+    /// the kernel (or was cancelled before it started): buffers are handed back.
+    pub fn fail(self, token: Token, error: io::Error) -> Completion {
+        let outcome = match self {
+            Op::Accept { .. } => Outcome::Accepted(Err(error)),
+            Op::Recv { buf, .. } => Outcome::Received {
+                buf,
+                result: Err(error),
+            },
+            Op::Send { buf, pos, .. } => Outcome::Sent {
+                buf,
+                pos,
+                result: Err(error),
+            },
+            Op::Connect { .. } => Outcome::Connected(Err(error)),
+        };
+        Completion { token, outcome }
+    }
+}
+
+/// What a finished op produced; buffers come back here.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new connection, nonblocking and close-on-exec, with its peer address.
+    Accepted(io::Result<(Socket, SocketAddr)>),
+    /// `Ok(0)` is end of stream. On `Ok(n)`, `buf.len()` already includes the `n` bytes.
+    Received {
+        /// The buffer of the op.
+        buf: Vec<u8>,
+        /// Bytes received.
+        result: io::Result<usize>,
+    },
+    /// Bytes sent from `buf[pos..]`; `pos` is as submitted.
+    Sent {
+        /// The buffer of the op.
+        buf: Vec<u8>,
+        /// Where sending started.
+        pos: usize,
+        /// Bytes sent.
+        result: io::Result<usize>,
+    },
+    /// The socket is connected (or why not).
+    Connected(io::Result<()>),
+}
+
+/// A finished op: the caller's token and what it produced.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token the op was submitted with.
+    pub token: Token,
+    /// The result, with the op's buffer.
+    pub outcome: Outcome,
+}
+
+/// Makes a blocked [`CompletionPort::wait`] return; usable from any thread.
+pub trait Wake: Send + Sync {
+    /// Wake the port's waiting thread (or make its next wait return at once).
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// A shareable handle on a port's wake-up mechanism.
+pub type Waker = Arc<dyn Wake>;
+
+/// What a completion-port backend provides. See the module doc for the rules.
+pub trait CompletionPort {
+    /// Associate a socket with the port; once, before its first op.
+    fn register(&mut self, socket: RawSocket) -> io::Result<()>;
+
+    /// Forget a socket (before it is closed), once no op is in flight on it.
+    fn deregister(&mut self, socket: RawSocket) -> io::Result<()>;
+
+    /// Post an op. Never loses it: a failure comes back as its completion.
+    fn submit(&mut self, token: Token, op: Op);
+
+    /// Ask for every op in flight on `socket` to end soon; each still completes.
+    fn cancel(&mut self, socket: RawSocket);
+
+    /// Flush submissions, then wait up to `timeout` (`None`: no limit) until at
+    /// least one completion is ready or a waker fires, and append up to
+    /// [`MAX_BATCH`] ready completions to `out`. May return with none appended.
+    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// A handle that wakes this port from any thread.
+    fn waker(&self) -> Waker;
+
+    /// Ops submitted whose completion has not yet been returned by `wait`.
+    fn in_flight(&self) -> usize;
+}
+
+/// The I/O backends this crate has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Linux io_uring.
+    IoUring,
+    /// Linux epoll, with readiness turned into completions.
+    Epoll,
+    /// Windows I/O completion ports.
+    Iocp,
+}
+
+impl Backend {
+    /// Every backend's name, as accepted by [`BackendChoice::parse`].
+    pub const NAMES: [&'static str; 3] = ["io_uring", "epoll", "iocp"];
+
+    /// The backend's name: `"io_uring"`, `"epoll"` or `"iocp"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+            Backend::Iocp => "iocp",
+        }
+    }
+
+    /// Whether this build can run the backend at all on this OS.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            Backend::IoUring | Backend::Epoll => cfg!(target_os = "linux"),
+            Backend::Iocp => cfg!(windows),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to pick a backend: probe, or a forced one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// io_uring where the kernel accepts it, else epoll (Linux); IOCP on Windows.
+    Auto,
+    /// Exactly this backend; failing to open it is an error, never a fallback.
+    Forced(Backend),
+}
+
+/// The environment variable that forces a backend when none is given explicitly.
+pub const BACKEND_ENV: &str = "IOCP_ECHO_BACKEND";
+
+impl BackendChoice {
+    /// Parse `"auto"` or a backend name.
+    pub fn parse(name: &str) -> Result<BackendChoice, String> {
+        match name {
+            "auto" => Ok(BackendChoice::Auto),
+            "io_uring" => Ok(BackendChoice::Forced(Backend::IoUring)),
+            "epoll" => Ok(BackendChoice::Forced(Backend::Epoll)),
+            "iocp" => Ok(BackendChoice::Forced(Backend::Iocp)),
+            other => Err(format!(
+                "unknown backend {:?}: expected one of auto, io_uring, epoll, iocp",
+                other
+            )),
+        }
+    }
+
+    /// `explicit` if it forces a backend, else what [`BACKEND_ENV`] says, else `Auto`.
+    pub fn with_env(explicit: BackendChoice) -> Result<BackendChoice, String> {
+        if explicit != BackendChoice::Auto {
+            return Ok(explicit);
+        }
+        match std::env::var(BACKEND_ENV) {
+            Ok(value) if !value.is_empty() => BackendChoice::parse(&value)
+                .map_err(|e| format!("{} environment variable: {}", BACKEND_ENV, e)),
+            _ => Ok(BackendChoice::Auto),
+        }
+    }
+
+    /// The backend this choice resolves to on this machine (probing io_uring
+    /// once per process for `Auto`).
+    pub fn resolve(self) -> io::Result<Backend> {
+        match self {
+            BackendChoice::Forced(backend) if !backend.compiled_in() => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("backend {} is not available on this operating system", backend),
+            )),
+            BackendChoice::Forced(backend) => {
+                #[cfg(target_os = "linux")]
+                if backend == Backend::IoUring {
+                    crate::uring::probe()?;
+                }
+                Ok(backend)
+            }
+            BackendChoice::Auto => Ok(auto_backend()),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn auto_backend() -> Backend {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PROBED: std::sync::Once = std::sync::Once::new();
+    static USABLE: AtomicBool = AtomicBool::new(false);
+    PROBED.call_once(|| match crate::uring::probe() {
+        Ok(()) => USABLE.store(true, Ordering::Release),
+        Err(e) => log::warn!("io_uring is not usable here ({}); falling back to epoll", e),
+    });
+    if USABLE.load(Ordering::Acquire) {
+        Backend::IoUring
+    } else {
+        Backend::Epoll
+    }
+}
+
+#[cfg(windows)]
+fn auto_backend() -> Backend {
+    Backend::Iocp
+}
+
+/// The port a worker owns: one of the backends compiled into this build.
+pub enum Port {
+    /// io_uring.
+    #[cfg(target_os = "linux")]
+    IoUring(crate::uring::Ring),
+    /// epoll.
+    #[cfg(target_os = "linux")]
+    Epoll(crate::epoll::Poller),
+    /// IOCP.
+    #[cfg(windows)]
+    Iocp(crate::iocp::Iocp),
+}
+
+macro_rules! each_backend {
+    ($port:expr, $p:ident => $body:expr) => {
+        match $port {
+            #[cfg(target_os = "linux")]
+            Port::IoUring($p) => $body,
+            #[cfg(target_os = "linux")]
+            Port::Epoll($p) => $body,
+            #[cfg(windows)]
+            Port::Iocp($p) => $body,
+        }
+    };
+}
+
+impl Port {
+    /// Open a port of the given (already resolved) backend.
+    pub fn open(backend: Backend) -> io::Result<Port> {
+        match backend {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring => crate::uring::Ring::new().map(Port::IoUring),
+            #[cfg(target_os = "linux")]
+            Backend::Epoll => crate::epoll::Poller::new().map(Port::Epoll),
+            #[cfg(windows)]
+            Backend::Iocp => crate::iocp::Iocp::new().map(Port::Iocp),
+            #[allow(unreachable_patterns)]
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("backend {} is not available on this operating system", other),
+            )),
+        }
+    }
+
+    /// Which backend this port runs.
+    pub fn backend(&self) -> Backend {
+        match self {
+            #[cfg(target_os = "linux")]
+            Port::IoUring(_) => Backend::IoUring,
+            #[cfg(target_os = "linux")]
+            Port::Epoll(_) => Backend::Epoll,
+            #[cfg(windows)]
+            Port::Iocp(_) => Backend::Iocp,
+        }
+    }
+}
+
+impl CompletionPort for Port {
+    fn register(&mut self, socket: RawSocket) -> io::Result<()> {
+        each_backend!(self, p => p.register(socket))
+    }
+    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+        each_backend!(self, p => p.deregister(socket))
+    }
+    fn submit(&mut self, token: Token, op: Op) {
+        each_backend!(self, p => p.submit(token, op))
+    }
+    fn cancel(&mut self, socket: RawSocket) {
+        each_backend!(self, p => p.cancel(socket))
+    }
+    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        each_backend!(self, p => p.wait(out, timeout))
+    }
+    fn waker(&self) -> Waker {
+        each_backend!(self, p => p.waker())
+    }
+    fn in_flight(&self) -> usize {
+        each_backend!(self, p => p.in_flight())
+    }
+}
+
+/// The raw handle of a socket, for building ops.
+pub fn raw_socket(socket: &Socket) -> RawSocket {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        socket.as_raw_fd()
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsRawSocket;
+        socket.as_raw_socket()
+    }
+}

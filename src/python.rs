@@ -1,0 +1,28 @@
+//! The `iocp_echo._native` extension module: the PyO3 face of the server and
+//! the codecs. Python-facing rules (DESIGN section 4 and 5): bad arguments are
+//! `ValueError`/`TypeError` naming the argument, OS failures are `OSError` with
+//! the real errno, frame errors are `FramingError(ValueError)` subclasses.
+
+mod errors;
+mod framing;
+mod handler;
+mod server;
+
+use pyo3::prelude::*;
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Rust `log` records go to Python's `logging`, under the "iocp_echo" logger.
+    let _ = pyo3_log::try_init();
+    let py = m.py();
+    m.add("FramingError", py.get_type::<errors::FramingError>())?;
+    m.add("FrameTooLarge", py.get_type::<errors::FrameTooLarge>())?;
+    m.add_class::<framing::PyFraming>()?;
+    m.add_class::<framing::PyDecoder>()?;
+    m.add_class::<server::PyServer>()?;
+    m.add("DEFAULT_MAX_FRAME", crate::server::Config::default().max_frame)?;
+    m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
+    m.add_function(wrap_pyfunction!(server::resolve_backend, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! `Server` for Python: arguments checked and named in errors, the GIL released
+//! while waiting, Ctrl-C honoured, and the handler dropped with the interpreter
+//! attached.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::errors::os_error;
+use super::framing::framing_arg;
+use super::handler::PyHandler;
+use crate::port::BackendChoice;
+use crate::server::{lock, Config, Handler, Server, StartError, Stats};
+
+/// How long one wait for the workers lasts before signals are checked again.
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+
+/// A TCP message server: `Server(handler, host, port, ...)`; `start()`,
+/// `serve_forever()`, `close()`, or use it as a context manager.
+#[pyclass(name = "Server", module = "iocp_echo", frozen)]
+pub(crate) struct PyServer {
+    config: Config,
+    handler: Option<Py<PyAny>>,
+    running: Mutex<Option<Server>>,
+}
+
+#[pymethods]
+impl PyServer {
+    #[new]
+    #[pyo3(signature = (
+        handler = None, *, host = "127.0.0.1".to_string(), port = 8080, framing = None,
+        workers = None, backend = "auto".to_string(), max_frame = None,
+        max_connections = None, idle_timeout = None, drain_timeout = None,
+        high_water = None, low_water = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        handler: Option<Py<PyAny>>,
+        host: String,
+        port: i64,
+        framing: Option<&Bound<'_, PyAny>>,
+        workers: Option<i64>,
+        backend: String,
+        max_frame: Option<i64>,
+        max_connections: Option<i64>,
+        idle_timeout: Option<f64>,
+        drain_timeout: Option<f64>,
+        high_water: Option<i64>,
+        low_water: Option<i64>,
+        py: Python<'_>,
+    ) -> PyResult<PyServer> {
+        if let Some(h) = &handler {
+            if !h.bind(py).is_callable() {
+                return Err(PyTypeError::new_err(format!(
+                    "handler must be callable or None, not {}",
+                    h.bind(py).get_type().name()?
+                )));
+            }
+        }
+        let mut config = Config::default();
+        if !(0..=65535).contains(&port) {
+            return Err(PyValueError::new_err(format!(
+                "port must be 0..=65535, got {}",
+                port
+            )));
+        }
+        config.addr = resolve_host(&host, port as u16)?;
+        if let Some(f) = framing {
+            config.framing = framing_arg(f)?;
+        }
+        if let Some(w) = workers {
+            config.workers = positive("workers", w)?;
+        }
+        config.backend = BackendChoice::parse(&backend)
+            .map_err(|e| PyValueError::new_err(format!("backend: {}", e)))?;
+        if let Some(m) = max_frame {
+            config.max_frame = positive("max_frame", m)?;
+        }
+        if let Some(m) = max_connections {
+            config.max_connections = positive("max_connections", m)?;
+        }
+        config.idle_timeout = idle_timeout
+            .map(|t| seconds("idle_timeout", t))
+            .transpose()?;
+        if let Some(t) = drain_timeout {
+            config.drain_timeout = seconds("drain_timeout", t)?;
+        }
+        if let Some(h) = high_water {
+            config.high_water = positive("high_water", h)?;
+            config.low_water = config.low_water.min(config.high_water / 4);
+        }
+        if let Some(l) = low_water {
+            config.low_water = usize::try_from(l)
+                .map_err(|_| PyValueError::new_err(format!("low_water must be >= 0, got {}", l)))?;
+        }
+        config
+            .validate()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyServer {
+            config,
+            handler,
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Bind and start the workers; returns at once. Raises `OSError` if the
+    /// address cannot be bound, `RuntimeError` if already started.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return Err(PyRuntimeError::new_err("server already started"));
+        }
+        let handler: Option<Arc<dyn Handler>> = match &self.handler {
+            Some(h) => Some(Arc::new(PyHandler::new(py, h.clone_ref(py))?)),
+            None => None,
+        };
+        let config = self.config.clone();
+        let addr = config.addr;
+        let started = py.detach(move || Server::start(config, handler));
+        match started {
+            Ok(server) => {
+                *running = Some(server);
+                Ok(())
+            }
+            Err(StartError::Io(e)) => Err(os_error(&e, &addr.to_string())),
+            Err(StartError::Config(e)) => Err(PyValueError::new_err(e.to_string())),
+            Err(StartError::Backend(e)) => Err(PyValueError::new_err(e)),
+        }
+    }
+
+    /// Serve until `close()` is called from another thread, a worker fails
+    /// (`RuntimeError`), or a signal handler raises (Ctrl-C: `KeyboardInterrupt`).
+    /// Starts the server first if needed.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        if lock(&self.running).is_none() {
+            self.start(py)?;
+        }
+        loop {
+            let stopped = {
+                let running = lock(&self.running);
+                match running.as_ref() {
+                    None => return Ok(()),
+                    Some(server) => py.detach(|| server.wait(SIGNAL_SLICE)),
+                }
+            };
+            if stopped {
+                let failure = lock(&self.running).as_ref().and_then(|s| s.failure());
+                self.close(py)?;
+                return match failure {
+                    Some(why) => Err(PyRuntimeError::new_err(why)),
+                    None => Ok(()),
+                };
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Wait up to `timeout` seconds (forever if None) for the server to stop;
+    /// True if it stopped.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let limit = timeout.map(|t| seconds("timeout", t)).transpose()?;
+        let start = std::time::Instant::now();
+        loop {
+            let stopped = {
+                let running = lock(&self.running);
+                match running.as_ref() {
+                    None => return Ok(true),
+                    Some(server) => py.detach(|| server.wait(SIGNAL_SLICE)),
+                }
+            };
+            if stopped {
+                return Ok(true);
+            }
+            if let Some(limit) = limit {
+                if start.elapsed() >= limit {
+                    return Ok(false);
+                }
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Stop: finish queued replies (up to `drain_timeout`), cancel every op,
+    /// close every socket and join every thread. Idempotent. Raises
+    /// `RuntimeError` if a worker had failed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let server = lock(&self.running).take();
+        if let Some(mut server) = server {
+            let closed = py.detach(|| server.close());
+            // The handler is dropped here, with the interpreter attached.
+            drop(server);
+            closed.map_err(PyRuntimeError::new_err)?;
+        }
+        Ok(())
+    }
+
+    /// `(host, port)` the server listens on, with port 0 resolved.
+    #[getter]
+    fn address(&self) -> PyResult<(String, u16)> {
+        let running = lock(&self.running);
+        let addr = match running.as_ref() {
+            Some(server) => server.local_addr(),
+            None => return Err(PyRuntimeError::new_err("server is not running")),
+        };
+        Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    /// `"io_uring"`, `"epoll"` or `"iocp"`.
+    #[getter]
+    fn backend(&self) -> PyResult<&'static str> {
+        match lock(&self.running).as_ref() {
+            Some(server) => Ok(server.backend().name()),
+            None => Err(PyRuntimeError::new_err("server is not running")),
+        }
+    }
+
+    /// The number of worker threads.
+    #[getter]
+    fn workers(&self) -> usize {
+        self.config.workers
+    }
+
+    /// Whether the server is started and not closed.
+    #[getter]
+    fn running(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    /// Counters summed over the workers, with `backend`, `workers` and
+    /// `per_worker` (a list of each worker's counters).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let running = lock(&self.running);
+        let server = match running.as_ref() {
+            Some(server) => server,
+            None => return Err(PyRuntimeError::new_err("server is not running")),
+        };
+        let dict = stats_dict(py, &server.stats())?;
+        dict.set_item("backend", server.backend().name())?;
+        dict.set_item("workers", server.workers())?;
+        let per_worker = PyList::empty(py);
+        for stats in server.worker_stats() {
+            per_worker.append(stats_dict(py, &stats)?)?;
+        }
+        dict.set_item("per_worker", per_worker)?;
+        Ok(dict)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        if lock(&slf.get().running).is_none() {
+            slf.get().start(slf.py())?;
+        }
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        match lock(&self.running).as_ref() {
+            Some(s) => format!(
+                "<Server {} backend={} workers={}>",
+                s.local_addr(),
+                s.backend(),
+                s.workers()
+            ),
+            None => format!("<Server {} (not running)>", self.config.addr),
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        // Closing joins the workers; they may need the interpreter for logging,
+        // so wait for them detached from it.
+        let server = lock(&self.running).take();
+        if let Some(mut server) = server {
+            Python::attach(|py| {
+                let _ = py.detach(|| server.close());
+                drop(server);
+            });
+        }
+    }
+}
+
+fn stats_dict<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, value) in stats.fields() {
+        dict.set_item(name, value)?;
+    }
+    Ok(dict)
+}
+
+/// The backend `"auto"` (or `IOCP_ECHO_BACKEND`) resolves to on this machine.
+#[pyfunction]
+#[pyo3(signature = (backend = "auto"))]
+pub(crate) fn resolve_backend(backend: &str) -> PyResult<&'static str> {
+    let choice = BackendChoice::parse(backend)
+        .and_then(BackendChoice::with_env)
+        .map_err(|e| PyValueError::new_err(format!("backend: {}", e)))?;
+    choice
+        .resolve()
+        .map(|b| b.name())
+        .map_err(|e| os_error(&e, backend))
+}
+
+fn positive(name: &str, value: i64) -> PyResult<usize> {
+    if value < 1 {
+        return Err(PyValueError::new_err(format!(
+            "{} must be a positive integer, got {}",
+            name, value
+        )));
+    }
+    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{} is too large", name)))
+}
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "{} must be a positive number of seconds, got {}",
+            name, value
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// `host` as an IP address; a name such as "localhost" is resolved.
+fn resolve_host(host: &str, port: u16) -> PyResult<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "host must be an IP address or a resolvable name, got {:?}",
+                host
+            ))
+        })
+}

@@ -1,0 +1,83 @@
+//! Counters kept by each worker and read by `Server::stats` from any thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[doc = $doc:literal] $name:ident,)*) => {
+        /// Live counters of one worker, updated with relaxed atomics.
+        #[derive(Debug, Default)]
+        pub struct WorkerCounters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        /// A snapshot of the counters of one worker, or their sum over all workers.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $(#[doc = $doc] pub $name: u64,)*
+        }
+
+        impl WorkerCounters {
+            /// Read every counter.
+            pub fn snapshot(&self) -> Stats {
+                Stats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Stats {
+            /// The names and values of every counter, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+
+            /// Add another snapshot into this one.
+            pub fn add(&mut self, other: &Stats) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted and handed to a worker.
+    connections_accepted,
+    /// Connections open now.
+    connections_open,
+    /// Connections closed, for any reason.
+    connections_closed,
+    /// Connections refused at once because `max_connections` were open.
+    connections_rejected,
+    /// Connections closed by the idle timeout.
+    idle_timeouts,
+    /// Failed accepts (out of file descriptors, aborted handshakes ...).
+    accept_errors,
+    /// Connections closed by a recv or send error (reset, broken pipe ...).
+    io_errors,
+    /// Connections closed for a bad frame (over `max_frame`, bad prefix, truncated).
+    frame_errors,
+    /// Connections closed because the handler raised or returned a bad reply.
+    handler_errors,
+    /// Bytes received from clients.
+    bytes_received,
+    /// Bytes sent to clients.
+    bytes_sent,
+    /// Complete frames received.
+    frames_received,
+    /// Replies queued for sending.
+    frames_sent,
+    /// Times a connection stopped reading because its output passed the high-water mark.
+    backpressure_pauses,
+}
+
+impl WorkerCounters {
+    /// Add `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtract `n` from a gauge.
+    #[inline]
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,728 @@
+//! A worker thread: one completion port, the connections it owns, and the loop
+//! that turns completions into frames, frames into replies and replies into sends.
+//!
+//! Each turn: wait for a batch of completions, handle each (decode what was
+//! received, queue native echoes, collect frames for the handler), call the
+//! handler once for the whole batch, take newly accepted sockets from the
+//! inbox, then "pump" every connection touched this turn: post its send, post
+//! its next recv unless backpressure holds it, or finish closing it.
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use socket2::Socket;
+
+use super::connection::{Connection, Phase};
+use super::handler::{Batch, Reply};
+use super::stats::WorkerCounters;
+use super::{lock, Shared};
+use crate::framing::Framing;
+use crate::port::{
+    raw_socket, Backend, Completion, CompletionPort, Op, Outcome, Port, Token, Waker,
+};
+
+/// The token of the listener's accepts.
+const LISTENER: Token = u64::MAX;
+/// Accepts kept posted on the listener.
+const ACCEPTS_IN_FLIGHT: usize = 4;
+/// How long accepting pauses after the process ran out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a draining worker checks its deadline.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
+/// How long past the drain deadline a worker waits for cancelled ops to complete
+/// before it gives up and leaks their buffers (a kernel that never completes them).
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// Idle pooled buffers kept per worker.
+const POOL_LIMIT: usize = 256;
+
+/// What `Server::start` hands a worker thread.
+pub(crate) struct Startup {
+    pub(crate) index: usize,
+    pub(crate) backend: Backend,
+    pub(crate) listener: Option<Socket>,
+    /// Reports the worker's waker, or why its port could not be opened.
+    pub(crate) ready: Sender<io::Result<Waker>>,
+    /// Says whether every worker started (true: run; false: exit).
+    pub(crate) go: Receiver<bool>,
+}
+
+/// The body of a worker thread.
+pub(crate) fn run(shared: Arc<Shared>, startup: Startup) {
+    let index = startup.index;
+    match Port::open(startup.backend) {
+        Err(e) => {
+            let _ = startup.ready.send(Err(e));
+        }
+        Ok(port) => {
+            let _ = startup.ready.send(Ok(port.waker()));
+            if let Ok(true) = startup.go.recv() {
+                let wakers = lock(&shared.wakers).clone();
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    Worker::new(index, Arc::clone(&shared), port, wakers, startup.listener).run()
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => shared.fail(format!("worker {} stopped: {}", index, e)),
+                    Err(panic) => shared.fail(format!(
+                        "worker {} panicked: {}",
+                        index,
+                        panic_message(panic.as_ref())
+                    )),
+                }
+            }
+        }
+    }
+    let mut running = lock(&shared.running);
+    *running -= 1;
+    shared.finished.notify_all();
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// The listening socket, owned by worker 0.
+struct Listener {
+    socket: Socket,
+    in_flight: usize,
+    /// Accepting is paused until then (descriptors or memory ran out).
+    paused_until: Option<Instant>,
+}
+
+struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    port: Port,
+    wakers: Vec<Waker>,
+    listener: Option<Listener>,
+    conns: Slab<Connection>,
+    next_id: u64,
+    next_worker: usize,
+    completions: Vec<Completion>,
+    batch: Batch,
+    dirty: Vec<usize>,
+    recv_pool: Vec<Vec<u8>>,
+    send_pool: Vec<Vec<u8>>,
+    draining: bool,
+    last_idle_check: Instant,
+}
+
+impl Worker {
+    fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        port: Port,
+        wakers: Vec<Waker>,
+        listener: Option<Socket>,
+    ) -> Worker {
+        let listener = listener.map(|socket| Listener {
+            socket,
+            in_flight: 0,
+            paused_until: None,
+        });
+        Worker {
+            index,
+            shared,
+            port,
+            wakers,
+            listener,
+            conns: Slab::new(),
+            // Ids are unique across workers: the worker index in the low bits.
+            next_id: index as u64,
+            next_worker: 0,
+            completions: Vec::with_capacity(crate::port::MAX_BATCH),
+            batch: Batch::new(),
+            dirty: Vec::new(),
+            recv_pool: Vec::new(),
+            send_pool: Vec::new(),
+            draining: false,
+            last_idle_check: Instant::now(),
+        }
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        &self.shared.counters[self.index]
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        if let Some(listener) = &self.listener {
+            self.port.register(raw_socket(&listener.socket))?;
+        }
+        self.post_accepts();
+        let mut drain_deadline = None;
+        loop {
+            let timeout = self.timeout();
+            self.port.wait(&mut self.completions, timeout)?;
+            let mut completions = mem::take(&mut self.completions);
+            for completion in completions.drain(..) {
+                self.on_completion(completion);
+            }
+            self.completions = completions;
+            self.answer_batch();
+            self.take_inbox();
+
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                let deadline = *drain_deadline.get_or_insert_with(|| self.drain_deadline());
+                self.drain(deadline);
+                self.pump_dirty();
+                if self.finished() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline + CANCEL_GRACE {
+                    log::error!(
+                        "worker {}: {} ops never completed after cancellation; leaking their buffers",
+                        self.index,
+                        self.port.in_flight()
+                    );
+                    return Ok(());
+                }
+            } else {
+                self.pump_dirty();
+                self.post_accepts();
+                self.close_idle();
+            }
+        }
+    }
+
+    fn drain_deadline(&self) -> Instant {
+        let started = (*lock(&self.shared.drain_started)).unwrap_or_else(Instant::now);
+        started + self.shared.config.drain_timeout
+    }
+
+    /// How long the next wait may block.
+    fn timeout(&self) -> Option<Duration> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Some(DRAIN_TICK);
+        }
+        let mut timeout = self.shared.config.idle_timeout.map(|idle| {
+            (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        });
+        if let Some(until) = self.listener.as_ref().and_then(|l| l.paused_until) {
+            let left = until.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        timeout
+    }
+
+    fn on_completion(&mut self, completion: Completion) {
+        let key = completion.token;
+        if key == LISTENER {
+            if let Outcome::Accepted(result) = completion.outcome {
+                self.on_accept(result);
+            }
+            return;
+        }
+        let key = key as usize;
+        match completion.outcome {
+            Outcome::Received { buf, result } => self.on_received(key, buf, result),
+            Outcome::Sent { buf, pos, result } => self.on_sent(key, buf, pos, result),
+            Outcome::Accepted(_) | Outcome::Connected(_) => {
+                log::error!("worker {}: unexpected completion for connection", self.index);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, result: io::Result<(Socket, SocketAddr)>) {
+        let stopping = self.shared.stopping.load(Ordering::SeqCst);
+        let counters = &self.shared.counters[self.index];
+        let listener = match self.listener.as_mut() {
+            Some(l) => l,
+            None => return,
+        };
+        listener.in_flight -= 1;
+        match result {
+            Ok((socket, peer)) => {
+                if stopping {
+                    return;
+                }
+                let open = self.shared.open_connections.fetch_add(1, Ordering::SeqCst);
+                if open >= self.shared.config.max_connections {
+                    self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+                    WorkerCounters::add(&counters.connections_rejected, 1);
+                    log::debug!("refusing {}: {} connections open", peer, open);
+                    return;
+                }
+                // Small replies should leave at once, not wait for Nagle.
+                if let Err(e) = socket.set_nodelay(true) {
+                    log::debug!("TCP_NODELAY on {}: {}", peer, e);
+                }
+                let target = self.next_worker;
+                self.next_worker = (self.next_worker + 1) % self.wakers.len();
+                if target == self.index {
+                    self.add_connection(socket, peer);
+                } else {
+                    lock(&self.shared.inboxes[target]).push((socket, peer));
+                    if let Err(e) = self.wakers[target].wake() {
+                        log::error!("could not wake worker {}: {}", target, e);
+                    }
+                }
+            }
+            Err(e) => {
+                if stopping {
+                    return;
+                }
+                WorkerCounters::add(&counters.accept_errors, 1);
+                if out_of_resources(&e) {
+                    if listener.paused_until.is_none() {
+                        log::warn!(
+                            "accept failed ({}); pausing accepts for {:?}",
+                            e,
+                            ACCEPT_BACKOFF
+                        );
+                    }
+                    listener.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                } else {
+                    log::debug!("accept failed: {}", e);
+                }
+            }
+        }
+    }
+
+    /// Keep `ACCEPTS_IN_FLIGHT` accepts posted, unless paused.
+    fn post_accepts(&mut self) {
+        let listener = match self.listener.as_mut() {
+            Some(l) => l,
+            None => return,
+        };
+        if let Some(until) = listener.paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            listener.paused_until = None;
+        }
+        while listener.in_flight < ACCEPTS_IN_FLIGHT {
+            listener.in_flight += 1;
+            self.port.submit(
+                LISTENER,
+                Op::Accept {
+                    listener: raw_socket(&listener.socket),
+                },
+            );
+        }
+    }
+
+    /// Adopt sockets that worker 0 accepted for this worker.
+    fn take_inbox(&mut self) {
+        let sockets = mem::take(&mut *lock(&self.shared.inboxes[self.index]));
+        for (socket, peer) in sockets {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            self.add_connection(socket, peer);
+        }
+    }
+
+    fn add_connection(&mut self, socket: Socket, peer: SocketAddr) {
+        if let Err(e) = self.port.register(raw_socket(&socket)) {
+            log::warn!("could not register connection from {}: {}", peer, e);
+            self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+            WorkerCounters::add(&self.counters().io_errors, 1);
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += self.wakers.len() as u64;
+        let decoder = self.shared.config.framing.decoder(self.shared.config.max_frame);
+        let key = self.conns.insert(Connection::new(id, socket, peer, decoder));
+        let counters = self.counters();
+        WorkerCounters::add(&counters.connections_accepted, 1);
+        WorkerCounters::add(&counters.connections_open, 1);
+        self.touch(key);
+    }
+
+    fn on_received(&mut self, key: usize, mut buf: Vec<u8>, result: io::Result<usize>) {
+        let shared = &self.shared;
+        let counters = &shared.counters[self.index];
+        let conn = match self.conns.get_mut(key) {
+            Some(c) => c,
+            None => return,
+        };
+        conn.recv_in_flight = false;
+        let mut abort = false;
+        match result {
+            _ if conn.phase != Phase::Open => {}
+            Ok(0) => {
+                // The peer finished sending: answer what it sent, then close.
+                conn.phase = Phase::Flushing;
+                let decoded = decode_end(key, conn, shared, counters, &mut self.batch);
+                abort = decoded.is_err();
+            }
+            Ok(n) => {
+                WorkerCounters::add(&counters.bytes_received, n as u64);
+                conn.last_active = Instant::now();
+                let echo_raw = shared.handler.is_none() && shared.config.framing == Framing::Raw;
+                if echo_raw && conn.pending.is_empty() && !conn.send_in_flight {
+                    // The native raw echo sends the received buffer itself.
+                    WorkerCounters::add(&counters.frames_received, 1);
+                    WorkerCounters::add(&counters.frames_sent, 1);
+                    conn.pending = mem::replace(&mut buf, self.recv_pool.pop().unwrap_or_default());
+                } else {
+                    abort = decode(key, conn, &buf, shared, counters, &mut self.batch).is_err();
+                }
+            }
+            Err(e) => {
+                log::debug!("recv from {}: {}", conn.peer, e);
+                WorkerCounters::add(&counters.io_errors, 1);
+                abort = true;
+            }
+        }
+        buf.clear();
+        recycle(&mut self.recv_pool, buf, shared.config.recv_buffer);
+        if abort {
+            self.abort(key);
+        }
+        self.touch(key);
+    }
+
+    fn on_sent(&mut self, key: usize, mut buf: Vec<u8>, pos: usize, result: io::Result<usize>) {
+        let counters = &self.shared.counters[self.index];
+        let conn = match self.conns.get_mut(key) {
+            Some(c) => c,
+            None => return,
+        };
+        conn.send_in_flight = false;
+        match result {
+            Ok(n) if conn.phase != Phase::Closing => {
+                WorkerCounters::add(&counters.bytes_sent, n as u64);
+                conn.last_active = Instant::now();
+                let pos = pos + n;
+                if pos < buf.len() {
+                    // A partial send: post the rest before anything queued behind it.
+                    conn.sending = buf.len() - pos;
+                    conn.send_in_flight = true;
+                    let socket = conn.raw();
+                    self.port
+                        .submit(key as Token, Op::Send { socket, buf, pos });
+                    return;
+                }
+                conn.sending = 0;
+            }
+            Ok(_) => conn.sending = 0,
+            Err(e) => {
+                conn.sending = 0;
+                if conn.phase != Phase::Closing {
+                    log::debug!("send to {}: {}", conn.peer, e);
+                    WorkerCounters::add(&counters.io_errors, 1);
+                    self.abort(key);
+                }
+            }
+        }
+        buf.clear();
+        recycle(&mut self.send_pool, buf, self.shared.config.recv_buffer);
+        self.touch(key);
+    }
+
+    /// Call the handler once for every frame collected this turn, and queue the replies.
+    fn answer_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Some(handler) = &self.shared.handler {
+            handler.handle(&mut self.batch);
+        }
+        let framing = &self.shared.config.framing;
+        let counters = &self.shared.counters[self.index];
+        let mut failed = Vec::new();
+        for i in 0..self.batch.len() {
+            let (key, id) = self.batch.owners[i];
+            let conn = match self.conns.get_mut(key) {
+                Some(c) if c.id == id && c.phase != Phase::Closing => c,
+                _ => continue,
+            };
+            if failed.last() == Some(&key) {
+                continue;
+            }
+            match self.batch.outcomes[i] {
+                Reply::Nothing => {}
+                Reply::Data(start, end) => {
+                    let payload = self.batch.reply_bytes(start, end);
+                    match framing.encode_into(payload, &mut conn.pending) {
+                        Ok(()) => WorkerCounters::add(&counters.frames_sent, 1),
+                        Err(e) => {
+                            log::error!("handler reply to {} cannot be framed: {}", conn.peer, e);
+                            WorkerCounters::add(&counters.handler_errors, 1);
+                            failed.push(key);
+                        }
+                    }
+                }
+                Reply::Fail => {
+                    WorkerCounters::add(&counters.handler_errors, 1);
+                    failed.push(key);
+                }
+            }
+        }
+        self.batch.clear();
+        for key in failed {
+            self.abort(key);
+        }
+    }
+
+    fn touch(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn pump_dirty(&mut self) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.dirty = false;
+                self.pump(key);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Post what a connection needs next: its send, its next recv, or its end.
+    fn pump(&mut self, key: usize) {
+        let config = &self.shared.config;
+        let counters = &self.shared.counters[self.index];
+        let conn = &mut self.conns[key];
+        if conn.phase == Phase::Closing {
+            if !conn.busy() {
+                self.finalize(key);
+            }
+            return;
+        }
+        if !conn.send_in_flight && !conn.pending.is_empty() {
+            let buf = mem::replace(&mut conn.pending, self.send_pool.pop().unwrap_or_default());
+            conn.sending = buf.len();
+            conn.send_in_flight = true;
+            let socket = conn.raw();
+            self.port
+                .submit(key as Token, Op::Send { socket, buf, pos: 0 });
+        }
+        let queued = conn.queued_output();
+        if conn.paused && queued <= config.low_water {
+            conn.paused = false;
+        } else if !conn.paused && queued > config.high_water {
+            conn.paused = true;
+            WorkerCounters::add(&counters.backpressure_pauses, 1);
+        }
+        match conn.phase {
+            Phase::Open if !conn.paused && !conn.recv_in_flight => {
+                let mut buf = self.recv_pool.pop().unwrap_or_default();
+                buf.reserve(config.recv_buffer);
+                conn.recv_in_flight = true;
+                let socket = conn.raw();
+                self.port.submit(key as Token, Op::Recv { socket, buf });
+            }
+            Phase::Flushing if !conn.send_in_flight => self.abort(key),
+            _ => {}
+        }
+    }
+
+    /// Close a connection now: cancel its ops; it is freed once they complete.
+    fn abort(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        conn.phase = Phase::Closing;
+        if conn.busy() {
+            self.port.cancel(conn.raw());
+        }
+        self.touch(key);
+    }
+
+    /// Free a connection whose ops have all completed.
+    fn finalize(&mut self, key: usize) {
+        let conn = self.conns.remove(key);
+        if let Err(e) = self.port.deregister(conn.raw()) {
+            log::debug!("deregister {}: {}", conn.peer, e);
+        }
+        drop(conn);
+        self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let counters = self.counters();
+        WorkerCounters::sub(&counters.connections_open, 1);
+        WorkerCounters::add(&counters.connections_closed, 1);
+    }
+
+    fn close_idle(&mut self) {
+        let idle = match self.shared.config.idle_timeout {
+            Some(t) => t,
+            None => return,
+        };
+        let now = Instant::now();
+        if now.duration_since(self.last_idle_check) < (idle / 4).min(Duration::from_secs(1)) {
+            return;
+        }
+        self.last_idle_check = now;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Closing && now.duration_since(c.last_active) >= idle)
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            log::debug!("closing idle connection from {}", self.conns[key].peer);
+            WorkerCounters::add(&self.counters().idle_timeouts, 1);
+            self.abort(key);
+        }
+        self.pump_dirty();
+    }
+
+    /// One step of shutdown: stop accepting, let connections flush until the
+    /// deadline, then cut the rest.
+    fn drain(&mut self, deadline: Instant) {
+        if !self.draining {
+            self.draining = true;
+            if let Some(listener) = &self.listener {
+                if listener.in_flight > 0 {
+                    self.port.cancel(raw_socket(&listener.socket));
+                }
+            }
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                let conn = &mut self.conns[key];
+                if conn.phase == Phase::Open {
+                    conn.phase = Phase::Flushing;
+                    if conn.recv_in_flight && !conn.send_in_flight && conn.pending.is_empty() {
+                        self.abort(key);
+                    }
+                }
+                self.touch(key);
+            }
+        }
+        if Instant::now() >= deadline {
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                self.abort(key);
+            }
+        }
+        if let Some(listener) = &self.listener {
+            if listener.in_flight == 0 {
+                if let Err(e) = self.port.deregister(raw_socket(&listener.socket)) {
+                    log::debug!("deregister listener: {}", e);
+                }
+                self.listener = None;
+            }
+        }
+    }
+
+    /// Whether shutdown is complete: no connection, no listener, nothing in flight.
+    fn finished(&self) -> bool {
+        self.conns.is_empty() && self.listener.is_none() && self.port.in_flight() == 0
+    }
+}
+
+/// Decode received bytes: queue native echoes, or collect frames for the handler.
+fn decode(
+    key: usize,
+    conn: &mut Connection,
+    data: &[u8],
+    shared: &Shared,
+    counters: &WorkerCounters,
+    batch: &mut Batch,
+) -> Result<(), ()> {
+    let owner = (key, conn.id);
+    let framing = &shared.config.framing;
+    let Connection {
+        decoder,
+        pending,
+        peer,
+        ..
+    } = conn;
+    let mut frames = 0u64;
+    let result = if shared.handler.is_some() {
+        decoder.feed(data, &mut |frame| {
+            frames += 1;
+            batch.push(owner, frame);
+        })
+    } else {
+        decoder.feed(data, &mut |frame| {
+            frames += 1;
+            // A decoded payload always fits its own framing.
+            let _ = framing.encode_into(frame, pending);
+        })
+    };
+    finish_decode(result, frames, peer, counters, shared)
+}
+
+/// The peer sent EOF: a lines decoder may hold a last frame without delimiter.
+fn decode_end(
+    key: usize,
+    conn: &mut Connection,
+    shared: &Shared,
+    counters: &WorkerCounters,
+    batch: &mut Batch,
+) -> Result<(), ()> {
+    let owner = (key, conn.id);
+    let framing = &shared.config.framing;
+    let Connection {
+        decoder,
+        pending,
+        peer,
+        ..
+    } = conn;
+    let mut frames = 0u64;
+    let result = if shared.handler.is_some() {
+        decoder.finish(&mut |frame| {
+            frames += 1;
+            batch.push(owner, frame);
+        })
+    } else {
+        decoder.finish(&mut |frame| {
+            frames += 1;
+            let _ = framing.encode_into(frame, pending);
+        })
+    };
+    finish_decode(result, frames, peer, counters, shared)
+}
+
+fn finish_decode(
+    result: Result<(), crate::framing::FrameError>,
+    frames: u64,
+    peer: &SocketAddr,
+    counters: &WorkerCounters,
+    shared: &Shared,
+) -> Result<(), ()> {
+    WorkerCounters::add(&counters.frames_received, frames);
+    if shared.handler.is_none() {
+        WorkerCounters::add(&counters.frames_sent, frames);
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::info!("closing connection from {}: {}", peer, e);
+            WorkerCounters::add(&counters.frame_errors, 1);
+            Err(())
+        }
+    }
+}
+
+/// Return a buffer to a pool, unless the pool is full or the buffer grew large.
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>, size: usize) {
+    if pool.len() < POOL_LIMIT && buf.capacity() <= 4 * size && buf.capacity() > 0 {
+        pool.push(buf);
+    }
+}
+
+/// Errors after which accepting again at once would only fail again.
+fn out_of_resources(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    let codes = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+    // WSAEMFILE, WSAENOBUFS.
+    #[cfg(windows)]
+    let codes = [10024, 10055];
+    matches!(e.raw_os_error(), Some(code) if codes.contains(&code))
+}
