@@ -265,7 +265,10 @@ impl BackendChoice {
         match self {
             BackendChoice::Forced(backend) if !backend.compiled_in() => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("backend {} is not available on this operating system", backend),
+                format!(
+                    "backend {} is not available on this operating system",
+                    backend
+                ),
             )),
             BackendChoice::Forced(backend) => {
                 #[cfg(target_os = "linux")]
@@ -339,7 +342,10 @@ impl Port {
             #[allow(unreachable_patterns)]
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("backend {} is not available on this operating system", other),
+                format!(
+                    "backend {} is not available on this operating system",
+                    other
+                ),
             )),
         }
     }

@@ -21,7 +21,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<framing::PyFraming>()?;
     m.add_class::<framing::PyDecoder>()?;
     m.add_class::<server::PyServer>()?;
-    m.add("DEFAULT_MAX_FRAME", crate::server::Config::default().max_frame)?;
+    m.add(
+        "DEFAULT_MAX_FRAME",
+        crate::server::Config::default().max_frame,
+    )?;
     m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(server::resolve_backend, m)?)?;
     Ok(())

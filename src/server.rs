@@ -9,7 +9,9 @@
 //! every backend, including IOCP where a listening socket can belong to a single
 //! port only.
 
+mod accept;
 mod connection;
+mod drain;
 mod handler;
 mod stats;
 mod worker;

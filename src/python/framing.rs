@@ -40,9 +40,10 @@ impl PyFraming {
     #[staticmethod]
     #[pyo3(signature = (width = 4, byteorder = "big"))]
     fn length_prefixed(width: u64, byteorder: &str) -> PyResult<PyFraming> {
-        let order = ByteOrder::parse(byteorder).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let inner =
-            Framing::length_prefixed(width, order).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let order =
+            ByteOrder::parse(byteorder).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let inner = Framing::length_prefixed(width, order)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyFraming { inner })
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use socket2::Socket;
 
+use super::accept::{Listener, LISTENER};
 use super::connection::{Connection, Phase};
 use super::handler::{Batch, Reply};
 use super::stats::WorkerCounters;
@@ -28,12 +29,6 @@ use crate::port::{
     raw_socket, Backend, Completion, CompletionPort, Op, Outcome, Port, Token, Waker,
 };
 
-/// The token of the listener's accepts.
-const LISTENER: Token = u64::MAX;
-/// Accepts kept posted on the listener.
-const ACCEPTS_IN_FLIGHT: usize = 4;
-/// How long accepting pauses after the process ran out of descriptors or memory.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a draining worker checks its deadline.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// How long past the drain deadline a worker waits for cancelled ops to complete
@@ -94,30 +89,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The listening socket, owned by worker 0.
-struct Listener {
-    socket: Socket,
-    in_flight: usize,
-    /// Accepting is paused until then (descriptors or memory ran out).
-    paused_until: Option<Instant>,
-}
-
-struct Worker {
-    index: usize,
-    shared: Arc<Shared>,
-    port: Port,
-    wakers: Vec<Waker>,
-    listener: Option<Listener>,
-    conns: Slab<Connection>,
-    next_id: u64,
-    next_worker: usize,
-    completions: Vec<Completion>,
-    batch: Batch,
-    dirty: Vec<usize>,
-    recv_pool: Vec<Vec<u8>>,
-    send_pool: Vec<Vec<u8>>,
-    draining: bool,
-    last_idle_check: Instant,
+pub(super) struct Worker {
+    pub(super) index: usize,
+    pub(super) shared: Arc<Shared>,
+    pub(super) port: Port,
+    pub(super) wakers: Vec<Waker>,
+    pub(super) listener: Option<Listener>,
+    pub(super) conns: Slab<Connection>,
+    pub(super) next_id: u64,
+    pub(super) next_worker: usize,
+    pub(super) completions: Vec<Completion>,
+    pub(super) batch: Batch,
+    pub(super) dirty: Vec<usize>,
+    pub(super) recv_pool: Vec<Vec<u8>>,
+    pub(super) send_pool: Vec<Vec<u8>>,
+    pub(super) draining: bool,
+    pub(super) last_idle_check: Instant,
 }
 
 impl Worker {
@@ -153,7 +140,7 @@ impl Worker {
         }
     }
 
-    fn counters(&self) -> &WorkerCounters {
+    pub(super) fn counters(&self) -> &WorkerCounters {
         &self.shared.counters[self.index]
     }
 
@@ -207,9 +194,11 @@ impl Worker {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Some(DRAIN_TICK);
         }
-        let mut timeout = self.shared.config.idle_timeout.map(|idle| {
-            (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-        });
+        let mut timeout = self
+            .shared
+            .config
+            .idle_timeout
+            .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         if let Some(until) = self.listener.as_ref().and_then(|l| l.paused_until) {
             let left = until.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
@@ -230,117 +219,12 @@ impl Worker {
             Outcome::Received { buf, result } => self.on_received(key, buf, result),
             Outcome::Sent { buf, pos, result } => self.on_sent(key, buf, pos, result),
             Outcome::Accepted(_) | Outcome::Connected(_) => {
-                log::error!("worker {}: unexpected completion for connection", self.index);
+                log::error!(
+                    "worker {}: unexpected completion for connection",
+                    self.index
+                );
             }
         }
-    }
-
-    fn on_accept(&mut self, result: io::Result<(Socket, SocketAddr)>) {
-        let stopping = self.shared.stopping.load(Ordering::SeqCst);
-        let counters = &self.shared.counters[self.index];
-        let listener = match self.listener.as_mut() {
-            Some(l) => l,
-            None => return,
-        };
-        listener.in_flight -= 1;
-        match result {
-            Ok((socket, peer)) => {
-                if stopping {
-                    return;
-                }
-                let open = self.shared.open_connections.fetch_add(1, Ordering::SeqCst);
-                if open >= self.shared.config.max_connections {
-                    self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-                    WorkerCounters::add(&counters.connections_rejected, 1);
-                    log::debug!("refusing {}: {} connections open", peer, open);
-                    return;
-                }
-                // Small replies should leave at once, not wait for Nagle.
-                if let Err(e) = socket.set_nodelay(true) {
-                    log::debug!("TCP_NODELAY on {}: {}", peer, e);
-                }
-                let target = self.next_worker;
-                self.next_worker = (self.next_worker + 1) % self.wakers.len();
-                if target == self.index {
-                    self.add_connection(socket, peer);
-                } else {
-                    lock(&self.shared.inboxes[target]).push((socket, peer));
-                    if let Err(e) = self.wakers[target].wake() {
-                        log::error!("could not wake worker {}: {}", target, e);
-                    }
-                }
-            }
-            Err(e) => {
-                if stopping {
-                    return;
-                }
-                WorkerCounters::add(&counters.accept_errors, 1);
-                if out_of_resources(&e) {
-                    if listener.paused_until.is_none() {
-                        log::warn!(
-                            "accept failed ({}); pausing accepts for {:?}",
-                            e,
-                            ACCEPT_BACKOFF
-                        );
-                    }
-                    listener.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                } else {
-                    log::debug!("accept failed: {}", e);
-                }
-            }
-        }
-    }
-
-    /// Keep `ACCEPTS_IN_FLIGHT` accepts posted, unless paused.
-    fn post_accepts(&mut self) {
-        let listener = match self.listener.as_mut() {
-            Some(l) => l,
-            None => return,
-        };
-        if let Some(until) = listener.paused_until {
-            if Instant::now() < until {
-                return;
-            }
-            listener.paused_until = None;
-        }
-        while listener.in_flight < ACCEPTS_IN_FLIGHT {
-            listener.in_flight += 1;
-            self.port.submit(
-                LISTENER,
-                Op::Accept {
-                    listener: raw_socket(&listener.socket),
-                },
-            );
-        }
-    }
-
-    /// Adopt sockets that worker 0 accepted for this worker.
-    fn take_inbox(&mut self) {
-        let sockets = mem::take(&mut *lock(&self.shared.inboxes[self.index]));
-        for (socket, peer) in sockets {
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
-            self.add_connection(socket, peer);
-        }
-    }
-
-    fn add_connection(&mut self, socket: Socket, peer: SocketAddr) {
-        if let Err(e) = self.port.register(raw_socket(&socket)) {
-            log::warn!("could not register connection from {}: {}", peer, e);
-            self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-            WorkerCounters::add(&self.counters().io_errors, 1);
-            return;
-        }
-        let id = self.next_id;
-        self.next_id += self.wakers.len() as u64;
-        let decoder = self.shared.config.framing.decoder(self.shared.config.max_frame);
-        let key = self.conns.insert(Connection::new(id, socket, peer, decoder));
-        let counters = self.counters();
-        WorkerCounters::add(&counters.connections_accepted, 1);
-        WorkerCounters::add(&counters.connections_open, 1);
-        self.touch(key);
     }
 
     fn on_received(&mut self, key: usize, mut buf: Vec<u8>, result: io::Result<usize>) {
@@ -470,7 +354,7 @@ impl Worker {
         }
     }
 
-    fn touch(&mut self, key: usize) {
+    pub(super) fn touch(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.dirty {
                 conn.dirty = true;
@@ -479,7 +363,7 @@ impl Worker {
         }
     }
 
-    fn pump_dirty(&mut self) {
+    pub(super) fn pump_dirty(&mut self) {
         let mut dirty = mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -508,8 +392,14 @@ impl Worker {
             conn.sending = buf.len();
             conn.send_in_flight = true;
             let socket = conn.raw();
-            self.port
-                .submit(key as Token, Op::Send { socket, buf, pos: 0 });
+            self.port.submit(
+                key as Token,
+                Op::Send {
+                    socket,
+                    buf,
+                    pos: 0,
+                },
+            );
         }
         let queued = conn.queued_output();
         if conn.paused && queued <= config.low_water {
@@ -532,7 +422,7 @@ impl Worker {
     }
 
     /// Close a connection now: cancel its ops; it is freed once they complete.
-    fn abort(&mut self, key: usize) {
+    pub(super) fn abort(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         if conn.phase == Phase::Closing {
             return;
@@ -555,73 +445,6 @@ impl Worker {
         let counters = self.counters();
         WorkerCounters::sub(&counters.connections_open, 1);
         WorkerCounters::add(&counters.connections_closed, 1);
-    }
-
-    fn close_idle(&mut self) {
-        let idle = match self.shared.config.idle_timeout {
-            Some(t) => t,
-            None => return,
-        };
-        let now = Instant::now();
-        if now.duration_since(self.last_idle_check) < (idle / 4).min(Duration::from_secs(1)) {
-            return;
-        }
-        self.last_idle_check = now;
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Closing && now.duration_since(c.last_active) >= idle)
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            log::debug!("closing idle connection from {}", self.conns[key].peer);
-            WorkerCounters::add(&self.counters().idle_timeouts, 1);
-            self.abort(key);
-        }
-        self.pump_dirty();
-    }
-
-    /// One step of shutdown: stop accepting, let connections flush until the
-    /// deadline, then cut the rest.
-    fn drain(&mut self, deadline: Instant) {
-        if !self.draining {
-            self.draining = true;
-            if let Some(listener) = &self.listener {
-                if listener.in_flight > 0 {
-                    self.port.cancel(raw_socket(&listener.socket));
-                }
-            }
-            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-            for key in keys {
-                let conn = &mut self.conns[key];
-                if conn.phase == Phase::Open {
-                    conn.phase = Phase::Flushing;
-                    if conn.recv_in_flight && !conn.send_in_flight && conn.pending.is_empty() {
-                        self.abort(key);
-                    }
-                }
-                self.touch(key);
-            }
-        }
-        if Instant::now() >= deadline {
-            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-            for key in keys {
-                self.abort(key);
-            }
-        }
-        if let Some(listener) = &self.listener {
-            if listener.in_flight == 0 {
-                if let Err(e) = self.port.deregister(raw_socket(&listener.socket)) {
-                    log::debug!("deregister listener: {}", e);
-                }
-                self.listener = None;
-            }
-        }
-    }
-
-    /// Whether shutdown is complete: no connection, no listener, nothing in flight.
-    fn finished(&self) -> bool {
-        self.conns.is_empty() && self.listener.is_none() && self.port.in_flight() == 0
     }
 }
 
@@ -715,14 +538,4 @@ fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>, size: usize) {
     if pool.len() < POOL_LIMIT && buf.capacity() <= 4 * size && buf.capacity() > 0 {
         pool.push(buf);
     }
-}
-
-/// Errors after which accepting again at once would only fail again.
-fn out_of_resources(e: &io::Error) -> bool {
-    #[cfg(target_os = "linux")]
-    let codes = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
-    // WSAEMFILE, WSAENOBUFS.
-    #[cfg(windows)]
-    let codes = [10024, 10055];
-    matches!(e.raw_os_error(), Some(code) if codes.contains(&code))
 }
