@@ -76,9 +76,7 @@ def serve(
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """Make SIGTERM stop the server like Ctrl-C, where Python lets us (main thread)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "SIGTERM"
-    ):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         yield
         return
 

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         default="raw",
         help="how messages are cut: each chunk, lines, or length-prefixed (default raw)",
     )
-    p.add_argument("--delimiter", default="\\n", help="lines delimiter, escapes allowed (default \\n)")
+    p.add_argument(
+        "--delimiter", default="\\n", help="lines delimiter, escapes allowed (default \\n)"
+    )
     p.add_argument(
         "--length-width", type=int, choices=[1, 2, 4, 8], default=4, help="prefix bytes (default 4)"
     )

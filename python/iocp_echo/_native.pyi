@@ -2,9 +2,22 @@
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Literal, Union
+from typing import Any, Final, Literal, final
 
-_Reply = Union[bytes, bytearray, memoryview, None]
+from typing_extensions import TypeAlias
+
+_Reply: TypeAlias = bytes | bytearray | memoryview | None
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_FRAME",
+    "Decoder",
+    "FrameTooLarge",
+    "Framing",
+    "FramingError",
+    "Server",
+    "resolve_backend",
+]
 
 BACKENDS: Final[list[str]]
 """Every backend name: ``"io_uring"``, ``"epoll"``, ``"iocp"``."""
@@ -18,6 +31,7 @@ class FramingError(ValueError):
 class FrameTooLarge(FramingError):
     """A frame's payload is over the limit, or its length prefix claims so."""
 
+@final
 class Framing:
     """How a byte stream is cut into messages (and replies framed)."""
 
@@ -25,11 +39,11 @@ class Framing:
     def raw() -> Framing:
         """Each received chunk is a message."""
     @staticmethod
-    def lines(delimiter: bytes = b"\n") -> Framing:
-        """Messages end with ``delimiter`` (1 to 64 bytes, not part of the message)."""
+    def lines(delimiter: bytes = ...) -> Framing:
+        """Messages end with ``delimiter`` (default ``b"\\n"``, 1 to 64 bytes, not in a message)."""
     @staticmethod
     def length_prefixed(width: int = 4, byteorder: str = "big") -> Framing:
-        """Messages are preceded by their length: ``width`` 1, 2, 4 or 8 bytes, big or little endian."""
+        """Messages are preceded by their length: ``width`` 1, 2, 4 or 8 bytes, big or little."""
     @property
     def kind(self) -> Literal["raw", "lines", "length_prefixed"]:
         """The kind of framing."""
@@ -37,15 +51,16 @@ class Framing:
         """The frame of one message; ``FramingError`` if it cannot be framed."""
     def decoder(self, max_frame: int = ...) -> Decoder:
         """A new streaming decoder for this framing."""
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class Decoder:
     """Cuts a byte stream, fed in chunks of any size, into whole messages."""
 
     def __new__(cls, framing: Framing | str, max_frame: int = ...) -> Decoder: ...
     def feed(self, data: bytes) -> list[bytes]:
-        """The messages completed by the next bytes of the stream; ``FrameTooLarge`` over the limit."""
+        """The messages the next bytes of the stream complete; ``FrameTooLarge`` over the limit."""
     def finish(self) -> list[bytes]:
         """The stream ended: a last message without delimiter, or ``FramingError`` if cut short."""
     @property
@@ -55,6 +70,7 @@ class Decoder:
     def max_frame(self) -> int:
         """The payload limit."""
 
+@final
 class Server:
     """A TCP message server; a context manager that starts on enter and closes on exit."""
 

@@ -32,19 +32,19 @@ pub(crate) struct PyServer {
 impl PyServer {
     #[new]
     #[pyo3(signature = (
-        handler = None, *, host = "127.0.0.1".to_string(), port = 8080, framing = None,
-        workers = None, backend = "auto".to_string(), max_frame = None,
+        handler = None, *, host = "127.0.0.1", port = 8080, framing = None,
+        workers = None, backend = "auto", max_frame = None,
         max_connections = None, idle_timeout = None, drain_timeout = None,
         high_water = None, low_water = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         handler: Option<Py<PyAny>>,
-        host: String,
+        host: &str,
         port: i64,
         framing: Option<&Bound<'_, PyAny>>,
         workers: Option<i64>,
-        backend: String,
+        backend: &str,
         max_frame: Option<i64>,
         max_connections: Option<i64>,
         idle_timeout: Option<f64>,
@@ -68,14 +68,14 @@ impl PyServer {
                 port
             )));
         }
-        config.addr = resolve_host(&host, port as u16)?;
+        config.addr = resolve_host(host, port as u16)?;
         if let Some(f) = framing {
             config.framing = framing_arg(f)?;
         }
         if let Some(w) = workers {
             config.workers = positive("workers", w)?;
         }
-        config.backend = BackendChoice::parse(&backend)
+        config.backend = BackendChoice::parse(backend)
             .map_err(|e| PyValueError::new_err(format!("backend: {}", e)))?;
         if let Some(m) = max_frame {
             config.max_frame = positive("max_frame", m)?;
