@@ -273,7 +273,7 @@ impl BackendChoice {
             BackendChoice::Forced(backend) => {
                 #[cfg(target_os = "linux")]
                 if backend == Backend::IoUring {
-                    crate::uring::probe()?;
+                    probe_uring()?;
                 }
                 Ok(backend)
             }
@@ -287,7 +287,7 @@ fn auto_backend() -> Backend {
     use std::sync::atomic::{AtomicBool, Ordering};
     static PROBED: std::sync::Once = std::sync::Once::new();
     static USABLE: AtomicBool = AtomicBool::new(false);
-    PROBED.call_once(|| match crate::uring::probe() {
+    PROBED.call_once(|| match probe_uring() {
         Ok(()) => USABLE.store(true, Ordering::Release),
         Err(e) => log::warn!("io_uring is not usable here ({}); falling back to epoll", e),
     });
@@ -295,6 +295,25 @@ fn auto_backend() -> Backend {
         Backend::IoUring
     } else {
         Backend::Epoll
+    }
+}
+
+/// Probe io_uring on a thread of its own: tearing down the probe's ring can
+/// leave task work for the thread that made it, which interrupts that thread's
+/// next timed blocking call with `EINTR`; the caller's thread stays untouched.
+#[cfg(target_os = "linux")]
+fn probe_uring() -> io::Result<()> {
+    match std::thread::Builder::new()
+        .name("iocp-echo-probe".to_string())
+        .spawn(crate::uring::probe)
+    {
+        Ok(probe) => probe.join().unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::Other,
+                "io_uring probe panicked",
+            ))
+        }),
+        Err(e) => Err(e),
     }
 }
 

@@ -434,3 +434,6 @@ fn bind(config: &Config) -> io::Result<Socket> {
     socket.listen(config.backlog)?;
     Ok(socket)
 }
+
+#[cfg(test)]
+mod tests;

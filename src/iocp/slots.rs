@@ -82,6 +82,8 @@ impl Slot {
 /// The pool of slots: boxed so each stays put when the vector grows.
 #[derive(Default)]
 pub(super) struct Slots {
+    // Boxed on purpose: the kernel holds pointers into slots while the vector grows.
+    #[allow(clippy::vec_box)]
     slots: Vec<Box<Slot>>,
     free: Vec<usize>,
     used: usize,

@@ -207,7 +207,7 @@ pub(super) fn bind_wildcard(socket: SOCKET, peer: &SocketAddr) -> io::Result<()>
     };
     let any = SockAddr::from(any);
     // SAFETY: the address pointer and length come from a live SockAddr.
-    let rc = unsafe { bind(socket, any.as_ptr() as *const SOCKADDR, any.len()) };
+    let rc = unsafe { bind(socket, any.as_ptr(), any.len()) };
     if rc == SOCKET_ERROR {
         // SAFETY: no arguments; reads this thread's last Winsock error.
         let code = unsafe { WSAGetLastError() };
@@ -242,26 +242,24 @@ pub(super) fn accepted_peer(
             &mut remote,
             &mut remote_len,
         );
-        socket_addr(remote, remote_len)
     }
+    socket_addr(remote, remote_len)
 }
 
-/// Convert a raw socket address to a std one.
-///
-/// # Safety
-/// `addr` must be null or point to `len` readable bytes.
-unsafe fn socket_addr(addr: *const SOCKADDR, len: i32) -> Option<SocketAddr> {
+/// Convert the raw socket address `GetAcceptExSockaddrs` pointed to (`len`
+/// bytes at `addr`, inside the accept buffer) to a std one.
+fn socket_addr(addr: *const SOCKADDR, len: i32) -> Option<SocketAddr> {
     if addr.is_null() || len <= 0 || len as usize > mem::size_of::<SOCKADDR_STORAGE>() {
         return None;
     }
-    // SAFETY: the caller guarantees `len` readable bytes at `addr`.
-    let family = unsafe { (*addr).sa_family };
-    if family != AF_INET && family != AF_INET6 {
-        return None;
-    }
-    // SAFETY: `storage` is a zeroed SOCKADDR_STORAGE of at least `len` bytes
-    // and `addr` has `len` readable bytes (caller); the regions are distinct.
+    // SAFETY: `addr` points to `len` readable bytes of the accept buffer (as
+    // GetAcceptExSockaddrs reported), at least a SOCKADDR header; `storage` is
+    // a zeroed SOCKADDR_STORAGE of at least `len` bytes; the regions are distinct.
     let (_, sock_addr) = unsafe {
+        let family = (*addr).sa_family;
+        if family != AF_INET && family != AF_INET6 {
+            return None;
+        }
         SockAddr::try_init(|storage, storage_len| {
             ptr::copy_nonoverlapping(addr as *const u8, storage as *mut u8, len as usize);
             *storage_len = len;
@@ -276,17 +274,17 @@ unsafe fn socket_addr(addr: *const SOCKADDR, len: i32) -> Option<SocketAddr> {
 /// (`WSAECONNRESET`, ...) where Winsock can tell it, else the NT status
 /// converted to a Win32 error (`ERROR_OPERATION_ABORTED` for a cancelled op).
 ///
-/// # Safety
-/// `overlapped` must be the OVERLAPPED of an op whose completion was dequeued.
-pub(super) unsafe fn op_error(
+/// `overlapped` is the OVERLAPPED of an op whose completion was dequeued.
+pub(super) fn op_error(
     socket: SOCKET,
     overlapped: *const OVERLAPPED,
     status: NTSTATUS,
 ) -> io::Error {
     let mut bytes = 0u32;
     let mut flags = 0u32;
-    // SAFETY: the op has completed, so its OVERLAPPED only holds its final
-    // status; no wait is asked for (fWait = FALSE).
+    // SAFETY: `overlapped` belongs to an op whose completion was dequeued (the
+    // only caller's invariant), so it only holds its final status, read here;
+    // no wait is asked for (fWait = FALSE); the out-values are locals.
     let ok = unsafe { WSAGetOverlappedResult(socket, overlapped, &mut bytes, 0, &mut flags) };
     if ok == 0 {
         // SAFETY: no arguments; reads this thread's last Winsock error.

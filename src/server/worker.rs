@@ -101,8 +101,9 @@ pub(super) struct Worker {
     pub(super) completions: Vec<Completion>,
     pub(super) batch: Batch,
     pub(super) dirty: Vec<usize>,
-    pub(super) recv_pool: Vec<Vec<u8>>,
-    pub(super) send_pool: Vec<Vec<u8>>,
+    /// Spare buffers for recvs and queued output (one pool: the raw echo turns
+    /// a received buffer into the one it sends).
+    pub(super) pool: Vec<Vec<u8>>,
     pub(super) draining: bool,
     pub(super) last_idle_check: Instant,
 }
@@ -133,8 +134,7 @@ impl Worker {
             completions: Vec::with_capacity(crate::port::MAX_BATCH),
             batch: Batch::new(),
             dirty: Vec::new(),
-            recv_pool: Vec::new(),
-            send_pool: Vec::new(),
+            pool: Vec::new(),
             draining: false,
             last_idle_check: Instant::now(),
         }
@@ -252,8 +252,11 @@ impl Worker {
                     // The native raw echo sends the received buffer itself.
                     WorkerCounters::add(&counters.frames_received, 1);
                     WorkerCounters::add(&counters.frames_sent, 1);
-                    conn.pending = mem::replace(&mut buf, self.recv_pool.pop().unwrap_or_default());
+                    conn.pending = mem::take(&mut buf);
                 } else {
+                    if conn.pending.capacity() == 0 && shared.handler.is_none() {
+                        conn.pending = self.pool.pop().unwrap_or_default();
+                    }
                     abort = decode(key, conn, &buf, shared, counters, &mut self.batch).is_err();
                 }
             }
@@ -264,7 +267,7 @@ impl Worker {
             }
         }
         buf.clear();
-        recycle(&mut self.recv_pool, buf, shared.config.recv_buffer);
+        recycle(&mut self.pool, buf, shared.config.recv_buffer);
         if abort {
             self.abort(key);
         }
@@ -305,7 +308,7 @@ impl Worker {
             }
         }
         buf.clear();
-        recycle(&mut self.send_pool, buf, self.shared.config.recv_buffer);
+        recycle(&mut self.pool, buf, self.shared.config.recv_buffer);
         self.touch(key);
     }
 
@@ -332,6 +335,9 @@ impl Worker {
             match self.batch.outcomes[i] {
                 Reply::Nothing => {}
                 Reply::Data(start, end) => {
+                    if conn.pending.capacity() == 0 {
+                        conn.pending = self.pool.pop().unwrap_or_default();
+                    }
                     let payload = self.batch.reply_bytes(start, end);
                     match framing.encode_into(payload, &mut conn.pending) {
                         Ok(()) => WorkerCounters::add(&counters.frames_sent, 1),
@@ -354,6 +360,7 @@ impl Worker {
         }
     }
 
+    /// Mark a connection to be pumped at the end of this turn.
     pub(super) fn touch(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if !conn.dirty {
@@ -363,16 +370,24 @@ impl Worker {
         }
     }
 
+    /// Pump every connection touched this turn.
+    ///
+    /// Pumping can touch connections again (a flushed connection is closed, and
+    /// its end must be pumped too), so this runs until nothing is left: the
+    /// next wait may block indefinitely.
     pub(super) fn pump_dirty(&mut self) {
-        let mut dirty = mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.dirty = false;
-                self.pump(key);
+        while !self.dirty.is_empty() {
+            let mut dirty = mem::take(&mut self.dirty);
+            for key in dirty.drain(..) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.dirty = false;
+                    self.pump(key);
+                }
             }
-        }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
+            if self.dirty.is_empty() {
+                // Keep the allocation for the next turn.
+                self.dirty = dirty;
+            }
         }
     }
 
@@ -388,7 +403,9 @@ impl Worker {
             return;
         }
         if !conn.send_in_flight && !conn.pending.is_empty() {
-            let buf = mem::replace(&mut conn.pending, self.send_pool.pop().unwrap_or_default());
+            // An idle connection keeps no output buffer; one is taken from the pool
+            // when a reply is queued.
+            let buf = mem::take(&mut conn.pending);
             conn.sending = buf.len();
             conn.send_in_flight = true;
             let socket = conn.raw();
@@ -410,7 +427,7 @@ impl Worker {
         }
         match conn.phase {
             Phase::Open if !conn.paused && !conn.recv_in_flight => {
-                let mut buf = self.recv_pool.pop().unwrap_or_default();
+                let mut buf = self.pool.pop().unwrap_or_default();
                 buf.reserve(config.recv_buffer);
                 conn.recv_in_flight = true;
                 let socket = conn.raw();

@@ -1,0 +1,647 @@
+//! Windows backend: an I/O completion port (IOCP) driven through `windows-sys`.
+//!
+//! [`Iocp`] owns one completion port and implements the contract of
+//! [`crate::port`] directly on it, since IOCP *is* a completion model:
+//!
+//! * **Ops are overlapped Winsock calls.** Accept is `AcceptEx` into a socket the
+//!   port creates beforehand; then `SO_UPDATE_ACCEPT_CONTEXT`,
+//!   `GetAcceptExSockaddrs` for the peer address, and the socket is made
+//!   nonblocking (`ioctlsocket(FIONBIO)`). It is created by `socket2`, which
+//!   passes `WSA_FLAG_NO_HANDLE_INHERIT`, so it is never inherited by a child.
+//!   Recv and send are `WSARecv`/`WSASend` of one buffer; connect is `ConnectEx`
+//!   after binding the socket to the wildcard address, then
+//!   `SO_UPDATE_CONNECT_CONTEXT`. `AcceptEx` and `ConnectEx` are looked up with
+//!   `WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER)`.
+//! * **One slot per op, at a stable address.** Each op lives in a boxed slot
+//!   whose first field is its `OVERLAPPED` (`#[repr(C)]`), so the pointer a
+//!   completion carries leads back to the slot, its token and its buffer. Slots
+//!   are pooled; every field is written before the call that starts the op.
+//! * **Batches.** [`Iocp::wait`] dequeues up to [`MAX_BATCH`] completions with
+//!   one `GetQueuedCompletionStatusEx`.
+//! * **Inline completions.** Sockets are registered with
+//!   `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: an op that finishes inside its call
+//!   queues no packet, so its completion goes to a ready queue that the next
+//!   `wait` hands out first. Where that mode cannot be set, the packet comes as
+//!   usual and the inline result is ignored. A call that fails at once (not
+//!   `WSA_IO_PENDING`) also becomes a completion in the ready queue: one
+//!   submission, exactly one completion, always.
+//! * **Cancel and close.** [`Iocp::cancel`] is `CancelIoEx` on the socket; each
+//!   cancelled op still completes (with `ERROR_OPERATION_ABORTED`), and any
+//!   error on a closed or cancelled socket is simply that op's completion with
+//!   its error (Wine reports a recv on a socket closed under it as
+//!   `0x8000000A`). The server waits for all of them before closing a socket.
+//!   A port dropped with ops still in flight logs an error and leaks their
+//!   slots, buffers and accept sockets rather than free memory the kernel may
+//!   still write.
+//! * **Waker.** `PostQueuedCompletionStatus` of a packet with no `OVERLAPPED`.
+//!   The handle is shared by the port and its wakers through an `Arc`, so a
+//!   waker never posts to a closed (or reused) handle; at most one wake packet
+//!   is queued at a time.
+//!
+//! **Thread shape: one port per worker.** The server ([`crate::server`]) gives
+//! each worker thread its own port and keeps a connection on one worker for its
+//! whole life; worker 0 owns the listener, keeps a few `AcceptEx` posted and
+//! hands each accepted socket to a worker through that worker's inbox and a
+//! `PostQueuedCompletionStatus` wake-up, after which that worker associates the
+//! socket with its own port. We chose this over the seeds' single port shared
+//! by a pool because: connection state then needs no lock (with a shared port
+//! two threads may dequeue completions of the same connection at once, which
+//! needs per-connection serialisation); the recv and send of a connection are
+//! never reordered across threads; the server core is the same code as on
+//! Linux (io_uring and epoll are per-thread too), so Windows runs the very
+//! state machine the Linux tests exercise; and a socket can be associated with
+//! one port only, which the hand-over respects (accept sockets are created
+//! unassociated and joined to their worker's port by `register`). The cost is
+//! that IOCP's own balancing of threads is not used: a busy connection keeps
+//! its worker. Under Wine the tests run with 1, 2 and 4 workers.
+
+mod slots;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::windows::io::{AsRawSocket, BorrowedSocket};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT};
+use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET, WSA_IO_PENDING};
+use windows_sys::Win32::Storage::FileSystem::SetFileCompletionNotificationModes;
+use windows_sys::Win32::System::IO::{
+    CancelIoEx, CreateIoCompletionPort, GetQueuedCompletionStatusEx, PostQueuedCompletionStatus,
+    OVERLAPPED_ENTRY,
+};
+
+use crate::port::{
+    Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+};
+use slots::{Slots, State};
+use sys::{Extensions, PortHandle};
+
+/// The completion key of every registered socket.
+const SOCKET_KEY: usize = 1;
+/// The completion key of a wake-up packet (posted with no `OVERLAPPED`).
+const WAKE_KEY: usize = 2;
+
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE`: no
+/// packet for an op that completes inside its call, and no event signalled.
+const SKIP_MODES: u8 = 1 | 2;
+
+/// The largest finite timeout `GetQueuedCompletionStatusEx` takes (`INFINITE`
+/// is `u32::MAX`).
+const MAX_TIMEOUT_MS: u32 = u32::MAX - 1;
+
+/// One dequeued completion packet: `#[repr(transparent)]` over
+/// `OVERLAPPED_ENTRY`, so a slice of them goes straight to
+/// `GetQueuedCompletionStatusEx`.
+#[repr(transparent)]
+struct Entry(OVERLAPPED_ENTRY);
+
+impl Entry {
+    fn zeroed() -> Entry {
+        Entry(OVERLAPPED_ENTRY {
+            lpCompletionKey: 0,
+            lpOverlapped: ptr::null_mut(),
+            Internal: 0,
+            dwNumberOfBytesTransferred: 0,
+        })
+    }
+}
+
+/// A completion port: one per worker thread.
+///
+/// See the [module documentation](self) for how ops map onto IOCP.
+pub struct Iocp {
+    /// The port handle, shared with every waker handed out.
+    shared: Arc<WakeTarget>,
+    /// Registered sockets.
+    sockets: HashMap<RawSocket, Registered>,
+    /// Ops in flight.
+    slots: Slots,
+    /// Completions already known (inline or failed at submission), handed out first.
+    ready: VecDeque<Completion>,
+    /// Scratch space for `GetQueuedCompletionStatusEx`.
+    entries: Vec<Entry>,
+    /// `AcceptEx`, `GetAcceptExSockaddrs` and `ConnectEx`, once looked up.
+    extensions: Extensions,
+}
+
+/// What the port knows of a registered socket.
+struct Registered {
+    /// Whether `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` is on for it.
+    skip_on_success: bool,
+    /// Ops in flight on it.
+    in_flight: usize,
+    /// For a listener: the address family accept sockets are created with.
+    domain: Option<Domain>,
+}
+
+/// What a waker needs: the port handle and whether a wake packet is queued.
+#[derive(Debug)]
+struct WakeTarget {
+    port: PortHandle,
+    /// True while a wake packet is queued and not yet dequeued.
+    queued: AtomicBool,
+}
+
+impl Wake for WakeTarget {
+    fn wake(&self) -> io::Result<()> {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return Ok(()); // a packet is already on its way
+        }
+        // SAFETY: the handle is a live completion port (kept open by this Arc);
+        // a null OVERLAPPED is allowed and marks the packet as a wake-up.
+        if unsafe { PostQueuedCompletionStatus(self.port.0, 0, WAKE_KEY, ptr::null()) } == 0 {
+            self.queued.store(false, Ordering::Release);
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Iocp {
+    /// Create a completion port.
+    pub fn new() -> io::Result<Iocp> {
+        // SAFETY: creating a new port: no file handle, no existing port; the
+        // concurrency value 1 matches the single thread that waits on it.
+        let handle = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, 0, 0, 1) };
+        if handle == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Iocp {
+            shared: Arc::new(WakeTarget {
+                port: PortHandle(handle),
+                queued: AtomicBool::new(false),
+            }),
+            sockets: HashMap::new(),
+            slots: Slots::default(),
+            ready: VecDeque::new(),
+            entries: (0..MAX_BATCH).map(|_| Entry::zeroed()).collect(),
+            extensions: Extensions::default(),
+        })
+    }
+
+    fn handle(&self) -> HANDLE {
+        self.shared.port.0
+    }
+
+    /// Record that the op in slot `index` has started, given what its call
+    /// returned: `Ok(bytes)` when it finished inline, else the call's error.
+    fn started(&mut self, index: usize, inline: io::Result<u32>) {
+        let socket = self.slots.get_mut(index).socket;
+        // (`Option::is_some_and` is too new for Rust 1.63.)
+        let skip = matches!(self.sockets.get(&socket), Some(r) if r.skip_on_success);
+        if let Some(registered) = self.sockets.get_mut(&socket) {
+            registered.in_flight += 1;
+        }
+        match inline {
+            // Finished inside the call, and no packet will come: complete now.
+            Ok(bytes) if skip => {
+                let completion = self.finish(index, Ok(bytes));
+                self.ready.push_back(completion);
+            }
+            // Finished, but the packet still comes (skip mode off): wait for it.
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => {}
+            Err(e) => {
+                let completion = self.finish(index, Err(e));
+                self.ready.push_back(completion);
+            }
+        }
+    }
+
+    /// Free slot `index` and turn its op's result into a completion.
+    fn finish(&mut self, index: usize, result: io::Result<u32>) -> Completion {
+        let slot = self.slots.get_mut(index);
+        let token = slot.token;
+        let socket = slot.socket;
+        let accepted_peer = match (&slot.state, &result) {
+            (State::Accept { .. }, Ok(_)) => self
+                .extensions
+                .get_addresses()
+                .ok()
+                .and_then(|get| sys::accepted_peer(get, &slot.accept_buffer)),
+            _ => None,
+        };
+        let state = self.slots.remove(index);
+        if let Some(registered) = self.sockets.get_mut(&socket) {
+            registered.in_flight = registered.in_flight.saturating_sub(1);
+        }
+        let outcome = match state {
+            State::Recv { mut buf } => {
+                let result = result.map(|n| {
+                    let n = n as usize;
+                    debug_assert!(n <= buf.capacity() - buf.len());
+                    // SAFETY: the kernel wrote `n` bytes into the spare capacity
+                    // starting at `buf.len()`, which is all it was given.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    n
+                });
+                Outcome::Received { buf, result }
+            }
+            State::Send { buf, pos } => Outcome::Sent {
+                buf,
+                pos,
+                result: result.map(|n| n as usize),
+            },
+            State::Accept { listener, accepted } => Outcome::Accepted(
+                result.and_then(|_| finish_accept(listener, accepted, accepted_peer)),
+            ),
+            State::Connect => Outcome::Connected(
+                result.and_then(|_| sys::update_connect_context(socket as SOCKET)),
+            ),
+            State::Free => unreachable!("a free slot completed"),
+        };
+        Completion { token, outcome }
+    }
+
+    /// The address family of a listener, asked once and remembered.
+    fn listener_domain(&mut self, listener: RawSocket) -> io::Result<Domain> {
+        if let Some(domain) = self.sockets.get(&listener).and_then(|r| r.domain) {
+            return Ok(domain);
+        }
+        // SAFETY: the caller holds the listener open while it has ops posted,
+        // and the borrow ends within this call.
+        let borrowed = unsafe { BorrowedSocket::borrow_raw(listener) };
+        let domain = SockRef::from(&borrowed).local_addr()?.domain();
+        if let Some(registered) = self.sockets.get_mut(&listener) {
+            registered.domain = Some(domain);
+        }
+        Ok(domain)
+    }
+
+    fn submit_accept(&mut self, token: Token, listener: RawSocket) {
+        let prepared = self.listener_domain(listener).and_then(|domain| {
+            let accept_ex = self.extensions.accept_ex(listener as SOCKET)?;
+            let accepted = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+            Ok((accept_ex, accepted))
+        });
+        let (accept_ex, accepted) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return self.ready.push_back(Op::Accept { listener }.fail(token, e)),
+        };
+        let accepted_raw = accepted.as_raw_socket() as SOCKET;
+        let index = self
+            .slots
+            .insert(token, listener, State::Accept { listener, accepted });
+        let slot = self.slots.get_mut(index);
+        let mut bytes = 0u32;
+        // SAFETY: both sockets are open; the output buffer and the OVERLAPPED
+        // live in the boxed slot, which stays put and is not reused until this
+        // op's completion is seen; the address lengths match the buffer size.
+        let ok = unsafe {
+            accept_ex(
+                listener as SOCKET,
+                accepted_raw,
+                slot.accept_buffer.as_mut_ptr().cast(),
+                0,
+                sys::ADDRESS_ROOM,
+                sys::ADDRESS_ROOM,
+                &mut bytes,
+                slot.overlapped(),
+            )
+        };
+        let inline = if ok != 0 {
+            Ok(bytes)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        self.started(index, inline);
+    }
+
+    fn submit_recv(&mut self, token: Token, socket: RawSocket, buf: Vec<u8>) {
+        let spare = buf.capacity() - buf.len();
+        if spare == 0 {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "recv buffer has no spare capacity",
+            );
+            return self
+                .ready
+                .push_back(Op::Recv { socket, buf }.fail(token, e));
+        }
+        let index = self.slots.insert(token, socket, State::Recv { buf });
+        let slot = self.slots.get_mut(index);
+        if let State::Recv { buf } = &mut slot.state {
+            let len = buf.len();
+            slot.wsabuf.len = u32::try_from(spare).unwrap_or(u32::MAX);
+            // SAFETY: `len` is within the allocation, so the pointer stays in it.
+            slot.wsabuf.buf = unsafe { buf.as_mut_ptr().add(len) };
+        }
+        let mut bytes = 0u32;
+        // SAFETY: the WSABUF describes the buffer's spare capacity, owned by the
+        // slot until the completion; the WSABUF, flags and OVERLAPPED live in the
+        // boxed slot at a stable address; no completion routine.
+        let rc = unsafe {
+            WSARecv(
+                socket as SOCKET,
+                &slot.wsabuf,
+                1,
+                &mut bytes,
+                &mut slot.flags,
+                slot.overlapped(),
+                None,
+            )
+        };
+        let inline = if rc == 0 {
+            Ok(bytes)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        self.started(index, inline);
+    }
+
+    fn submit_send(&mut self, token: Token, socket: RawSocket, buf: Vec<u8>, pos: usize) {
+        if pos >= buf.len() {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "nothing to send");
+            return self
+                .ready
+                .push_back(Op::Send { socket, buf, pos }.fail(token, e));
+        }
+        let index = self.slots.insert(token, socket, State::Send { buf, pos });
+        let slot = self.slots.get_mut(index);
+        if let State::Send { buf, pos } = &mut slot.state {
+            let rest = &mut buf[*pos..];
+            slot.wsabuf.len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            slot.wsabuf.buf = rest.as_mut_ptr();
+        }
+        let mut bytes = 0u32;
+        // SAFETY: the WSABUF describes `buf[pos..]`, owned by the slot until the
+        // completion; WSABUF and OVERLAPPED live in the boxed slot at a stable
+        // address; no completion routine.
+        let rc = unsafe {
+            WSASend(
+                socket as SOCKET,
+                &slot.wsabuf,
+                1,
+                &mut bytes,
+                0,
+                slot.overlapped(),
+                None,
+            )
+        };
+        let inline = if rc == 0 {
+            Ok(bytes)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        self.started(index, inline);
+    }
+
+    fn submit_connect(&mut self, token: Token, socket: RawSocket, addr: SocketAddr) {
+        let connect_ex = match sys::bind_wildcard(socket as SOCKET, &addr)
+            .and_then(|()| self.extensions.connect_ex(socket as SOCKET))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .ready
+                    .push_back(Op::Connect { socket, addr }.fail(token, e))
+            }
+        };
+        let index = self.slots.insert(token, socket, State::Connect);
+        let slot = self.slots.get_mut(index);
+        let peer = SockAddr::from(addr);
+        let mut bytes = 0u32;
+        // SAFETY: the address is read during the call only; no data to send;
+        // the OVERLAPPED lives in the boxed slot at a stable address.
+        let ok = unsafe {
+            connect_ex(
+                socket as SOCKET,
+                peer.as_ptr(),
+                peer.len(),
+                ptr::null(),
+                0,
+                &mut bytes,
+                slot.overlapped(),
+            )
+        };
+        let inline = if ok != 0 {
+            Ok(0)
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        self.started(index, inline);
+    }
+
+    /// Turn a dequeued packet into a completion (`None` for a wake-up).
+    fn on_packet(&mut self, entry: &OVERLAPPED_ENTRY) -> Option<Completion> {
+        if entry.lpOverlapped.is_null() {
+            if entry.lpCompletionKey == WAKE_KEY {
+                self.shared.queued.store(false, Ordering::Release);
+            }
+            return None;
+        }
+        let index = match self.slots.find(entry.lpOverlapped) {
+            Some(index) => index,
+            None => {
+                log::error!("iocp: a completion for an unknown OVERLAPPED; ignored");
+                return None;
+            }
+        };
+        let slot = self.slots.get_mut(index);
+        let status = slot.status();
+        let result = if status == 0 {
+            Ok(entry.dwNumberOfBytesTransferred)
+        } else {
+            // This op's completion was dequeued: its OVERLAPPED is final.
+            Err(sys::op_error(
+                slot.socket as SOCKET,
+                slot.overlapped(),
+                status,
+            ))
+        };
+        Some(self.finish(index, result))
+    }
+}
+
+/// Finish a connection accepted by `AcceptEx` on `listener`.
+fn finish_accept(
+    listener: RawSocket,
+    accepted: Socket,
+    peer: Option<SocketAddr>,
+) -> io::Result<(Socket, SocketAddr)> {
+    sys::update_accept_context(accepted.as_raw_socket() as SOCKET, listener as SOCKET)?;
+    accepted.set_nonblocking(true)?;
+    let peer = match peer {
+        Some(peer) => peer,
+        None => accepted.peer_addr()?.as_socket().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Other, "accepted socket has no IP peer")
+        })?,
+    };
+    Ok((accepted, peer))
+}
+
+/// A timeout in whole milliseconds, rounded *up*: rounding down would turn a
+/// 0.5 ms wait into a busy poll that returns before the deadline.
+// `u32::div_ceil` needs Rust 1.73; the Windows build uses 1.63.
+#[allow(clippy::manual_div_ceil)]
+fn timeout_ms(timeout: Option<Duration>) -> u32 {
+    match timeout {
+        None => u32::MAX, // INFINITE
+        Some(t) => {
+            let ms = t
+                .as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from((t.subsec_nanos() + 999_999) / 1_000_000));
+            u32::try_from(ms)
+                .unwrap_or(MAX_TIMEOUT_MS)
+                .min(MAX_TIMEOUT_MS)
+        }
+    }
+}
+
+#[cold]
+fn not_registered(socket: RawSocket) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("socket {} is not registered with this port", socket),
+    )
+}
+
+impl CompletionPort for Iocp {
+    fn register(&mut self, socket: RawSocket) -> io::Result<()> {
+        if self.sockets.contains_key(&socket) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("socket {} is already registered with this port", socket),
+            ));
+        }
+        let handle = socket as HANDLE;
+        // SAFETY: `socket` is an open socket handle of the caller's; the port
+        // handle is live. The key marks packets of sockets.
+        if unsafe { CreateIoCompletionPort(handle, self.handle(), SOCKET_KEY, 0) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a mode change on an open socket handle.
+        let skip_on_success =
+            unsafe { SetFileCompletionNotificationModes(handle, SKIP_MODES) } != 0;
+        if !skip_on_success {
+            log::debug!(
+                "socket {}: no skip-completion-on-success ({}); packets for every op",
+                socket,
+                io::Error::last_os_error()
+            );
+        }
+        self.sockets.insert(
+            socket,
+            Registered {
+                skip_on_success,
+                in_flight: 0,
+                domain: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+        // A socket stays associated with its port until it is closed; forgetting
+        // it here lets a new socket with the same handle value register again.
+        match self.sockets.remove(&socket) {
+            Some(_) => Ok(()),
+            None => Err(not_registered(socket)),
+        }
+    }
+
+    fn submit(&mut self, token: Token, op: Op) {
+        let socket = op.socket();
+        if !self.sockets.contains_key(&socket) {
+            return self.ready.push_back(op.fail(token, not_registered(socket)));
+        }
+        match op {
+            Op::Accept { listener } => self.submit_accept(token, listener),
+            Op::Recv { socket, buf } => self.submit_recv(token, socket, buf),
+            Op::Send { socket, buf, pos } => self.submit_send(token, socket, buf, pos),
+            Op::Connect { socket, addr } => self.submit_connect(token, socket, addr),
+        }
+    }
+
+    fn cancel(&mut self, socket: RawSocket) {
+        match self.sockets.get(&socket) {
+            Some(registered) if registered.in_flight > 0 => {}
+            _ => return,
+        }
+        // SAFETY: `socket` is open (the caller closes it only after its ops
+        // completed); a null OVERLAPPED cancels every op on the handle.
+        if unsafe { CancelIoEx(socket as HANDLE, ptr::null()) } == 0 {
+            // ERROR_NOT_FOUND: every op already finished; its packet is queued.
+            log::debug!("CancelIoEx({}): {}", socket, io::Error::last_os_error());
+        }
+    }
+
+    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        let mut room = MAX_BATCH;
+        while room > 0 {
+            match self.ready.pop_front() {
+                Some(completion) => out.push(completion),
+                None => break,
+            }
+            room -= 1;
+        }
+        if room == 0 {
+            return Ok(());
+        }
+        // Completions already in hand: only pick up what is queued, don't block.
+        let ms = if room < MAX_BATCH {
+            0
+        } else {
+            timeout_ms(timeout)
+        };
+        let mut removed = 0u32;
+        // SAFETY: `entries` has MAX_BATCH initialised entries and `room` is at
+        // most that; `Entry` is a transparent OVERLAPPED_ENTRY; not alertable.
+        let ok = unsafe {
+            GetQueuedCompletionStatusEx(
+                self.handle(),
+                self.entries.as_mut_ptr().cast::<OVERLAPPED_ENTRY>(),
+                room as u32,
+                &mut removed,
+                ms,
+                0,
+            )
+        };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(code) if code == WAIT_TIMEOUT as i32 => Ok(()),
+                _ => Err(e),
+            };
+        }
+        let entries = mem::take(&mut self.entries);
+        for entry in &entries[..removed as usize] {
+            if let Some(completion) = self.on_packet(&entry.0) {
+                out.push(completion);
+            }
+        }
+        self.entries = entries;
+        Ok(())
+    }
+
+    fn waker(&self) -> Waker {
+        Arc::clone(&self.shared) as Waker
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.used() + self.ready.len()
+    }
+}
+
+impl Drop for Iocp {
+    fn drop(&mut self) {
+        let pending = self.slots.used();
+        if pending > 0 {
+            log::error!(
+                "iocp: port dropped with {} ops in flight; leaking their buffers",
+                pending
+            );
+            self.slots.leak_in_use();
+        }
+    }
+}
