@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
 
+    # Both stop the server cleanly, even where SIGINT was ignored at startup
+    # (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     host, port = server.address
     print(
