@@ -6,9 +6,11 @@ use std::os::windows::io::AsRawSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Type};
+use socket2::{Domain, Socket, Type};
 
 use super::*;
+
+mod paths;
 
 /// Wait until `count` completions arrived (panics after 20 s: Wine is slow).
 #[track_caller]
