@@ -9,6 +9,7 @@
 //!   any backend.
 //! * `python` (feature `python`): the `iocp_echo._native` extension module.
 
+pub mod bench;
 pub mod framing;
 pub mod port;
 pub mod server;

@@ -3,6 +3,7 @@
 //! `ValueError`/`TypeError` naming the argument, OS failures are `OSError` with
 //! the real errno, frame errors are `FramingError(ValueError)` subclasses.
 
+mod bench;
 mod errors;
 mod framing;
 mod handler;
@@ -27,5 +28,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(server::resolve_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;
     Ok(())
 }

@@ -70,7 +70,7 @@ impl Default for Config {
             framing: Framing::Raw,
             workers: default_workers(),
             backend: BackendChoice::Auto,
-            max_frame: 4 << 20,
+            max_frame: DEFAULT_MAX_FRAME,
             max_connections: 10_000,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(2),
@@ -81,6 +81,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The default payload limit: 4 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// The number of CPUs, the default worker count.
 pub fn default_workers() -> usize {

@@ -1,9 +1,13 @@
-"""The command-line server: ``python -m iocp_echo`` or ``iocp-echo``."""
+"""The command-line server: ``python -m iocp_echo`` or ``iocp-echo``.
+
+``python -m iocp_echo bench [options]`` runs the load generator instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import BACKENDS, DEFAULT_MAX_FRAME, Framing, Handler, Server
+from ._native import run_bench
 
 PROG = "iocp-echo"
 
@@ -100,7 +105,10 @@ def _handler(spec: str | None) -> Handler | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until Ctrl-C or SIGTERM; returns the exit code."""
+    """Run the server until Ctrl-C or SIGTERM (or ``bench ...``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     options: dict[str, Any] = {
@@ -144,6 +152,65 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=f"{PROG} bench",
+        description="A closed-loop echo load generator on the same completion-port core.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="server port (default 8080)")
+    p.add_argument("--connections", type=int, default=50, help="connections (default 50)")
+    p.add_argument("--size", type=int, default=64, help="payload bytes per message (default 64)")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--duration", type=float, default=None, help="seconds (default 10)")
+    limit.add_argument("--count", type=int, default=None, help="messages in total")
+    p.add_argument(
+        "--framing", choices=["raw", "lines", "length"], default="raw", help="(default raw)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="client threads (default 1)")
+    p.add_argument("--warmup", type=float, default=0.0, help="unmeasured seconds first")
+    p.add_argument(
+        "--backend", choices=["auto", *BACKENDS], default="auto", help="I/O backend (default auto)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    return p
+
+
+def _bench(argv: Sequence[str]) -> int:
+    """``bench``: run the load, print the report; 1 if a message failed or nothing connected."""
+    args = _bench_parser().parse_args(argv)
+    try:
+        report = run_bench(
+            host=args.host,
+            port=args.port,
+            connections=args.connections,
+            size=args.size,
+            duration=args.duration,
+            count=args.count,
+            framing=args.framing,
+            threads=args.threads,
+            warmup=args.warmup,
+            backend=args.backend,
+            progress=sys.platform != "win32" and sys.stderr.isatty(),
+        )
+    except ValueError as e:
+        _fail(str(e))
+    except OSError as e:
+        print(f"{PROG} bench: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} bench: interrupted", file=sys.stderr, flush=True)
+        return 130
+    if args.json:
+        fields = {k: v for k, v in report.items() if k not in ("notes", "summary")}
+        print(json.dumps(fields), flush=True)
+        for note in report["notes"]:
+            print(f"{PROG} bench: {note}", file=sys.stderr, flush=True)
+    else:
+        print(report["summary"], end="", flush=True)
+    return 0 if report["errors"] == 0 and report["connected"] > 0 else 1
 
 
 if __name__ == "__main__":

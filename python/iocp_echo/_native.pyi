@@ -17,6 +17,7 @@ __all__ = [
     "FramingError",
     "Server",
     "resolve_backend",
+    "run_bench",
 ]
 
 BACKENDS: Final[list[str]]
@@ -122,3 +123,31 @@ class Server:
 
 def resolve_backend(backend: str = "auto") -> Literal["io_uring", "epoll", "iocp"]:
     """The backend a server would run here (honouring ``IOCP_ECHO_BACKEND``)."""
+
+def run_bench(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    connections: int = 50,
+    size: int = 64,
+    duration: float | None = None,
+    count: int | None = None,
+    framing: str = "raw",
+    threads: int = 1,
+    warmup: float = 0.0,
+    backend: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run a closed-loop echo load against a server (the GIL released) and return its report.
+
+    Each of ``connections`` sends one message of ``size`` payload bytes framed by ``framing``
+    (``"raw"``, ``"lines"``, ``"length"``: 4-byte big-endian) and reads its echo back, byte
+    checked, before the next; for ``duration`` seconds (10 if neither is given) or ``count``
+    messages in all, after ``warmup`` unmeasured seconds. Keys: ``connections``, ``size``,
+    ``framing``, ``messages``, ``errors``, ``seconds``, ``messages_per_s``, ``mb_per_s``,
+    ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``mean_us``, ``connected``,
+    ``connect_errors``, ``addr_not_available``, ``connect_error``, ``error``, ``host``,
+    ``port``, ``backend``, ``threads``, ``notes`` (warnings) and ``summary`` (the text
+    ``iocp-echo bench`` prints). ``ValueError`` for a bad argument, ``OSError`` if the
+    clients cannot run; connect failures and wrong echoes are counted, not raised.
+    """

@@ -4,6 +4,8 @@
 //! It takes the options of `python -m iocp_echo` (bar `--handler`), prints one
 //! line when listening, and stops cleanly with exit code 0 on Ctrl-C, SIGTERM,
 //! or (with `--stop-on-stdin-eof`) when its standard input closes.
+//!
+//! `iocp-echo bench [options]` runs the load generator instead (`src/bench/cli.rs`).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +29,10 @@ struct Options {
 }
 
 fn main() -> ExitCode {
+    // `iocp-echo bench ...`: the load generator instead of the server.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("bench")) {
+        return ExitCode::from(iocp_echo::bench::cli::main(std::env::args_os().skip(2)));
+    }
     let options = match parse_args() {
         Ok(Some(options)) => options,
         Ok(None) => {

@@ -7,7 +7,10 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::errors::frame_error;
 use crate::framing::{ByteOrder, Decoder, Framing};
-use crate::server::Config;
+use crate::server::DEFAULT_MAX_FRAME as MAX_FRAME;
+
+/// The default payload limit, as the `i64` Python arguments take.
+const DEFAULT_MAX_FRAME: i64 = MAX_FRAME as i64;
 
 /// How a byte stream is cut into messages: `Framing.raw()`, `Framing.lines()`
 /// or `Framing.length_prefixed()`.
@@ -64,8 +67,8 @@ impl PyFraming {
     }
 
     /// A new streaming decoder for this framing.
-    #[pyo3(signature = (max_frame = Config::default().max_frame))]
-    fn decoder(&self, max_frame: usize) -> PyResult<PyDecoder> {
+    #[pyo3(signature = (max_frame = DEFAULT_MAX_FRAME))]
+    fn decoder(&self, max_frame: i64) -> PyResult<PyDecoder> {
         PyDecoder::new(self, max_frame)
     }
 
@@ -131,10 +134,16 @@ pub(crate) struct PyDecoder {
 }
 
 impl PyDecoder {
-    fn new(framing: &PyFraming, max_frame: usize) -> PyResult<PyDecoder> {
-        if max_frame == 0 {
-            return Err(PyValueError::new_err("max_frame must be at least 1"));
-        }
+    fn new(framing: &PyFraming, max_frame: i64) -> PyResult<PyDecoder> {
+        let max_frame = match usize::try_from(max_frame) {
+            Ok(m) if m > 0 => m,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "max_frame must be a positive integer, got {}",
+                    max_frame
+                )))
+            }
+        };
         Ok(PyDecoder {
             inner: framing.inner.decoder(max_frame),
         })
@@ -144,8 +153,8 @@ impl PyDecoder {
 #[pymethods]
 impl PyDecoder {
     #[new]
-    #[pyo3(signature = (framing, max_frame = Config::default().max_frame))]
-    fn py_new(framing: &Bound<'_, PyAny>, max_frame: usize) -> PyResult<PyDecoder> {
+    #[pyo3(signature = (framing, max_frame = DEFAULT_MAX_FRAME))]
+    fn py_new(framing: &Bound<'_, PyAny>, max_frame: i64) -> PyResult<PyDecoder> {
         let inner = framing_arg(framing)?;
         PyDecoder::new(&PyFraming { inner }, max_frame)
     }

@@ -1,0 +1,102 @@
+//! How a run is split over client threads ([`Plan`]), and what each thread
+//! hands back ([`ThreadResult`]) for the report.
+
+use std::io;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::{BenchConfig, Limit};
+
+/// Latencies above this (in nanoseconds: 100 s) are recorded as this.
+const LATENCY_LIMIT_NS: u64 = 100_000_000_000;
+
+/// What one client thread is to do.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    /// Connections of this thread.
+    pub(crate) connections: usize,
+    /// The run-wide number of this thread's first connection (varies payloads).
+    pub(crate) first: usize,
+    /// Messages to measure in count mode (this thread's share).
+    pub(crate) quota: Option<u64>,
+    /// Connects in flight at once.
+    pub(crate) window: usize,
+}
+
+/// Split the connections, the message count and the connect window over `threads`.
+pub(crate) fn plans(config: &BenchConfig, threads: usize) -> Vec<Plan> {
+    let total = config.connections;
+    let mut plans = Vec::with_capacity(threads);
+    let mut first = 0;
+    for t in 0..threads {
+        let connections = total / threads + usize::from(t < total % threads);
+        plans.push(Plan {
+            connections,
+            first,
+            quota: None,
+            window: (config.connect_window / threads).max(1),
+        });
+        first += connections;
+    }
+    if let Limit::Count(count) = config.limit {
+        // Each thread measures a share of the messages in proportion to its
+        // connections; what rounding leaves over goes to the first threads.
+        let mut given = 0;
+        for plan in &mut plans {
+            let share = (u128::from(count) * plan.connections as u128 / total as u128) as u64;
+            plan.quota = Some(share);
+            given += share;
+        }
+        for plan in plans.iter_mut().take((count - given) as usize) {
+            plan.quota = plan.quota.map(|q| q + 1);
+        }
+    }
+    plans
+}
+
+/// What one client thread measured and met.
+pub(crate) struct ThreadResult {
+    /// Latency of each measured message, in nanoseconds.
+    pub(crate) histogram: Histogram<u64>,
+    /// Measured messages.
+    pub(crate) messages: u64,
+    /// Messages that failed: wrong bytes, or the connection broke mid-message.
+    pub(crate) errors: u64,
+    /// The first such failure, described.
+    pub(crate) first_error: Option<String>,
+    /// Connections that were established.
+    pub(crate) connected: usize,
+    /// Connections that could not be established.
+    pub(crate) connect_errors: u64,
+    /// Of those, how many failed with `EADDRNOTAVAIL` (no local port left).
+    pub(crate) addr_not_available: u64,
+    /// The first connect failure, described.
+    pub(crate) first_connect_error: Option<String>,
+    /// How long this thread measured.
+    pub(crate) measured: Duration,
+    /// A failure of the port itself, which ends the thread's run.
+    pub(crate) failure: Option<io::Error>,
+}
+
+impl ThreadResult {
+    pub(crate) fn new() -> ThreadResult {
+        ThreadResult {
+            histogram: new_histogram(),
+            messages: 0,
+            errors: 0,
+            first_error: None,
+            connected: 0,
+            connect_errors: 0,
+            addr_not_available: 0,
+            first_connect_error: None,
+            measured: Duration::ZERO,
+            failure: None,
+        }
+    }
+}
+
+/// An empty latency histogram: nanoseconds, 3 significant digits.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_LIMIT_NS, 3).expect("constant histogram bounds are valid")
+}
