@@ -42,6 +42,8 @@ pub(crate) struct Connection {
     pub(crate) last_active: Instant,
     /// Already placed on the worker's list of connections to pump this turn.
     pub(crate) dirty: bool,
+    /// Its ops were cancelled through the port (not only ended by `shutdown`).
+    pub(crate) cancelled: bool,
 }
 
 impl Connection {
@@ -59,6 +61,7 @@ impl Connection {
             paused: false,
             last_active: Instant::now(),
             dirty: false,
+            cancelled: false,
         }
     }
 

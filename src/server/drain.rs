@@ -60,6 +60,12 @@ impl Worker {
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
             for key in keys {
                 self.abort(key);
+                // Past the deadline, whatever `shutdown` did not end is cancelled.
+                let conn = &mut self.conns[key];
+                if conn.busy() && !conn.cancelled {
+                    conn.cancelled = true;
+                    self.port.cancel(raw_socket(&conn.socket));
+                }
             }
         }
         if let Some(listener) = &self.listener {
