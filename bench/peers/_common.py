@@ -1,0 +1,52 @@
+"""Shared command line and start-up of the Python echo peers (not a peer itself)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import signal
+import sys
+from types import FrameType
+
+BACKLOG = 4096
+"""Listen backlog: 10,000 connections arrive at once; asyncio's default of 100 drops SYNs."""
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """``--host`` (127.0.0.1) and ``--port`` (0 picks a free one)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    return parser.parse_args()
+
+
+def raise_nofile_limit() -> None:
+    """Raise the open-file limit to its hard limit: the bench opens up to 50,000 connections."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def sigterm_exits() -> None:
+    """Make SIGTERM a clean exit (``SystemExit``) for a server blocked outside asyncio."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+async def serve_until_sigterm(server: asyncio.Server) -> None:
+    """Announce ``server``, serve until SIGTERM, then stop listening and return."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    host, port = server.sockets[0].getsockname()[:2]
+    announce(host, port)
+    await stop.wait()
+    server.close()
+
+
+def announce(host: str, port: int) -> None:
+    """The one line the bench waits for before it sends anything."""
+    print(f"listening on {host}:{port}", flush=True)
+    sys.stdout.flush()

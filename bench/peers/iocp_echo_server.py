@@ -1,0 +1,42 @@
+"""iocp_echo as a bench peer: one worker, native echo or the Python handler ``lambda m: m``."""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import announce, raise_nofile_limit, sigterm_exits
+from iocp_echo import Server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--handler", choices=["native", "python"], default="native")
+    parser.add_argument("--backend", choices=["io_uring", "epoll"], default="io_uring")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max-connections", type=int, default=100_000)
+    args = parser.parse_args()
+    raise_nofile_limit()
+    sigterm_exits()
+    handler = (lambda m: m) if args.handler == "python" else None
+    server = Server(
+        handler,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        backend=args.backend,
+        max_connections=args.max_connections,
+    )
+    try:
+        server.start()
+        announce(*server.address)
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
