@@ -21,6 +21,7 @@ pub use stats::Stats;
 
 use std::fmt;
 use std::io;
+use std::mem;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -238,7 +239,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A running server. Dropping it closes it.
 pub struct Server {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// Joined (and emptied) by the first `close`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     local_addr: SocketAddr,
     backend: Backend,
 }
@@ -336,7 +338,7 @@ impl Server {
         }
         Ok(Server {
             shared,
-            threads,
+            threads: Mutex::new(threads),
             local_addr,
             backend,
         })
@@ -397,10 +399,12 @@ impl Server {
     /// Stop accepting, let connections send what is queued (up to
     /// `drain_timeout`), cancel every op and wait for its completion, close
     /// every socket and join every thread. Idempotent. Returns the failure of
-    /// a worker, if one failed.
-    pub fn close(&mut self) -> Result<(), String> {
+    /// a worker, if one failed. Callable from any thread, also while another
+    /// thread waits in [`Server::wait`].
+    pub fn close(&self) -> Result<(), String> {
         self.shared.stop();
-        for thread in self.threads.drain(..) {
+        let threads = mem::take(&mut *lock(&self.threads));
+        for thread in threads {
             if thread.join().is_err() {
                 let mut failure = lock(&self.shared.failure);
                 failure.get_or_insert_with(|| "a worker thread panicked".to_string());

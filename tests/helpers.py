@@ -8,7 +8,6 @@ instead of starting one; tests needing anything else are skipped.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import time
@@ -17,7 +16,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-
 from iocp_echo import Framing, Handler, Server
 
 SLOW = os.environ.get("IOCP_ECHO_SLOW") == "1"
@@ -52,12 +50,6 @@ def external_address() -> Address | None:
         return None
     host, _, port = EXTERNAL.rpartition(":")
     return host, int(port)
-
-
-def require_in_process() -> None:
-    """Skip the calling test in external mode."""
-    if EXTERNAL is not None:
-        pytest.skip(EXTERNAL_SKIP)
 
 
 # Options that do not change what a client can observe, so an external server fits.
@@ -139,12 +131,6 @@ def recv_until_closed(sock: socket.socket, limit: int = 64 << 20) -> bytes:
     return b"".join(chunks)
 
 
-def is_closed_by_peer(sock: socket.socket) -> bool:
-    """True if the peer has closed ``sock`` (EOF or reset), reading and dropping any data."""
-    recv_until_closed(sock)
-    return True
-
-
 def connect(address: Address, timeout: float = 30.0) -> socket.socket:
     """A blocking TCP client socket connected to ``address``, with a generous timeout."""
     sock = socket.create_connection(address, timeout=timeout)
@@ -165,8 +151,3 @@ def recv_frames(
         frames.extend(decoder.feed(chunk))
     assert len(frames) == count, f"{len(frames) - count} unexpected extra replies"
     return frames
-
-
-def addr_in_use(exc: BaseException) -> bool:
-    """Whether ``exc`` is an `OSError` carrying the real EADDRINUSE errno."""
-    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE

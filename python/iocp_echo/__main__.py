@@ -131,17 +131,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
 
-    # Both stop the server cleanly, even where SIGINT was ignored at startup
-    # (a background job of a non-interactive shell).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    host, port = server.address
-    print(
-        f"iocp_echo listening on {host}:{port} "
-        f"(backend {server.backend}, {server.workers} workers, framing {args.framing})",
-        flush=True,
-    )
     try:
+        # Both stop the server cleanly, even where SIGINT was ignored at startup
+        # (a background job of a non-interactive shell). From here on a signal
+        # lands inside this try, whenever it comes.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        host, port = server.address
+        print(
+            f"iocp_echo listening on {host}:{port} "
+            f"(backend {server.backend}, {server.workers} workers, framing {args.framing})",
+            flush=True,
+        )
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -64,7 +64,7 @@ fn every_framing_echoes_the_exact_count() {
     ];
     for backend in backends() {
         for framing in framings {
-            let mut server = server(backend, framing, None);
+            let server = server(backend, framing, None);
             let mut config = bench_config(backend, server.local_addr(), framing);
             // A window smaller than the connections: connects go in batches.
             config.connect_window = 2;
@@ -89,7 +89,7 @@ fn every_framing_echoes_the_exact_count() {
 #[test]
 fn duration_limit_with_threads_and_warmup() {
     for backend in backends() {
-        let mut server = server(backend, MessageFraming::Length, None);
+        let server = server(backend, MessageFraming::Length, None);
         let mut config = bench_config(backend, server.local_addr(), MessageFraming::Length);
         config.limit = Limit::Duration(Duration::from_millis(300));
         config.warmup = Duration::from_millis(100);
@@ -112,7 +112,7 @@ fn duration_limit_with_threads_and_warmup() {
 #[test]
 fn big_messages_take_many_sends_and_receives() {
     for backend in backends() {
-        let mut server = server(backend, MessageFraming::Length, None);
+        let server = server(backend, MessageFraming::Length, None);
         let mut config = bench_config(backend, server.local_addr(), MessageFraming::Length);
         config.size = 3 << 20;
         config.connections = 2;
@@ -143,7 +143,7 @@ impl Handler for FlipFirstByte {
 fn a_wrong_echo_is_an_error() {
     for backend in backends() {
         for framing in [MessageFraming::Raw, MessageFraming::Lines] {
-            let mut server = server(backend, framing, Some(Arc::new(FlipFirstByte)));
+            let server = server(backend, framing, Some(Arc::new(FlipFirstByte)));
             let config = bench_config(backend, server.local_addr(), framing);
             let report = run_ok(config);
             let what = format!("{} {}", backend, framing.name());

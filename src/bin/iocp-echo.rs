@@ -46,7 +46,7 @@ fn main() -> ExitCode {
 
     let stop = stop_signal::install();
     let addr = options.config.addr;
-    let mut server = match Server::start(options.config, None) {
+    let server = match Server::start(options.config, None) {
         Ok(server) => server,
         Err(StartError::Io(e)) => return fail(&format!("cannot listen on {}: {}", addr, e)),
         Err(e) => return fail(&e.to_string()),

@@ -42,9 +42,12 @@ impl PyFraming {
     /// Messages are preceded by their length in `width` bytes.
     #[staticmethod]
     #[pyo3(signature = (width = 4, byteorder = "big"))]
-    fn length_prefixed(width: u64, byteorder: &str) -> PyResult<PyFraming> {
+    fn length_prefixed(width: i64, byteorder: &str) -> PyResult<PyFraming> {
         let order =
             ByteOrder::parse(byteorder).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let width = u64::try_from(width).map_err(|_| {
+            PyValueError::new_err(format!("width must be 1, 2, 4 or 8, got {}", width))
+        })?;
         let inner = Framing::length_prefixed(width, order)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyFraming { inner })

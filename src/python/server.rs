@@ -25,7 +25,9 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 pub(crate) struct PyServer {
     config: Config,
     handler: Option<Py<PyAny>>,
-    running: Mutex<Option<Server>>,
+    /// The running server; cloned out of the lock by waiters, so `close`,
+    /// `stats` and the getters never wait for a waiting thread.
+    running: Mutex<Option<Arc<Server>>>,
 }
 
 #[pymethods]
@@ -41,16 +43,16 @@ impl PyServer {
     fn new(
         handler: Option<Py<PyAny>>,
         host: &str,
-        port: i64,
+        port: i128,
         framing: Option<&Bound<'_, PyAny>>,
-        workers: Option<i64>,
+        workers: Option<i128>,
         backend: &str,
-        max_frame: Option<i64>,
-        max_connections: Option<i64>,
+        max_frame: Option<i128>,
+        max_connections: Option<i128>,
         idle_timeout: Option<f64>,
         drain_timeout: Option<f64>,
-        high_water: Option<i64>,
-        low_water: Option<i64>,
+        high_water: Option<i128>,
+        low_water: Option<i128>,
         py: Python<'_>,
     ) -> PyResult<PyServer> {
         if let Some(h) = &handler {
@@ -110,8 +112,7 @@ impl PyServer {
     /// Bind and start the workers; returns at once. Raises `OSError` if the
     /// address cannot be bound, `RuntimeError` if already started.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let mut running = lock(&self.running);
-        if running.is_some() {
+        if lock(&self.running).is_some() {
             return Err(PyRuntimeError::new_err("server already started"));
         }
         let handler: Option<Arc<dyn Handler>> = match &self.handler {
@@ -120,16 +121,28 @@ impl PyServer {
         };
         let config = self.config.clone();
         let addr = config.addr;
-        let started = py.detach(move || Server::start(config, handler));
-        match started {
-            Ok(server) => {
-                *running = Some(server);
-                Ok(())
+        // The lock is not held while detached: a thread holding the interpreter
+        // could otherwise wait for it while this one waits for the interpreter.
+        let server = match py.detach(move || Server::start(config, handler)) {
+            Ok(server) => Arc::new(server),
+            Err(StartError::Io(e)) => return Err(os_error(&e, &addr.to_string())),
+            Err(StartError::Config(e)) => return Err(PyValueError::new_err(e.to_string())),
+            Err(StartError::Backend(e)) => return Err(PyValueError::new_err(e)),
+        };
+        let raced = {
+            let mut running = lock(&self.running);
+            if running.is_some() {
+                true
+            } else {
+                *running = Some(Arc::clone(&server));
+                false
             }
-            Err(StartError::Io(e)) => Err(os_error(&e, &addr.to_string())),
-            Err(StartError::Config(e)) => Err(PyValueError::new_err(e.to_string())),
-            Err(StartError::Backend(e)) => Err(PyValueError::new_err(e)),
+        };
+        if raced {
+            let _ = py.detach(|| server.close());
+            return Err(PyRuntimeError::new_err("server already started"));
         }
+        Ok(())
     }
 
     /// Serve until `close()` is called from another thread, a worker fails
@@ -140,21 +153,20 @@ impl PyServer {
             self.start(py)?;
         }
         loop {
-            let stopped = {
-                let running = lock(&self.running);
-                match running.as_ref() {
-                    None => return Ok(()),
-                    Some(server) => py.detach(|| server.wait(SIGNAL_SLICE)),
-                }
+            let server = match self.current() {
+                None => return Ok(()),
+                Some(server) => server,
             };
-            if stopped {
-                let failure = lock(&self.running).as_ref().and_then(|s| s.failure());
+            if py.detach(|| server.wait(SIGNAL_SLICE)) {
+                let failure = server.failure();
+                drop(server);
                 self.close(py)?;
                 return match failure {
                     Some(why) => Err(PyRuntimeError::new_err(why)),
                     None => Ok(()),
                 };
             }
+            drop(server);
             py.check_signals()?;
         }
     }
@@ -166,13 +178,12 @@ impl PyServer {
         let limit = timeout.map(|t| seconds("timeout", t)).transpose()?;
         let start = std::time::Instant::now();
         loop {
-            let stopped = {
-                let running = lock(&self.running);
-                match running.as_ref() {
-                    None => return Ok(true),
-                    Some(server) => py.detach(|| server.wait(SIGNAL_SLICE)),
-                }
+            let server = match self.current() {
+                None => return Ok(true),
+                Some(server) => server,
             };
+            let stopped = py.detach(|| server.wait(SIGNAL_SLICE));
+            drop(server);
             if stopped {
                 return Ok(true);
             }
@@ -190,9 +201,10 @@ impl PyServer {
     /// `RuntimeError` if a worker had failed.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let server = lock(&self.running).take();
-        if let Some(mut server) = server {
+        if let Some(server) = server {
             let closed = py.detach(|| server.close());
-            // The handler is dropped here, with the interpreter attached.
+            // The handler is dropped with the last reference to the server,
+            // here or in a waiting thread, in both cases attached.
             drop(server);
             closed.map_err(PyRuntimeError::new_err)?;
         }
@@ -202,8 +214,7 @@ impl PyServer {
     /// `(host, port)` the server listens on, with port 0 resolved.
     #[getter]
     fn address(&self) -> PyResult<(String, u16)> {
-        let running = lock(&self.running);
-        let addr = match running.as_ref() {
+        let addr = match self.current() {
             Some(server) => server.local_addr(),
             None => return Err(PyRuntimeError::new_err("server is not running")),
         };
@@ -213,7 +224,7 @@ impl PyServer {
     /// `"io_uring"`, `"epoll"` or `"iocp"`.
     #[getter]
     fn backend(&self) -> PyResult<&'static str> {
-        match lock(&self.running).as_ref() {
+        match self.current() {
             Some(server) => Ok(server.backend().name()),
             None => Err(PyRuntimeError::new_err("server is not running")),
         }
@@ -234,8 +245,8 @@ impl PyServer {
     /// Counters summed over the workers, with `backend`, `workers` and
     /// `per_worker` (a list of each worker's counters).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let running = lock(&self.running);
-        let server = match running.as_ref() {
+        // Cloned out of the lock: building Python objects may run other threads.
+        let server = match self.current() {
             Some(server) => server,
             None => return Err(PyRuntimeError::new_err("server is not running")),
         };
@@ -264,7 +275,7 @@ impl PyServer {
     }
 
     fn __repr__(&self) -> String {
-        match lock(&self.running).as_ref() {
+        match self.current() {
             Some(s) => format!(
                 "<Server {} backend={} workers={}>",
                 s.local_addr(),
@@ -276,12 +287,19 @@ impl PyServer {
     }
 }
 
+impl PyServer {
+    /// The running server, if any, without holding the lock afterwards.
+    fn current(&self) -> Option<Arc<Server>> {
+        lock(&self.running).clone()
+    }
+}
+
 impl Drop for PyServer {
     fn drop(&mut self) {
         // Closing joins the workers; they may need the interpreter for logging,
         // so wait for them detached from it.
         let server = lock(&self.running).take();
-        if let Some(mut server) = server {
+        if let Some(server) = server {
             Python::attach(|py| {
                 let _ = py.detach(|| server.close());
                 drop(server);
@@ -311,7 +329,7 @@ pub(crate) fn resolve_backend(backend: &str) -> PyResult<&'static str> {
         .map_err(|e| os_error(&e, backend))
 }
 
-fn positive(name: &str, value: i64) -> PyResult<usize> {
+fn positive(name: &str, value: i128) -> PyResult<usize> {
     if value < 1 {
         return Err(PyValueError::new_err(format!(
             "{} must be a positive integer, got {}",

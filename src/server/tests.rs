@@ -89,7 +89,7 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 #[test]
 fn raw_echo_many_clients_byte_exact() {
     for backend in backends() {
-        let mut server = start(config(backend, Framing::raw()), None);
+        let server = start(config(backend, Framing::raw()), None);
         let addr = server.local_addr();
         let clients: Vec<_> = (0..20)
             .map(|i| {
@@ -133,7 +133,7 @@ fn lines_and_length_prefixed_echo() {
     ];
     for backend in backends() {
         for framing in &framings {
-            let mut server = start(config(backend, framing.clone()), None);
+            let server = start(config(backend, framing.clone()), None);
             let mut stream = connect(&server);
             let mut wire = Vec::new();
             for i in 0..50 {
@@ -179,7 +179,7 @@ impl Handler for Upper {
 fn handler_replies_in_order_and_fails_only_its_connection() {
     for backend in backends() {
         let framing = Framing::lines(b"\n").unwrap();
-        let mut server = start(config(backend, framing), Some(Arc::new(Upper)));
+        let server = start(config(backend, framing), Some(Arc::new(Upper)));
         let mut good = connect(&server);
         let mut bad = connect(&server);
         good.write_all(b"one\nquiet\ntwo\n").unwrap();
@@ -199,7 +199,7 @@ fn oversized_frame_closes_only_its_connection() {
         let framing = Framing::length_prefixed(4, ByteOrder::Big).unwrap();
         let mut cfg = config(backend, framing.clone());
         cfg.max_frame = 1024;
-        let mut server = start(cfg, None);
+        let server = start(cfg, None);
         let mut good = connect(&server);
         let mut bad = connect(&server);
         bad.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).unwrap();
@@ -216,7 +216,7 @@ fn oversized_frame_closes_only_its_connection() {
 fn half_close_gets_every_reply_then_eof() {
     for backend in backends() {
         let framing = Framing::lines(b"\n").unwrap();
-        let mut server = start(config(backend, framing), None);
+        let server = start(config(backend, framing), None);
         let mut stream = connect(&server);
         stream.write_all(b"a\nb\nlast without delimiter").unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
@@ -232,7 +232,7 @@ fn max_connections_refuses_the_extra_ones() {
     for backend in backends() {
         let mut cfg = config(backend, Framing::raw());
         cfg.max_connections = 2;
-        let mut server = start(cfg, None);
+        let server = start(cfg, None);
         let mut first = connect(&server);
         let mut second = connect(&server);
         first.write_all(b"1").unwrap();
@@ -263,7 +263,7 @@ fn idle_connections_are_closed() {
     for backend in backends() {
         let mut cfg = config(backend, Framing::raw());
         cfg.idle_timeout = Some(Duration::from_millis(200));
-        let mut server = start(cfg, None);
+        let server = start(cfg, None);
         let mut idle = connect(&server);
         assert!(closed_by_server(&mut idle), "{}", backend);
         assert_eq!(server.stats().idle_timeouts, 1);
@@ -274,7 +274,7 @@ fn idle_connections_are_closed() {
 #[test]
 fn close_with_open_connections_and_ops_in_flight() {
     for backend in backends() {
-        let mut server = start(config(backend, Framing::raw()), None);
+        let server = start(config(backend, Framing::raw()), None);
         let mut streams: Vec<TcpStream> = (0..50).map(|_| connect(&server)).collect();
         for s in &mut streams {
             s.write_all(b"ping").unwrap();

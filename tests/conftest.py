@@ -1,0 +1,51 @@
+"""Suite-wide settings: hypothesis profiles, markers, per-test timeouts, external mode.
+
+* ``IOCP_ECHO_SLOW=1``: the "slow" hypothesis profile (2000 examples) and tests marked
+  ``slow`` (else skipped, unless selected with ``-m slow``).
+* ``IOCP_ECHO_EXTERNAL=host:port`` (+ ``IOCP_ECHO_EXTERNAL_FRAMING``): conformance tests
+  run against that server; every test not marked ``conformance`` is skipped.
+* Every test gets a timeout (pytest-timeout, thread method: a hang inside a native call
+  cannot be interrupted by a signal, so the run is dumped and ended) so it fails, not blocks.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import EXTERNAL, EXTERNAL_SKIP, SLOW
+from hypothesis import HealthCheck, settings
+
+TEST_TIMEOUT = 120
+"""Seconds any one test may take, unless it sets its own ``timeout`` mark."""
+
+settings.register_profile("fast", max_examples=100, deadline=None)
+settings.register_profile(
+    "slow",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("slow" if SLOW else "fast")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "conformance: needs only a native echo server of some framing; runs against "
+        "IOCP_ECHO_EXTERNAL too (the Windows leg runs pytest -m conformance)",
+    )
+    config.addinivalue_line(
+        "markers", "slow: long runs, excluded unless IOCP_ECHO_SLOW=1 or -m slow"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow_selected = SLOW or "slow" in (config.getoption("markexpr", "") or "")
+    skip_slow = pytest.mark.skip(reason="slow: set IOCP_ECHO_SLOW=1 or use -m slow")
+    skip_external = pytest.mark.skip(reason=EXTERNAL_SKIP)
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT, method="thread"))
+        if item.get_closest_marker("slow") is not None and not slow_selected:
+            item.add_marker(skip_slow)
+        if EXTERNAL is not None and item.get_closest_marker("conformance") is None:
+            item.add_marker(skip_external)

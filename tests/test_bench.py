@@ -1,0 +1,108 @@
+"""``python -m iocp_echo bench``: the load generator against an in-process server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from iocp_echo import Server
+from iocp_echo._native import run_bench
+
+TIMEOUT = 60
+"""Seconds one bench run may take."""
+
+JSON_KEYS = [
+    "connections",
+    "size",
+    "framing",
+    "messages",
+    "errors",
+    "seconds",
+    "messages_per_s",
+    "mb_per_s",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+]
+
+
+def bench(port: int, *options: str) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "iocp_echo", "bench", "--port", str(port), *options]
+    return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def json_report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    report: dict[str, Any] = json.loads(lines[0])
+    return report
+
+
+@pytest.mark.parametrize("framing", ["raw", "lines", "length"])
+def test_bench_json_against_native_echo(framing: str) -> None:
+    with Server(port=0, framing=framing, workers=1) as server:
+        _, port = server.address
+        proc = bench(port, "--count", "2000", "--connections", "20", "--json", "--framing", framing)
+    assert proc.returncode == 0, proc.stderr
+    report = json_report(proc)
+    assert list(report)[: len(JSON_KEYS)] == JSON_KEYS
+    assert report["connections"] == 20
+    assert report["connected"] == 20
+    assert report["size"] == 64
+    assert report["framing"] == framing
+    assert report["messages"] == 2000
+    assert report["errors"] == 0
+    assert report["connect_errors"] == 0
+    assert report["seconds"] > 0
+    assert report["messages_per_s"] > 0
+    assert report["mb_per_s"] > 0
+    assert 0 < report["p50_us"] <= report["p99_us"] <= report["p999_us"] <= report["max_us"]
+
+
+def test_bench_human_report() -> None:
+    with Server(port=0, workers=1) as server:
+        _, port = server.address
+        proc = bench(port, "--count", "300", "--connections", "3", "--size", "1000")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("messages/s", "MB/s", "p50", "p99.9", "max", "0 errors", "3 open"):
+        assert word in proc.stdout, proc.stdout
+
+
+def test_bench_counts_wrong_echoes_and_exits_1() -> None:
+    def reverse(message: bytes) -> bytes:
+        return message[::-1]
+
+    with Server(reverse, port=0, workers=1) as server:
+        _, port = server.address
+        proc = bench(port, "--count", "100", "--connections", "4", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json_report(proc)
+    assert report["errors"] == 4
+    assert report["messages"] == 0
+    assert "mismatch" in report["error"]
+
+
+def test_bench_bad_option_exits_2() -> None:
+    proc = bench(1, "--count", "10", "--duration", "1")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_run_bench_returns_a_dict() -> None:
+    with Server(port=0, workers=1, framing="length") as server:
+        _, port = server.address
+        report = run_bench(port=port, count=500, connections=5, framing="length", threads=2)
+    assert report["messages"] == 500
+    assert report["errors"] == 0
+    assert report["threads"] == 2
+    assert report["notes"] == []
+    assert "messages/s" in report["summary"]
+    with pytest.raises(ValueError, match="size"):
+        run_bench(port=port, size=0, count=1)
+    with pytest.raises(ValueError, match="not both"):
+        run_bench(port=port, duration=1.0, count=1)
