@@ -10,6 +10,7 @@
 //! * `python` (feature `python`): the `iocp_echo._native` extension module.
 
 pub mod bench;
+pub mod cli;
 pub mod framing;
 pub mod port;
 pub mod server;

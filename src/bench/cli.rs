@@ -2,9 +2,9 @@
 //! exit status (0 clean, 1 if a message failed or nothing could connect, 2 for
 //! a bad option).
 
+use crate::cli::value;
 use std::ffi::OsString;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ where
         }
     }
     config.progress = super::stderr_is_terminal();
-    let interrupted = super::system::interrupt_flag();
+    let interrupted = crate::cli::interrupt_flag();
 
     let mut bench = match Bench::start(options.config.clone()) {
         Ok(bench) => bench,
@@ -145,7 +145,7 @@ where
             other => return Err(format!("{}; {}", other.unexpected(), USAGE)),
         }
     }
-    config.addr = resolve(&host, port)?;
+    config.addr = crate::cli::resolve(&host, port)?;
     config.limit = match (duration, count) {
         (Some(_), Some(_)) => return Err("give --duration or --count, not both".to_string()),
         (None, Some(n)) => Limit::Count(n),
@@ -162,34 +162,4 @@ where
     };
     config.validate().map_err(|e| format!("--{}", e))?;
     Ok(Some(Options { config, json }))
-}
-
-fn value<T>(parser: &mut lexopt::Parser, name: &str) -> Result<T, String>
-where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    let raw = parser.value().map_err(|e| format!("{}: {}", name, e))?;
-    let text = raw
-        .into_string()
-        .map_err(|_| format!("{}: not valid UTF-8", name))?;
-    text.parse()
-        .map_err(|e| format!("{}: invalid value {:?}: {}", name, text, e))
-}
-
-/// `host` as an IP address, or a name resolved to its first address.
-pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            format!(
-                "host must be an IP address or a resolvable name, got {:?}",
-                host
-            )
-        })
 }

@@ -10,8 +10,11 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use iocp_echo::cli::value;
 use iocp_echo::framing::{ByteOrder, Framing};
 use iocp_echo::port::BackendChoice;
 use iocp_echo::server::{Config, Server, StartError};
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     log::set_max_level(options.log_level);
     let _ = log::set_logger(&STDERR_LOGGER);
 
-    let stop = stop_signal::install();
+    let stop = iocp_echo::cli::interrupt_flag();
     let addr = options.config.addr;
     let server = match Server::start(options.config, None) {
         Ok(server) => server,
@@ -60,21 +63,23 @@ fn main() -> ExitCode {
     );
     let _ = io::stdout().flush();
     if options.stop_on_stdin_eof {
-        let waker = stop.clone();
+        let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut sink = [0u8; 256];
             let mut stdin = io::stdin();
             while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-            waker.trigger();
+            stop.store(true, Ordering::SeqCst);
         });
     }
-    while !stop.wait(Duration::from_millis(100)) {
-        if server.wait(Duration::from_millis(0)) {
+    // Until a stop request, or until the workers stop by themselves (a failure).
+    while !stop.load(Ordering::SeqCst) {
+        if server.wait(Duration::from_millis(100)) {
             break;
         }
     }
-    let stats = server.stats();
     let closed = server.close();
+    // Read after close: every completion has been counted by then.
+    let stats = server.stats();
     eprintln!(
         "iocp_echo stopped: {} connections, {} frames received, {} replies, {} bytes in, {} bytes out",
         stats.connections_accepted,
@@ -176,19 +181,6 @@ fn parse_args() -> Result<Option<Options>, String> {
     }))
 }
 
-fn value<T>(parser: &mut lexopt::Parser, name: &str) -> Result<T, String>
-where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    let raw = parser.value().map_err(|e| format!("{}: {}", name, e))?;
-    let text = raw
-        .into_string()
-        .map_err(|_| format!("{}: not valid UTF-8", name))?;
-    text.parse()
-        .map_err(|e| format!("{}: invalid value {:?}: {}", name, text, e))
-}
-
 fn seconds(value: f64) -> Result<Duration, String> {
     if value.is_finite() && value > 0.0 {
         Ok(Duration::from_secs_f64(value))
@@ -244,67 +236,4 @@ impl log::Log for StderrLogger {
         }
     }
     fn flush(&self) {}
-}
-
-/// Ctrl-C and SIGTERM as a flag the main thread polls.
-mod stop_signal {
-    use std::sync::{Arc, Condvar, Mutex};
-    use std::time::Duration;
-
-    /// A stop request: set by a signal, by stdin closing, or by hand.
-    #[derive(Clone)]
-    pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
-
-    impl Stop {
-        /// Ask the program to stop.
-        pub fn trigger(&self) {
-            let (flag, cond) = &*self.0;
-            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            cond.notify_all();
-        }
-
-        /// Wait up to `timeout` for a stop request; true if one came.
-        pub fn wait(&self, timeout: Duration) -> bool {
-            let (flag, cond) = &*self.0;
-            let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
-            let (guard, _) = cond
-                .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-                .unwrap_or_else(|p| p.into_inner());
-            *guard
-        }
-    }
-
-    /// Route SIGINT and SIGTERM to a stop request: both are blocked in every
-    /// thread (workers inherit the mask) and one thread takes them with `sigwait`.
-    #[cfg(unix)]
-    pub fn install() -> Stop {
-        let stop = Stop(Arc::new((Mutex::new(false), Condvar::new())));
-        // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use;
-        // pthread_sigmask only reads it.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            set
-        };
-        let waiter = stop.clone();
-        std::thread::spawn(move || {
-            let mut signal = 0;
-            // SAFETY: `set` is a valid, initialised signal set owned by this
-            // closure and `signal` a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
-                waiter.trigger();
-            }
-        });
-        stop
-    }
-
-    /// On Windows the console's Ctrl-C ends the process; `--stop-on-stdin-eof`
-    /// gives tests a clean stop.
-    #[cfg(windows)]
-    pub fn install() -> Stop {
-        Stop(Arc::new((Mutex::new(false), Condvar::new())))
-    }
 }

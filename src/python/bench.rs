@@ -46,7 +46,7 @@ pub(crate) fn run_bench<'py>(
         .filter(|p| *p > 0)
         .ok_or_else(|| value_error(format!("port must be 1..=65535, got {}", port)))?;
     let mut config = BenchConfig {
-        addr: crate::bench::cli::resolve(host, port).map_err(value_error)?,
+        addr: crate::cli::resolve(host, port).map_err(value_error)?,
         connections: count_arg("connections", connections)?,
         size: count_arg("size", size)?,
         framing: MessageFraming::parse(framing).map_err(value_error)?,

@@ -2,7 +2,7 @@
 //! while waiting, Ctrl-C honoured, and the handler dropped with the interpreter
 //! attached.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -351,17 +351,5 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 
 /// `host` as an IP address; a name such as "localhost" is resolved.
 fn resolve_host(host: &str, port: u16) -> PyResult<SocketAddr> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "host must be an IP address or a resolvable name, got {:?}",
-                host
-            ))
-        })
+    crate::cli::resolve(host, port).map_err(PyValueError::new_err)
 }
