@@ -19,24 +19,31 @@
 //! * **Nothing is asynchronous in the kernel.** The kernel only touches a buffer
 //!   during a syscall made here, so a parked op's buffer is ours to return on
 //!   cancel or to free on drop.
+//! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 parks
+//!   holding nothing: each try takes a pooled `Vec` (refilled by
+//!   `give_buffer`), receives straight into it, and puts it back on `EAGAIN`,
+//!   end of stream or error. So an idle connection costs no buffer, and the
+//!   bytes are never copied.
 //! * The waker is an `eventfd` in the epoll set under a reserved key.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockAddr, Socket};
+use sys::{accept, finish_connect, recv, send, start_connect};
 
 use crate::port::{
-    Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+    BufferPool, Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
 };
 
 /// The epoll data of the waker's eventfd; sockets use their fd, which is never negative.
 const WAKER_KEY: u64 = u64::MAX;
+
+/// The capacity of a port-chosen recv's buffer: the most one such recv returns.
+const RECV_SIZE: usize = 64 << 10;
 
 /// How many epoll events one `epoll_wait` may return.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -67,6 +74,8 @@ pub struct Poller {
     parked: usize,
     /// Scratch space for `epoll_wait`.
     events: Vec<libc::epoll_event>,
+    /// Spare buffers for port-chosen recvs.
+    pool: BufferPool,
 }
 
 /// The ops of one socket waiting for readiness, each side in submission order.
@@ -118,6 +127,7 @@ impl Poller {
             ready: VecDeque::new(),
             parked: 0,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
+            pool: BufferPool::new(RECV_SIZE),
         })
     }
 
@@ -146,10 +156,10 @@ impl Poller {
         };
         let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         if events & READ_EVENTS != 0 {
-            self.parked -= retry(&mut ops.reads, &mut self.ready, hangup);
+            self.parked -= retry(&mut ops.reads, &mut self.ready, &mut self.pool, hangup);
         }
         if events & WRITE_EVENTS != 0 {
-            self.parked -= retry(&mut ops.writes, &mut self.ready, hangup);
+            self.parked -= retry(&mut ops.writes, &mut self.ready, &mut self.pool, hangup);
         }
     }
 }
@@ -213,7 +223,7 @@ impl CompletionPort for Poller {
             self.parked += 1;
             return;
         }
-        match attempt(pending, false) {
+        match attempt(pending, &mut self.pool, false) {
             Attempt::Done(completion) => self.ready.push_back(completion),
             Attempt::Blocked(pending) => {
                 queue.push_back(pending);
@@ -274,6 +284,10 @@ impl CompletionPort for Poller {
     fn in_flight(&self) -> usize {
         self.parked + self.ready.len()
     }
+
+    fn give_buffer(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
+    }
 }
 
 impl Drop for Poller {
@@ -292,10 +306,15 @@ impl Drop for Poller {
 
 /// Retry the ops parked on one side of a socket in order, until one would block.
 /// Finished ones go to `ready`; returns how many finished.
-fn retry(queue: &mut VecDeque<Pending>, ready: &mut VecDeque<Completion>, hangup: bool) -> usize {
+fn retry(
+    queue: &mut VecDeque<Pending>,
+    ready: &mut VecDeque<Completion>,
+    pool: &mut BufferPool,
+    hangup: bool,
+) -> usize {
     let mut finished = 0;
     while let Some(pending) = queue.pop_front() {
-        match attempt(pending, hangup) {
+        match attempt(pending, pool, hangup) {
             Attempt::Done(completion) => {
                 ready.push_back(completion);
                 finished += 1;
@@ -309,9 +328,10 @@ fn retry(queue: &mut VecDeque<Pending>, ready: &mut VecDeque<Completion>, hangup
     finished
 }
 
-/// Run an op's syscall once (`EINTR` retried). `hangup`: the socket reported
-/// `EPOLLHUP` or `EPOLLERR` (matters to a connect in progress).
-fn attempt(pending: Pending, hangup: bool) -> Attempt {
+/// Run an op's syscall once (`EINTR` retried), a port-chosen recv with a buffer
+/// from `pool`. `hangup`: the socket reported `EPOLLHUP` or `EPOLLERR` (matters
+/// to a connect in progress).
+fn attempt(pending: Pending, pool: &mut BufferPool, hangup: bool) -> Attempt {
     let Pending {
         token,
         op,
@@ -329,6 +349,18 @@ fn attempt(pending: Pending, hangup: bool) -> Attempt {
             Err(e) if would_block(&e) => return blocked(Op::Accept { listener }),
             result => Outcome::Accepted(result),
         },
+        Op::Recv { socket, buf } if buf.capacity() == 0 => {
+            let mut buf = pool.take();
+            let result = recv(socket, &mut buf);
+            if !matches!(result, Ok(n) if n > 0) {
+                // Nothing received: the buffer goes back; a parked op holds none.
+                pool.give(mem::take(&mut buf));
+            }
+            match result {
+                Err(e) if would_block(&e) => return blocked(Op::Recv { socket, buf }),
+                result => Outcome::Received { buf, result },
+            }
+        }
         Op::Recv { socket, mut buf } => match recv(socket, &mut buf) {
             Err(e) if would_block(&e) => return blocked(Op::Recv { socket, buf }),
             result => Outcome::Received { buf, result },
@@ -362,118 +394,13 @@ fn attempt(pending: Pending, hangup: bool) -> Attempt {
 /// completion rather than a panic, a fake end of stream or an endless zero-byte send).
 fn check_buffer(op: &Op) -> Option<io::Error> {
     let problem = match op {
-        Op::Recv { buf, .. } if buf.len() == buf.capacity() => "recv buffer has no spare capacity",
+        Op::Recv { buf, .. } if buf.capacity() > 0 && buf.len() == buf.capacity() => {
+            "recv buffer has no spare capacity"
+        }
         Op::Send { buf, pos, .. } if *pos >= buf.len() => "send buffer has nothing after pos",
         _ => return None,
     };
     Some(io::Error::new(io::ErrorKind::InvalidInput, problem))
-}
-
-/// `accept4` a nonblocking, close-on-exec connection and its peer address.
-fn accept(listener: RawFd) -> io::Result<(Socket, SocketAddr)> {
-    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: try_init hands the closure a zeroed sockaddr_storage and its size;
-    // accept4 writes at most that many bytes and stores the real length in `len`.
-    let (fd, peer) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            retry_eintr(|| cvt(libc::accept4(listener, storage.cast(), len, flags)))
-        })
-    }?;
-    // SAFETY: accept4 returned a new fd that nothing else owns.
-    let socket = unsafe { Socket::from_raw_fd(fd) };
-    // The address accept4 filled in is what getpeername would say, one syscall sooner.
-    let peer = peer.as_socket().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "accepted a connection whose peer is not an IP address",
-        )
-    })?;
-    Ok((socket, peer))
-}
-
-/// `recv` into the spare capacity of `buf`, growing its length by the count.
-fn recv(socket: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    let (ptr, len) = (spare.as_mut_ptr(), spare.len());
-    let n = retry_eintr(|| {
-        // SAFETY: `ptr` and `len` describe the spare capacity of `buf`, which stays
-        // allocated and unaliased during the call; recv writes at most `len` bytes.
-        cvt(unsafe { libc::recv(socket, ptr.cast(), len, 0) })
-    })?;
-    let n = usize::try_from(n).unwrap_or(0);
-    // SAFETY: recv initialised `n <= len` bytes right after the old length.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
-
-/// `send` `bytes` without raising `SIGPIPE` on a closed peer.
-fn send(socket: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    let n = retry_eintr(|| {
-        // SAFETY: the pointer and length describe `bytes`, which send only reads.
-        cvt(unsafe {
-            libc::send(
-                socket,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        })
-    })?;
-    Ok(usize::try_from(n).unwrap_or(0))
-}
-
-/// Start a nonblocking connect: `Ok` if it finished at once, `EINPROGRESS` if it runs on.
-fn start_connect(socket: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let addr = SockAddr::from(addr);
-    // SAFETY: the pointer and length describe `addr`, a valid socket address that
-    // outlives the call.
-    match cvt(unsafe { libc::connect(socket, addr.as_ptr(), addr.len()) }) {
-        Ok(_) => Ok(()),
-        // An interrupted connect goes on asynchronously, like EINPROGRESS.
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            Err(io::Error::from_raw_os_error(libc::EINPROGRESS))
-        }
-        // EAGAIN from a TCP connect means no free local port, not "wait for
-        // readiness": it completes the op as an error.
-        Err(e) => Err(e),
-    }
-}
-
-/// Finish a connect that returned `EINPROGRESS`, now that the socket signalled.
-fn finish_connect(socket: RawFd, hangup: bool) -> io::Result<()> {
-    if let Some(error) = take_socket_error(socket)? {
-        return Err(error);
-    }
-    // No pending error: connected, or (a spurious wake-up) still connecting.
-    // SAFETY: a zeroed sockaddr_storage and its size; getpeername writes at most that.
-    let peer = unsafe {
-        SockAddr::try_init(|storage, len| cvt(libc::getpeername(socket, storage.cast(), len)))
-    };
-    match peer {
-        Ok(_) => Ok(()),
-        // A hung-up socket with no peer will never connect; its error was taken already.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && !hangup => {
-            Err(io::Error::from_raw_os_error(libc::EINPROGRESS))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Take the pending error of a socket (`SO_ERROR`), which also clears it.
-fn take_socket_error(socket: RawFd) -> io::Result<Option<io::Error>> {
-    let mut error: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `error` and `len` are valid for writes and `len` is the size of `error`.
-    cvt(unsafe {
-        libc::getsockopt(
-            socket,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok((error != 0).then(|| io::Error::from_raw_os_error(error)))
 }
 
 /// The waker: an eventfd whose counter going above 0 makes `epoll_wait` return.
@@ -573,5 +500,6 @@ fn not_registered(socket: RawSocket) -> io::Error {
     )
 }
 
+mod sys;
 #[cfg(test)]
 mod tests;

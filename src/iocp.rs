@@ -25,6 +25,12 @@
 //!   usual and the inline result is ignored. A call that fails at once (not
 //!   `WSA_IO_PENDING`) also becomes a completion in the ready queue: one
 //!   submission, exactly one completion, always.
+//! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 is
+//!   given a buffer from the port's pool (refilled by `give_buffer`) when it
+//!   is posted, and holds it while it waits; if nothing is received (end of
+//!   stream, error, cancellation) the buffer goes back to the pool and the
+//!   completion carries an empty `Vec`. (Zero-byte receives, which would hold
+//!   nothing while waiting, are not used yet.)
 //! * **Cancel and close.** [`Iocp::cancel`] is `CancelIoEx` on the socket; each
 //!   cancelled op still completes (with `ERROR_OPERATION_ABORTED`), and any
 //!   error on a closed or cancelled socket is simply that op's completion with
@@ -79,10 +85,13 @@ use windows_sys::Win32::System::IO::{
 };
 
 use crate::port::{
-    Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+    BufferPool, Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
 };
 use slots::{Slots, State};
 use sys::{Extensions, PortHandle};
+
+/// The capacity of a port-chosen recv's buffer.
+const RECV_SIZE: usize = 64 << 10;
 
 /// The completion key of every registered socket.
 const SOCKET_KEY: usize = 1;
@@ -130,6 +139,8 @@ pub struct Iocp {
     entries: Vec<Entry>,
     /// `AcceptEx`, `GetAcceptExSockaddrs` and `ConnectEx`, once looked up.
     extensions: Extensions,
+    /// Spare buffers for recvs with port-chosen memory.
+    pool: BufferPool,
 }
 
 /// What the port knows of a registered socket.
@@ -187,6 +198,7 @@ impl Iocp {
             ready: VecDeque::new(),
             entries: (0..MAX_BATCH).map(|_| Entry::zeroed()).collect(),
             extensions: Extensions::default(),
+            pool: BufferPool::new(RECV_SIZE),
         })
     }
 
@@ -237,7 +249,7 @@ impl Iocp {
             registered.in_flight = registered.in_flight.saturating_sub(1);
         }
         let outcome = match state {
-            State::Recv { mut buf } => {
+            State::Recv { mut buf, pooled } => {
                 let result = result.map(|n| {
                     let n = n as usize;
                     debug_assert!(n <= buf.capacity() - buf.len());
@@ -246,6 +258,10 @@ impl Iocp {
                     unsafe { buf.set_len(buf.len() + n) };
                     n
                 });
+                if pooled && buf.is_empty() {
+                    // Nothing received: the pooled buffer goes back unused.
+                    self.pool.give(mem::take(&mut buf));
+                }
                 Outcome::Received { buf, result }
             }
             State::Send { buf, pos } => Outcome::Sent {
@@ -446,6 +462,10 @@ impl CompletionPort for Iocp {
 
     fn in_flight(&self) -> usize {
         self.slots.used() + self.ready.len()
+    }
+
+    fn give_buffer(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
     }
 }
 

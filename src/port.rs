@@ -21,6 +21,18 @@
 //!   last of them may the caller close the socket.
 //! * A [`Waker`] makes a blocked `wait` return from any thread.
 //!
+//! **Port-chosen receive memory.** A recv whose buffer has capacity 0
+//! (`Vec::new()`) asks the port to choose the memory: nothing is held for it
+//! while it waits for data (so an idle connection costs no buffer), and its
+//! completion's [`Outcome::Received`] carries a `Vec` of the port's own whose
+//! length is exactly the bytes received (an empty `Vec` on end of stream, error
+//! or cancellation). How big one such recv may be is the backend's choice
+//! (tens of KiB). The caller may keep that `Vec` (for example to send it) and
+//! should hand spent ones back with [`CompletionPort::give_buffer`], which
+//! refills the port's pool so that steady traffic allocates nothing per
+//! message. A recv with a buffer of spare capacity works exactly as described
+//! at [`Op::Recv`].
+//!
 //! Backends: [`crate::uring`] (io_uring) and [`crate::epoll`] (readiness turned
 //! into completions) on Linux, `crate::iocp` on Windows. [`Port`] is the enum the
 //! server holds; [`Backend`] and [`BackendChoice`] pick one.
@@ -55,7 +67,9 @@ pub enum Op {
         listener: RawSocket,
     },
     /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`);
-    /// on success `buf.len()` grows by the count. The spare capacity must not be 0.
+    /// on success `buf.len()` grows by the count. A `buf` with capacity 0 lets
+    /// the port choose the memory (see the module doc); otherwise the spare
+    /// capacity must not be 0.
     Recv {
         /// The connected socket.
         socket: RawSocket,
@@ -179,6 +193,13 @@ pub trait CompletionPort {
 
     /// Ops submitted whose completion has not yet been returned by `wait`.
     fn in_flight(&self) -> usize;
+
+    /// Hand a spent buffer back to the port's pool, for the next recv that
+    /// lets the port choose its memory. The port may keep it (emptied) or drop
+    /// it; any `Vec` is accepted, and by default it is dropped.
+    fn give_buffer(&mut self, buf: Vec<u8>) {
+        drop(buf);
+    }
 }
 
 /// The I/O backends this crate has.
@@ -403,6 +424,56 @@ impl CompletionPort for Port {
     }
     fn in_flight(&self) -> usize {
         each_backend!(self, p => p.in_flight())
+    }
+    fn give_buffer(&mut self, buf: Vec<u8>) {
+        each_backend!(self, p => p.give_buffer(buf))
+    }
+}
+
+/// A port's pool of spare receive buffers, refilled by
+/// [`CompletionPort::give_buffer`]: so that recvs with port-chosen memory
+/// allocate nothing per message in steady traffic.
+#[derive(Debug)]
+pub(crate) struct BufferPool {
+    spare: Vec<Vec<u8>>,
+    /// The capacity of a buffer made when the pool is empty.
+    size: usize,
+}
+
+impl BufferPool {
+    /// At most this many spare buffers are kept.
+    const LIMIT: usize = 256;
+
+    /// An empty pool whose new buffers have capacity `size` (at least 1).
+    pub(crate) fn new(size: usize) -> BufferPool {
+        BufferPool {
+            spare: Vec::new(),
+            size: size.max(1),
+        }
+    }
+
+    /// An empty buffer with at least `size / 4` bytes of capacity (usually `size`).
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    /// Keep `buf` (emptied) for a later [`BufferPool::take`], unless the pool is
+    /// full or its capacity is far from the pool's size.
+    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if self.spare.len() < Self::LIMIT && capacity >= self.size / 4 && capacity <= 4 * self.size
+        {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// Spare buffers held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.spare.len()
     }
 }
 

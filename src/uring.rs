@@ -12,6 +12,19 @@
 //! dropped and a cancel never overtakes the ops it targets. Ops found invalid
 //! before reaching the kernel complete through a local queue with `EINVAL`.
 //!
+//! **Port-chosen receive memory.** A recv whose buffer has capacity 0 is posted
+//! with `IOSQE_BUFFER_SELECT` on the ring's provided-buffer ring
+//! ([`buf_ring`]): it holds no memory while it waits, the kernel picks a buffer
+//! (a `Vec` the ring holds) when bytes arrive, and at completion that `Vec`
+//! goes to the caller as it is while a pooled one (the pool is refilled by
+//! `give_buffer`) takes its place in the ring at once.
+//! If the ring is empty at that moment (more recvs finished in one batch than
+//! it has buffers), the kernel fails the recv with `ENOBUFS`; the caller never
+//! sees that: the op is posted again under the same key, this time into a
+//! pooled `Vec` of its own, so it cannot starve or spin. (A cancel requested
+//! before such a retry completes the op with `ECANCELED` instead.) Where the
+//! kernel has no buffer rings, every port-chosen recv takes a pooled `Vec`.
+//!
 //! The ring is made with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel takes
 //! it (each worker builds and drives its own ring), else `COOP_TASKRUN`, else no
 //! flags. Because of `SINGLE_ISSUER` a [`Ring`] is not `Send`: it lives and dies
@@ -21,19 +34,24 @@ use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::mem;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring};
 use slab::Slab;
-use socket2::{SockAddr, Socket};
+use socket2::SockAddr;
 
-use crate::port::{
-    Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
-};
+use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
+use buf_ring::RecvMemory;
+use finish::{finish, invalid, recv_sqe};
+pub use setup::probe;
+use setup::{build_ring, check_features, EventFd};
 
+mod buf_ring;
+mod finish;
+mod setup;
 #[cfg(test)]
 mod tests;
 
@@ -49,154 +67,6 @@ const CANCEL: u64 = u64::MAX - 1;
 /// How long dropping a ring waits for the completions of the ops it cancels.
 const DROP_GRACE: Duration = Duration::from_secs(1);
 
-/// The opcodes this backend posts, with their names for error messages.
-const OPCODES: [(u8, &str); 6] = [
-    (opcode::Accept::CODE, "Accept"),
-    (opcode::Recv::CODE, "Recv"),
-    (opcode::Send::CODE, "Send"),
-    (opcode::Connect::CODE, "Connect"),
-    (opcode::AsyncCancel::CODE, "AsyncCancel"),
-    (opcode::Read::CODE, "Read"),
-];
-
-/// Check that this kernel (and sandbox) lets us build a ring with every feature
-/// and opcode this backend uses.
-///
-/// Returns the OS error if the ring cannot be made at all (for example `EPERM`
-/// when seccomp refuses `io_uring_setup`), or an [`io::ErrorKind::Unsupported`]
-/// error naming the missing opcode or feature.
-pub fn probe() -> io::Result<()> {
-    let (mut ring, _) = build_ring(8, 16)?;
-    check_features(&ring)?;
-    let mut probe = io_uring::Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| unsupported(format!("io_uring opcode probe failed: {}", e)))?;
-    for (code, name) in OPCODES {
-        if !probe.is_supported(code) {
-            return Err(unsupported(format!(
-                "io_uring opcode {} is not supported by this kernel",
-                name
-            )));
-        }
-    }
-    // Cancelling every op on a file descriptor (Linux 5.19) is not visible in the
-    // probe: try it on the ring's own fd, where it finds nothing to cancel.
-    let fd = ring.as_raw_fd();
-    let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
-        .build()
-        .user_data(CANCEL);
-    // SAFETY: a cancel request points to no memory of ours.
-    unsafe { ring.submission().push(&cancel) }
-        .map_err(|_| io::Error::other("io_uring probe: submission queue full"))?;
-    let ts = Timespec::from(Duration::from_secs(1));
-    ring.submitter()
-        .submit_with_args(1, &SubmitArgs::new().timespec(&ts))?;
-    let res = ring
-        .completion()
-        .next()
-        .map(|cqe| cqe.result())
-        .ok_or_else(|| io::Error::other("io_uring probe: cancel request did not complete"))?;
-    if res >= 0 || res == -libc::ENOENT {
-        Ok(())
-    } else {
-        Err(unsupported(format!(
-            "io_uring cannot cancel by file descriptor: {}",
-            io::Error::from_raw_os_error(-res)
-        )))
-    }
-}
-
-#[cold]
-fn unsupported(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, message)
-}
-
-/// Build a ring with the best setup flags the kernel accepts; also returns their name.
-fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, &'static str)> {
-    let mut refused = None;
-    for tier in 0..3 {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(cq_entries);
-        let name = match tier {
-            0 => {
-                builder
-                    .setup_submit_all()
-                    .setup_single_issuer()
-                    .setup_defer_taskrun();
-                "SUBMIT_ALL|SINGLE_ISSUER|DEFER_TASKRUN"
-            }
-            1 => {
-                builder.setup_submit_all().setup_coop_taskrun();
-                "SUBMIT_ALL|COOP_TASKRUN"
-            }
-            _ => "no flags",
-        };
-        match builder.build(sq_entries) {
-            Ok(ring) => return Ok((ring, name)),
-            // EINVAL: an older kernel that does not know a flag; try fewer.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => refused = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(refused.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
-}
-
-/// The features `wait` and the completion rules depend on.
-fn check_features(ring: &IoUring) -> io::Result<()> {
-    let params = ring.params();
-    let missing = if !params.is_feature_ext_arg() {
-        "EXT_ARG (timeouts on enter, Linux 5.11)"
-    } else if !params.is_feature_nodrop() {
-        "NODROP (no lost completions, Linux 5.5)"
-    } else {
-        return Ok(());
-    };
-    Err(unsupported(format!("io_uring lacks {}", missing)))
-}
-
-/// The wake-up half of a [`Ring`]: an eventfd, shared with every [`Waker`]. It
-/// owns the fd, so wakers stay valid after the ring is dropped.
-struct EventFd(OwnedFd);
-
-impl EventFd {
-    fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-}
-
-impl Wake for EventFd {
-    fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        loop {
-            // SAFETY: writes the 8 bytes of a live `u64` to a descriptor we own.
-            let n = unsafe {
-                libc::write(
-                    self.0.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    mem::size_of::<u64>(),
-                )
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                // The counter is saturated: a wake-up is already pending.
-                io::ErrorKind::WouldBlock => return Ok(()),
-                _ => return Err(error),
-            }
-        }
-    }
-}
-
 /// An op the kernel (or the backlog) holds, with the memory its SQE points to.
 struct Slot {
     token: Token,
@@ -205,6 +75,20 @@ struct Slot {
     op: Op,
     /// The peer address of a connect, at a stable address.
     addr: Option<Box<SockAddr>>,
+    /// How a recv's memory was chosen.
+    memory: RecvBuf,
+}
+
+/// Where a recv receives into.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RecvBuf {
+    /// The caller's buffer (and every op other than a recv).
+    Caller,
+    /// A buffer the kernel selects from the provided-buffer ring; `cancelled`:
+    /// a cancel of its socket was requested (so an `ENOBUFS` is not retried).
+    Selected { cancelled: bool },
+    /// A pooled `Vec` the port put in the op for a port-chosen recv.
+    Pooled,
 }
 
 /// A completion port on Linux io_uring.
@@ -221,6 +105,10 @@ pub struct Ring {
     backlog: VecDeque<squeue::Entry>,
     /// Completions decided without the kernel (invalid ops), not yet returned.
     ready: VecDeque<Completion>,
+    /// The provided-buffer ring and the pool for port-chosen recvs.
+    memory: RecvMemory,
+    /// Recvs posted again because the provided-buffer ring was empty.
+    starved: u64,
     waker: Arc<EventFd>,
     /// Where the posted eventfd read writes its 8 bytes.
     wake_buf: Vec<u8>,
@@ -237,19 +125,43 @@ pub struct Ring {
 impl Ring {
     /// Build a ring, its waker, and post the waker's read.
     pub fn new() -> io::Result<Ring> {
-        Ring::with_entries(SQ_ENTRIES, CQ_ENTRIES)
+        Ring::with_sizes(
+            SQ_ENTRIES,
+            CQ_ENTRIES,
+            buf_ring::RING_BUFFERS,
+            buf_ring::BUFFER_SIZE,
+        )
     }
 
     /// [`Ring::new`] with other queue sizes (tests fill small queues).
+    #[cfg(test)]
     fn with_entries(sq_entries: u32, cq_entries: u32) -> io::Result<Ring> {
+        Ring::with_sizes(
+            sq_entries,
+            cq_entries,
+            buf_ring::RING_BUFFERS,
+            buf_ring::BUFFER_SIZE,
+        )
+    }
+
+    /// [`Ring::new`] with other queue and provided-buffer ring sizes.
+    fn with_sizes(
+        sq_entries: u32,
+        cq_entries: u32,
+        ring_buffers: u16,
+        buffer_size: usize,
+    ) -> io::Result<Ring> {
         let (ring, setup) = build_ring(sq_entries, cq_entries)?;
         check_features(&ring)?;
         log::debug!("io_uring ring built with {}", setup);
+        let memory = RecvMemory::new(&ring, ring_buffers, buffer_size);
         let mut ring = Ring {
             ring: Box::new(ring),
             slots: Slab::new(),
             backlog: VecDeque::new(),
             ready: VecDeque::new(),
+            memory,
+            starved: 0,
             waker: Arc::new(EventFd::new()?),
             wake_buf: vec![0; mem::size_of::<u64>()],
             wake_armed: false,
@@ -331,6 +243,7 @@ impl Ring {
     fn reap(&mut self, out: &mut Vec<Completion>, limit: usize) -> usize {
         let mut appended = 0;
         let mut rearm = false;
+        let mut retries = Vec::new();
         let mut cq = self.ring.completion();
         while appended < limit {
             let Some(cqe) = cq.next() else { break };
@@ -347,16 +260,46 @@ impl Ring {
                     }
                 }
                 CANCEL => {}
-                key => match self.slots.try_remove(key as usize) {
-                    Some(slot) => {
-                        out.push(finish(slot, cqe.result()));
-                        appended += 1;
+                key => {
+                    let Some(slot) = self.slots.get_mut(key as usize) else {
+                        log::error!("io_uring completion for unknown op {}", key);
+                        continue;
+                    };
+                    let starved = cqe.result() == -libc::ENOBUFS
+                        && slot.memory == RecvBuf::Selected { cancelled: false }
+                        && !self.closing;
+                    if starved {
+                        // The provided-buffer ring was empty: post the recv again
+                        // into a pooled buffer of its own (the caller sees nothing).
+                        if let Op::Recv { socket, buf } = &mut slot.op {
+                            *buf = self.memory.pool.take();
+                            slot.memory = RecvBuf::Pooled;
+                            retries.push(recv_sqe(*socket, buf, key));
+                            self.starved += 1;
+                            continue;
+                        }
                     }
-                    None => log::error!("io_uring completion for unknown op {}", key),
-                },
+                    let slot = self.slots.remove(key as usize);
+                    if let Op::Recv { socket, buf } = &slot.op {
+                        let room = match slot.memory {
+                            RecvBuf::Caller => None,
+                            RecvBuf::Selected { .. } => Some(self.memory.buffer_size()),
+                            RecvBuf::Pooled => Some(buf.capacity() - buf.len()),
+                        };
+                        if let Some(room) = room {
+                            self.memory
+                                .note_recv(*socket, cqe.result(), cqe.flags(), room);
+                        }
+                    }
+                    out.push(finish(slot, cqe.result(), cqe.flags(), &mut self.memory));
+                    appended += 1;
+                }
             }
         }
         drop(cq);
+        for sqe in retries {
+            self.push(sqe);
+        }
         if rearm && !self.closing {
             self.arm_wake();
         }
@@ -372,13 +315,26 @@ impl Ring {
                     .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
                     .build()
             }
+            Op::Recv { socket, buf } if buf.capacity() == 0 => {
+                if self.memory.ring.is_some() && !self.memory.is_hot(*socket) {
+                    slot.memory = RecvBuf::Selected { cancelled: false };
+                    opcode::Recv::new(Fd(*socket), std::ptr::null_mut(), 0)
+                        .buf_group(buf_ring::GROUP)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT)
+                } else {
+                    // No ring, or bytes are known to be waiting: a pooled buffer,
+                    // received into directly (it is not held while idle).
+                    *buf = self.memory.pool.take();
+                    slot.memory = RecvBuf::Pooled;
+                    return Ok(recv_sqe(*socket, buf, key as u64));
+                }
+            }
             Op::Recv { socket, buf } => {
-                let spare = buf.spare_capacity_mut();
-                if spare.is_empty() {
+                if buf.len() == buf.capacity() {
                     return Err(invalid("recv buffer has no spare capacity"));
                 }
-                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
-                opcode::Recv::new(Fd(*socket), spare.as_mut_ptr().cast(), len).build()
+                return Ok(recv_sqe(*socket, buf, key as u64));
             }
             Op::Send { socket, buf, pos } => {
                 let rest = buf.get(*pos..).unwrap_or_default();
@@ -399,59 +355,6 @@ impl Ring {
     }
 }
 
-#[cold]
-fn invalid(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, message)
-}
-
-/// A CQE result as a count, or the error it encodes.
-fn result(res: i32) -> io::Result<usize> {
-    if res < 0 {
-        Err(io::Error::from_raw_os_error(-res))
-    } else {
-        Ok(res as usize)
-    }
-}
-
-/// The completion of the op in `slot`, whose CQE carried `res`. The kernel is
-/// done with the slot's memory.
-fn finish(slot: Slot, res: i32) -> Completion {
-    let outcome = match slot.op {
-        Op::Accept { .. } => Outcome::Accepted(result(res).and_then(|fd| accepted(fd as i32))),
-        Op::Recv { mut buf, .. } => {
-            let result = result(res);
-            if let Ok(n) = result {
-                assert!(n <= buf.capacity() - buf.len(), "recv overran its buffer");
-                // SAFETY: the kernel wrote `n` bytes into the spare capacity, which
-                // starts at `buf.len()`; `n` fits in it (checked above).
-                unsafe { buf.set_len(buf.len() + n) };
-            }
-            Outcome::Received { buf, result }
-        }
-        Op::Send { buf, pos, .. } => Outcome::Sent {
-            buf,
-            pos,
-            result: result(res),
-        },
-        Op::Connect { .. } => Outcome::Connected(result(res).map(drop)),
-    };
-    Completion {
-        token: slot.token,
-        outcome,
-    }
-}
-
-/// Wrap an accepted descriptor and read its peer address.
-fn accepted(fd: RawSocket) -> io::Result<(Socket, std::net::SocketAddr)> {
-    // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-    let socket = unsafe { Socket::from_raw_fd(fd) };
-    let peer = socket.peer_addr()?;
-    let peer = peer
-        .as_socket()
-        .ok_or_else(|| io::Error::other("accepted a socket with no IP peer address"))?;
-    Ok((socket, peer))
-}
-
 /// Whether an `io_uring_enter` error only means "woken up without completions".
 fn transient(error: &io::Error) -> bool {
     matches!(
@@ -467,7 +370,8 @@ impl CompletionPort for Ring {
     }
 
     /// Nothing to do: io_uring keeps no per-socket state.
-    fn deregister(&mut self, _socket: RawSocket) -> io::Result<()> {
+    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+        self.memory.forget(socket);
         Ok(())
     }
 
@@ -476,6 +380,7 @@ impl CompletionPort for Ring {
             token,
             op,
             addr: None,
+            memory: RecvBuf::Caller,
         });
         debug_assert!(
             (key as u64) < CANCEL,
@@ -491,6 +396,19 @@ impl CompletionPort for Ring {
     }
 
     fn cancel(&mut self, socket: RawSocket) {
+        if self.memory.ring.is_some() {
+            // A recv of this socket that fails for want of a provided buffer must
+            // not be posted again behind this cancel's back.
+            for (_, slot) in self.slots.iter_mut() {
+                if let (Op::Recv { socket: s, .. }, RecvBuf::Selected { cancelled }) =
+                    (&slot.op, &mut slot.memory)
+                {
+                    if *s == socket {
+                        *cancelled = true;
+                    }
+                }
+            }
+        }
         let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(socket)).all())
             .build()
             .user_data(CANCEL);
@@ -541,6 +459,10 @@ impl CompletionPort for Ring {
     fn in_flight(&self) -> usize {
         self.slots.len() + self.ready.len()
     }
+
+    fn give_buffer(&mut self, buf: Vec<u8>) {
+        self.memory.pool.give(buf);
+    }
 }
 
 impl Drop for Ring {
@@ -589,7 +511,8 @@ impl Drop for Ring {
             self.reap(&mut finished, usize::MAX);
             finished.clear();
         }
-        if !self.slots.is_empty() {
+        let leaked = !self.slots.is_empty();
+        if leaked {
             log::warn!(
                 "io_uring ring dropped: leaking the buffers of {} ops that did not complete",
                 self.slots.len()
@@ -600,6 +523,17 @@ impl Drop for Ring {
         }
         if self.wake_armed {
             mem::forget(mem::take(&mut self.wake_buf));
+        }
+        if let Some(buf_ring) = self.memory.ring.take() {
+            if !leaked {
+                if let Err(e) = self.ring.submitter().unregister_buf_ring(buf_ring::GROUP) {
+                    log::debug!("io_uring: unregistering the buffer ring: {}", e);
+                }
+                drop(buf_ring);
+            } else {
+                // Recvs that never completed may still be given its buffers.
+                mem::forget(buf_ring);
+            }
         }
     }
 }

@@ -6,9 +6,11 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockRef, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 
 use super::*;
+
+mod chosen;
 
 /// Wait until `count` completions arrived (panics after 10 s).
 #[track_caller]
@@ -510,7 +512,8 @@ fn unusable_buffers_fail_as_completions() {
         1,
         Op::Recv {
             socket: server.as_raw_fd(),
-            buf: Vec::new(),
+            // Full: no spare capacity (capacity 0 would let the port choose).
+            buf: vec![7; 4],
         },
     );
     poller.submit(

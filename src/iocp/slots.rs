@@ -26,6 +26,9 @@ pub(super) enum State {
     Recv {
         /// The buffer the kernel fills.
         buf: Vec<u8>,
+        /// Whether `buf` came from the port's pool (a recv with port-chosen
+        /// memory): it goes back there if nothing was received.
+        pooled: bool,
     },
     /// `WSASend` of `buf[pos..]`.
     Send {

@@ -68,6 +68,9 @@ impl Iocp {
     }
 
     pub(super) fn submit_recv(&mut self, token: Token, socket: RawSocket, buf: Vec<u8>) {
+        // Capacity 0: the port chooses the memory, a buffer from its pool.
+        let pooled = buf.capacity() == 0;
+        let buf = if pooled { self.pool.take() } else { buf };
         let spare = buf.capacity() - buf.len();
         if spare == 0 {
             let e = io::Error::new(
@@ -78,9 +81,11 @@ impl Iocp {
                 .ready
                 .push_back(Op::Recv { socket, buf }.fail(token, e));
         }
-        let index = self.slots.insert(token, socket, State::Recv { buf });
+        let index = self
+            .slots
+            .insert(token, socket, State::Recv { buf, pooled });
         let slot = self.slots.get_mut(index);
-        if let State::Recv { buf } = &mut slot.state {
+        if let State::Recv { buf, .. } = &mut slot.state {
             let len = buf.len();
             slot.wsabuf.len = u32::try_from(spare).unwrap_or(u32::MAX);
             // SAFETY: `len` is within the allocation, so the pointer stays in it.

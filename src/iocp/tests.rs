@@ -10,6 +10,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::*;
 
+mod chosen;
 mod paths;
 
 /// Wait until `count` completions arrived (panics after 20 s: Wine is slow).
@@ -437,7 +438,8 @@ fn ops_on_unregistered_sockets_and_empty_buffers_fail_as_completions() {
         2,
         Op::Recv {
             socket: raw(&server),
-            buf: Vec::new(),
+            // Full: no spare capacity (capacity 0 would let the port choose).
+            buf: vec![7; 4],
         },
     );
     port.submit(

@@ -6,6 +6,11 @@
 //! handler once for the whole batch, take newly accepted sockets from the
 //! inbox, then "pump" every connection touched this turn: post its send, post
 //! its next recv unless backpressure holds it, or finish closing it.
+//!
+//! Recvs let the port choose their memory (an empty `Vec`), so an idle
+//! connection with its recv posted holds no buffer; received buffers go back
+//! to the port with `give_buffer` once decoded (or, for the native raw echo,
+//! once sent).
 
 use std::io;
 use std::mem;
@@ -36,6 +41,9 @@ const DRAIN_TICK: Duration = Duration::from_millis(20);
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// Idle pooled buffers kept per worker.
 const POOL_LIMIT: usize = 256;
+/// Spare output buffers the native raw echo keeps before it hands sent buffers
+/// back to the port.
+const RAW_OUTPUT_SPARES: usize = 8;
 
 /// What `Server::start` hands a worker thread.
 pub(crate) struct Startup {
@@ -101,8 +109,8 @@ pub(super) struct Worker {
     pub(super) completions: Vec<Completion>,
     pub(super) batch: Batch,
     pub(super) dirty: Vec<usize>,
-    /// Spare buffers for recvs and queued output (one pool: the raw echo turns
-    /// a received buffer into the one it sends).
+    /// Spare buffers for queued output. (Received buffers belong to the port's
+    /// pool: see `give_buffer`.)
     pub(super) pool: Vec<Vec<u8>>,
     pub(super) draining: bool,
     pub(super) last_idle_check: Instant,
@@ -266,8 +274,7 @@ impl Worker {
                 abort = true;
             }
         }
-        buf.clear();
-        recycle(&mut self.pool, buf, shared.config.recv_buffer);
+        self.port.give_buffer(buf);
         if abort {
             self.abort(key);
         }
@@ -307,8 +314,17 @@ impl Worker {
                 }
             }
         }
-        buf.clear();
-        recycle(&mut self.pool, buf, self.shared.config.recv_buffer);
+        let config = &self.shared.config;
+        let echo_raw = self.shared.handler.is_none() && config.framing == Framing::Raw;
+        if echo_raw && self.pool.len() >= RAW_OUTPUT_SPARES {
+            // The native raw echo mostly sends the buffers the port received
+            // into: they go back to the port, once the worker keeps a few
+            // spares of its own for the output it queues behind a send.
+            self.port.give_buffer(buf);
+        } else {
+            buf.clear();
+            recycle(&mut self.pool, buf, config.recv_buffer);
+        }
         self.touch(key);
     }
 
@@ -427,10 +443,10 @@ impl Worker {
         }
         match conn.phase {
             Phase::Open if !conn.paused && !conn.recv_in_flight => {
-                let mut buf = self.pool.pop().unwrap_or_default();
-                buf.reserve(config.recv_buffer);
                 conn.recv_in_flight = true;
                 let socket = conn.raw();
+                // Capacity 0: the port chooses the memory when bytes arrive.
+                let buf = Vec::new();
                 self.port.submit(key as Token, Op::Recv { socket, buf });
             }
             Phase::Flushing if !conn.send_in_flight => self.abort(key),

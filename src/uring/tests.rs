@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use super::*;
+use crate::port::Outcome;
+
+mod chosen;
 
 /// How long a test waits for completions before failing.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -448,7 +451,8 @@ fn invalid_ops_fail_through_wait() {
         1,
         Op::Recv {
             socket: server.as_raw_fd(),
-            buf: Vec::new(),
+            // Full: no spare capacity (capacity 0 would let the port choose).
+            buf: vec![7; 4],
         },
     );
     ring.submit(

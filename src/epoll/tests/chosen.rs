@@ -1,0 +1,146 @@
+//! Recvs that let the epoll port choose their memory (a buffer of capacity 0).
+
+use super::*;
+
+/// Post a recv with port-chosen memory on `socket`.
+fn chosen_recv(poller: &mut Poller, token: Token, socket: &TcpStream) {
+    poller.submit(
+        token,
+        Op::Recv {
+            socket: socket.as_raw_fd(),
+            buf: Vec::new(),
+        },
+    );
+}
+
+#[test]
+fn a_parked_chosen_recv_holds_no_buffer_and_gets_later_data() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    chosen_recv(&mut poller, 1, &server);
+    assert_nothing_ready(&mut poller);
+    assert_eq!(poller.in_flight(), 1);
+    // The buffer the first try used went back to the pool.
+    assert_eq!(poller.pool.len(), 1);
+    client.write_all(b"hello").unwrap();
+    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(result.unwrap(), 5);
+    assert_eq!(buf, b"hello");
+    assert_eq!(poller.pool.len(), 0);
+    assert_eq!(poller.in_flight(), 0);
+}
+
+#[test]
+fn a_chosen_recv_with_data_waiting_completes_at_once() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    client.write_all(b"ready").unwrap();
+    thread::sleep(Duration::from_millis(20));
+    chosen_recv(&mut poller, 1, &server);
+    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(result.unwrap(), 5);
+    assert_eq!(buf, b"ready");
+}
+
+#[test]
+fn a_chosen_recv_at_end_of_stream_is_zero_with_an_empty_vec() {
+    let mut poller = Poller::new().unwrap();
+    let (client, server) = registered_pair(&mut poller);
+    chosen_recv(&mut poller, 1, &server);
+    assert_nothing_ready(&mut poller);
+    client.shutdown(Shutdown::Write).unwrap();
+    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(buf.capacity(), 0);
+}
+
+#[test]
+fn cancel_of_a_parked_chosen_recv_returns_an_empty_vec() {
+    let mut poller = Poller::new().unwrap();
+    let (_client, server) = registered_pair(&mut poller);
+    chosen_recv(&mut poller, 5, &server);
+    assert_nothing_ready(&mut poller);
+    poller.cancel(server.as_raw_fd());
+    let completion = wait_for(&mut poller, 1).pop().unwrap();
+    assert_eq!(completion.token, 5);
+    let (buf, result) = received(completion);
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+    assert!(buf.is_empty());
+    assert_eq!(buf.capacity(), 0);
+    assert_eq!(poller.in_flight(), 0);
+}
+
+#[test]
+fn a_thousand_parked_chosen_recvs_share_one_spare_buffer() {
+    const N: usize = 1000;
+    let mut poller = Poller::new().unwrap();
+    let mut pairs = Vec::new();
+    for token in 0..N {
+        let (client, server) = registered_pair(&mut poller);
+        chosen_recv(&mut poller, token as Token, &server);
+        pairs.push((client, server));
+    }
+    assert_nothing_ready(&mut poller);
+    assert_eq!(poller.in_flight(), N);
+    assert_eq!(poller.pool.len(), 1, "parked recvs hold buffers");
+    for (i, (client, _)) in pairs.iter_mut().enumerate() {
+        client.write_all(format!("m{}", i).as_bytes()).unwrap();
+    }
+    let mut seen = vec![false; N];
+    for completion in wait_for(&mut poller, N) {
+        let token = completion.token as usize;
+        let (buf, result) = received(completion);
+        assert_eq!(result.unwrap(), buf.len());
+        assert_eq!(buf, format!("m{}", token).as_bytes());
+        assert!(!seen[token]);
+        seen[token] = true;
+        poller.give_buffer(buf);
+    }
+    assert_eq!(poller.in_flight(), 0);
+}
+
+#[test]
+fn given_buffers_are_reused() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    client.write_all(b"one").unwrap();
+    chosen_recv(&mut poller, 1, &server);
+    let (first, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(first, b"one");
+    let address = first.as_ptr();
+    poller.give_buffer(first);
+    assert_eq!(poller.pool.len(), 1);
+    client.write_all(b"two").unwrap();
+    chosen_recv(&mut poller, 2, &server);
+    let (second, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(second, b"two");
+    assert_eq!(
+        second.as_ptr(),
+        address,
+        "a new buffer instead of the given one"
+    );
+    // Tiny or empty buffers are not worth keeping.
+    poller.give_buffer(Vec::new());
+    poller.give_buffer(Vec::with_capacity(8));
+    assert_eq!(poller.pool.len(), 0);
+}
+
+#[test]
+fn a_stream_through_chosen_recvs_arrives_whole_and_in_order() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    let data: Vec<u8> = (0..1 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    let expected = data.clone();
+    let writer = thread::spawn(move || client.write_all(&data).unwrap());
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        chosen_recv(&mut poller, 1, &server);
+        let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+        let n = result.unwrap();
+        assert!(n > 0 && n <= RECV_SIZE && n == buf.len());
+        got.extend_from_slice(&buf);
+        poller.give_buffer(buf);
+    }
+    writer.join().unwrap();
+    assert!(got == expected, "the stream arrived altered");
+}

@@ -1,0 +1,102 @@
+//! Turning a CQE into the [`Completion`] of its op, and building recv SQEs.
+
+use std::io;
+use std::mem;
+use std::os::unix::io::FromRawFd;
+
+use io_uring::types::Fd;
+use io_uring::{cqueue, opcode, squeue};
+use socket2::Socket;
+
+use super::buf_ring::RecvMemory;
+use super::{RecvBuf, Slot};
+use crate::port::{Completion, Op, Outcome, RawSocket};
+
+#[cold]
+pub(super) fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// A CQE result as a count, or the error it encodes.
+pub(super) fn result(res: i32) -> io::Result<usize> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as usize)
+    }
+}
+
+/// The SQE of a recv into the spare capacity of `buf` (which has some).
+pub(super) fn recv_sqe(socket: RawSocket, buf: &mut Vec<u8>, key: u64) -> squeue::Entry {
+    let spare = buf.spare_capacity_mut();
+    let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+    opcode::Recv::new(Fd(socket), spare.as_mut_ptr().cast(), len)
+        .build()
+        .user_data(key)
+}
+
+/// The completion of the op in `slot`, whose CQE carried `res` and `flags`. The
+/// kernel is done with the slot's memory (and with the provided buffer the
+/// flags name, which goes back to the ring).
+pub(super) fn finish(slot: Slot, res: i32, flags: u32, memory: &mut RecvMemory) -> Completion {
+    let selected = cqueue::buffer_select(flags);
+    let outcome = match slot.op {
+        Op::Accept { .. } => Outcome::Accepted(result(res).and_then(|fd| accepted(fd as i32))),
+        Op::Recv { mut buf, .. } => {
+            let mut result = result(res);
+            let mut consumed = false;
+            match (slot.memory, &result, selected) {
+                (RecvBuf::Selected { .. }, Ok(n), Some(bid)) if *n > 0 => {
+                    buf = memory.take_selected(bid, *n);
+                    consumed = true;
+                }
+                (RecvBuf::Selected { cancelled: true }, Err(e), _)
+                    if e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    result = Err(io::Error::from_raw_os_error(libc::ECANCELED));
+                }
+                (RecvBuf::Selected { .. }, Ok(n), None) if *n > 0 => {
+                    log::error!("io_uring recv of {} bytes named no provided buffer", n);
+                    result = Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                (_, Ok(n), _) => {
+                    let n = *n;
+                    assert!(n <= buf.capacity() - buf.len(), "recv overran its buffer");
+                    // SAFETY: the kernel wrote `n` bytes into the spare capacity,
+                    // which starts at `buf.len()`; `n` fits in it (checked above).
+                    unsafe { buf.set_len(buf.len() + n) };
+                }
+                _ => {}
+            }
+            if slot.memory == RecvBuf::Pooled && buf.is_empty() {
+                // End of stream or an error: the pooled buffer goes back unused.
+                memory.pool.give(mem::take(&mut buf));
+            }
+            if let (Some(bid), false) = (selected, consumed) {
+                memory.recycle(bid);
+            }
+            Outcome::Received { buf, result }
+        }
+        Op::Send { buf, pos, .. } => Outcome::Sent {
+            buf,
+            pos,
+            result: result(res),
+        },
+        Op::Connect { .. } => Outcome::Connected(result(res).map(drop)),
+    };
+    Completion {
+        token: slot.token,
+        outcome,
+    }
+}
+
+/// Wrap an accepted descriptor and read its peer address.
+pub(super) fn accepted(fd: RawSocket) -> io::Result<(Socket, std::net::SocketAddr)> {
+    // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    let peer = socket.peer_addr()?;
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a socket with no IP peer address"))?;
+    Ok((socket, peer))
+}
