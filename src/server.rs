@@ -11,6 +11,7 @@
 
 mod accept;
 mod connection;
+mod decode;
 mod drain;
 mod handler;
 mod stats;
@@ -54,7 +55,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long `close` lets connections finish sending queued replies.
     pub drain_timeout: Duration,
-    /// Size of each receive buffer.
+    /// Size of the worker's output buffers kept for reuse (receive memory is
+    /// the port's: see `CompletionPort::give_buffer`).
     pub recv_buffer: usize,
     /// Queued output above which a connection stops reading.
     pub high_water: usize,

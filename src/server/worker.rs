@@ -14,7 +14,6 @@
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
@@ -26,6 +25,7 @@ use socket2::Socket;
 
 use super::accept::{Listener, LISTENER};
 use super::connection::{Connection, Phase};
+use super::decode::decode;
 use super::handler::{Batch, Reply};
 use super::stats::WorkerCounters;
 use super::{lock, Shared};
@@ -249,7 +249,7 @@ impl Worker {
             Ok(0) => {
                 // The peer finished sending: answer what it sent, then close.
                 conn.phase = Phase::Flushing;
-                let decoded = decode_end(key, conn, shared, counters, &mut self.batch);
+                let decoded = decode(key, conn, None, shared, counters, &mut self.batch);
                 abort = decoded.is_err();
             }
             Ok(n) => {
@@ -265,7 +265,8 @@ impl Worker {
                     if conn.pending.capacity() == 0 && shared.handler.is_none() {
                         conn.pending = self.pool.pop().unwrap_or_default();
                     }
-                    abort = decode(key, conn, &buf, shared, counters, &mut self.batch).is_err();
+                    abort =
+                        decode(key, conn, Some(&buf), shared, counters, &mut self.batch).is_err();
                 }
             }
             Err(e) => {
@@ -478,91 +479,6 @@ impl Worker {
         let counters = self.counters();
         WorkerCounters::sub(&counters.connections_open, 1);
         WorkerCounters::add(&counters.connections_closed, 1);
-    }
-}
-
-/// Decode received bytes: queue native echoes, or collect frames for the handler.
-fn decode(
-    key: usize,
-    conn: &mut Connection,
-    data: &[u8],
-    shared: &Shared,
-    counters: &WorkerCounters,
-    batch: &mut Batch,
-) -> Result<(), ()> {
-    let owner = (key, conn.id);
-    let framing = &shared.config.framing;
-    let Connection {
-        decoder,
-        pending,
-        peer,
-        ..
-    } = conn;
-    let mut frames = 0u64;
-    let result = if shared.handler.is_some() {
-        decoder.feed(data, &mut |frame| {
-            frames += 1;
-            batch.push(owner, frame);
-        })
-    } else {
-        decoder.feed(data, &mut |frame| {
-            frames += 1;
-            // A decoded payload always fits its own framing.
-            let _ = framing.encode_into(frame, pending);
-        })
-    };
-    finish_decode(result, frames, peer, counters, shared)
-}
-
-/// The peer sent EOF: a lines decoder may hold a last frame without delimiter.
-fn decode_end(
-    key: usize,
-    conn: &mut Connection,
-    shared: &Shared,
-    counters: &WorkerCounters,
-    batch: &mut Batch,
-) -> Result<(), ()> {
-    let owner = (key, conn.id);
-    let framing = &shared.config.framing;
-    let Connection {
-        decoder,
-        pending,
-        peer,
-        ..
-    } = conn;
-    let mut frames = 0u64;
-    let result = if shared.handler.is_some() {
-        decoder.finish(&mut |frame| {
-            frames += 1;
-            batch.push(owner, frame);
-        })
-    } else {
-        decoder.finish(&mut |frame| {
-            frames += 1;
-            let _ = framing.encode_into(frame, pending);
-        })
-    };
-    finish_decode(result, frames, peer, counters, shared)
-}
-
-fn finish_decode(
-    result: Result<(), crate::framing::FrameError>,
-    frames: u64,
-    peer: &SocketAddr,
-    counters: &WorkerCounters,
-    shared: &Shared,
-) -> Result<(), ()> {
-    WorkerCounters::add(&counters.frames_received, frames);
-    if shared.handler.is_none() {
-        WorkerCounters::add(&counters.frames_sent, frames);
-    }
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            log::info!("closing connection from {}: {}", peer, e);
-            WorkerCounters::add(&counters.frame_errors, 1);
-            Err(())
-        }
     }
 }
 

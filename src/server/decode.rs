@@ -1,0 +1,51 @@
+//! Received bytes into frames: queued as native echoes, or collected in the
+//! batch for the handler; counted, and a bad frame reported once.
+
+use super::connection::Connection;
+use super::handler::Batch;
+use super::stats::WorkerCounters;
+use super::Shared;
+
+/// Decode the next received bytes of connection `key` (`None`: the peer ended
+/// the stream, so a lines decoder yields a last frame without delimiter).
+/// `Err` means a bad frame: the caller closes the connection.
+pub(super) fn decode(
+    key: usize,
+    conn: &mut Connection,
+    data: Option<&[u8]>,
+    shared: &Shared,
+    counters: &WorkerCounters,
+    batch: &mut Batch,
+) -> Result<(), ()> {
+    let owner = (key, conn.id);
+    let framing = &shared.config.framing;
+    let native = shared.handler.is_none();
+    let Connection {
+        decoder,
+        pending,
+        peer,
+        ..
+    } = conn;
+    let mut frames = 0u64;
+    let mut on_frame = |frame: &[u8]| {
+        frames += 1;
+        if native {
+            // A decoded payload always fits its own framing.
+            let _ = framing.encode_into(frame, pending);
+        } else {
+            batch.push(owner, frame);
+        }
+    };
+    let result = match data {
+        Some(bytes) => decoder.feed(bytes, &mut on_frame),
+        None => decoder.finish(&mut on_frame),
+    };
+    WorkerCounters::add(&counters.frames_received, frames);
+    if native {
+        WorkerCounters::add(&counters.frames_sent, frames);
+    }
+    result.map_err(|e| {
+        log::info!("closing connection from {}: {}", peer, e);
+        WorkerCounters::add(&counters.frame_errors, 1);
+    })
+}
