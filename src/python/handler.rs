@@ -23,6 +23,15 @@ impl PyHandler {
     }
 }
 
+/// The worker loop, handed to `Python::detach`, which runs it on the calling
+/// thread. `detach` asks for `Send` only so that no Python reference escapes the
+/// attached scope; the loop holds none (it attaches by itself, per batch).
+struct OnThisThread<'a>(&'a mut dyn FnMut());
+
+// SAFETY: the value never leaves the thread that made it (`detach` calls the
+// closure synchronously on the current thread), and it holds no Python object.
+unsafe impl Send for OnThisThread<'_> {}
+
 /// What a handler's return value asks for.
 enum Answer {
     Reply,
@@ -46,6 +55,19 @@ impl Handler for PyHandler {
                     }
                 }
             }
+        });
+    }
+
+    /// Attach once for the worker's life and detach at once: the thread keeps
+    /// its interpreter thread state, and every `Python::attach` in `handle` is
+    /// a cheap re-attach. The loop itself runs detached.
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        let run = OnThisThread(run);
+        Python::attach(|py| {
+            py.detach(move || {
+                let scope = run;
+                (scope.0)()
+            })
         });
     }
 }

@@ -10,6 +10,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Answer every frame of `batch` with [`Batch::reply`], or [`Batch::fail`] to
     /// close its connection; a frame left alone gets no reply.
     fn handle(&self, batch: &mut Batch);
+
+    /// Run a worker's whole loop inside `run`. The default just calls it; the
+    /// Python handler uses it to give the worker thread one interpreter thread
+    /// state for its life, so each batch attaches cheaply instead of creating
+    /// and destroying a thread state.
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        run()
+    }
 }
 
 /// The answer to one frame.

@@ -68,7 +68,16 @@ pub(crate) fn run(shared: Arc<Shared>, startup: Startup) {
             if let Ok(true) = startup.go.recv() {
                 let wakers = lock(&shared.wakers).clone();
                 let result = catch_unwind(AssertUnwindSafe(|| {
-                    Worker::new(index, Arc::clone(&shared), port, wakers, startup.listener).run()
+                    let mut worker =
+                        Worker::new(index, Arc::clone(&shared), port, wakers, startup.listener);
+                    match shared.handler.clone() {
+                        Some(handler) => {
+                            let mut result = Ok(());
+                            handler.worker_scope(&mut || result = worker.run());
+                            result
+                        }
+                        None => worker.run(),
+                    }
                 }));
                 match result {
                     Ok(Ok(())) => {}
