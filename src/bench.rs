@@ -18,6 +18,7 @@
 //!   the whole of it in one call.
 //! * [`cli`] is the `iocp-echo bench` command line.
 
+mod arrival;
 pub mod cli;
 mod client;
 mod plan;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::arrival::Arrival;
 use super::plan::{Plan, ThreadResult};
 use super::{Limit, Shared};
 use crate::framing::Framing;
@@ -53,31 +54,6 @@ pub(crate) fn run(shared: Arc<Shared>, plan: Plan, results: Sender<ThreadResult>
     }
     // The coordinator may have given up waiting; nobody else wants the result.
     let _ = results.send(result);
-}
-
-/// Makes sure a thread counts as connected exactly once, even if it fails or
-/// panics first, so the other threads never wait for it in vain.
-struct Arrival<'a> {
-    shared: &'a Shared,
-    arrived: bool,
-}
-
-impl Arrival<'_> {
-    fn wait(&mut self) -> Instant {
-        self.arrived = true;
-        self.shared.connected_wait()
-    }
-}
-
-impl Drop for Arrival<'_> {
-    fn drop(&mut self) {
-        if !self.arrived {
-            // The thread failed (or panicked) before connecting: end the run.
-            self.shared.stop.store(true, Ordering::SeqCst);
-            self.arrived = true;
-            self.shared.connected_wait();
-        }
-    }
 }
 
 /// Where a connection is in its life.
