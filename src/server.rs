@@ -51,7 +51,11 @@ pub struct Config {
     pub max_frame: usize,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
-    /// Close a connection that has received nothing and sent nothing for this long.
+    /// Close a connection that completes no message for this long: no whole
+    /// frame received and no reply fully sent. A silent client and one that
+    /// trickles a frame a byte at a time (or reads its replies that way) are
+    /// both cut; it must exceed the time a legitimate client takes to send
+    /// one message.
     pub idle_timeout: Option<Duration>,
     /// How long `close` lets connections finish sending queued replies.
     pub drain_timeout: Duration,

@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-frame", type=int, default=DEFAULT_MAX_FRAME, help="largest message, bytes"
     )
     p.add_argument("--max-connections", type=int, default=None, help="open connections at most")
-    p.add_argument("--idle-timeout", type=float, default=None, help="close idle clients, seconds")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="close clients that complete no message for this many seconds",
+    )
     p.add_argument(
         "--handler",
         default=None,

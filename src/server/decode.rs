@@ -8,7 +8,8 @@ use super::Shared;
 
 /// Decode the next received bytes of connection `key` (`None`: the peer ended
 /// the stream, so a lines decoder yields a last frame without delimiter).
-/// `Err` means a bad frame: the caller closes the connection.
+/// Returns how many frames completed; `Err` means a bad frame: the caller
+/// closes the connection.
 pub(super) fn decode(
     key: usize,
     conn: &mut Connection,
@@ -16,7 +17,7 @@ pub(super) fn decode(
     shared: &Shared,
     counters: &WorkerCounters,
     batch: &mut Batch,
-) -> Result<(), ()> {
+) -> Result<u64, ()> {
     let owner = (key, conn.id);
     let framing = &shared.config.framing;
     let native = shared.handler.is_none();
@@ -44,7 +45,7 @@ pub(super) fn decode(
     if native {
         WorkerCounters::add(&counters.frames_sent, frames);
     }
-    result.map_err(|e| {
+    result.map(|()| frames).map_err(|e| {
         log::info!("closing connection from {}: {}", peer, e);
         WorkerCounters::add(&counters.frame_errors, 1);
     })

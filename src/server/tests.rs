@@ -272,6 +272,37 @@ fn idle_connections_are_closed() {
 }
 
 #[test]
+fn a_frame_trickled_byte_by_byte_times_out_while_whole_messages_do_not() {
+    for backend in backends() {
+        let mut cfg = config(backend, Framing::lines(b"\n").unwrap());
+        cfg.idle_timeout = Some(Duration::from_millis(400));
+        let server = start(cfg, None);
+        let mut trickler = connect(&server);
+        let mut talker = connect(&server);
+        let mut cut = false;
+        for _ in 0..40 {
+            // Each byte arrives well inside the timeout; no line ever completes.
+            if trickler.write_all(b"x").is_err() {
+                cut = true;
+                break;
+            }
+            talker.write_all(b"ping\n").unwrap();
+            assert_eq!(read_n(&mut talker, 5), b"ping\n", "{}", backend);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            cut || closed_by_server(&mut trickler),
+            "{}: trickler kept",
+            backend
+        );
+        talker.write_all(b"still here\n").unwrap();
+        assert_eq!(read_n(&mut talker, 11), b"still here\n", "{}", backend);
+        assert_eq!(server.stats().idle_timeouts, 1, "{}", backend);
+        server.close().unwrap();
+    }
+}
+
+#[test]
 fn close_with_open_connections_and_ops_in_flight() {
     for backend in backends() {
         let server = start(config(backend, Framing::raw()), None);

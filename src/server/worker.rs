@@ -263,19 +263,24 @@ impl Worker {
             }
             Ok(n) => {
                 WorkerCounters::add(&counters.bytes_received, n as u64);
-                conn.last_active = Instant::now();
                 let echo_raw = shared.handler.is_none() && shared.config.framing == Framing::Raw;
                 if echo_raw && conn.pending.is_empty() && !conn.send_in_flight {
                     // The native raw echo sends the received buffer itself.
                     WorkerCounters::add(&counters.frames_received, 1);
                     WorkerCounters::add(&counters.frames_sent, 1);
                     conn.pending = mem::take(&mut buf);
+                    conn.last_active = Instant::now();
                 } else {
                     if conn.pending.capacity() == 0 && shared.handler.is_none() {
                         conn.pending = self.pool.pop().unwrap_or_default();
                     }
-                    abort =
-                        decode(key, conn, Some(&buf), shared, counters, &mut self.batch).is_err();
+                    match decode(key, conn, Some(&buf), shared, counters, &mut self.batch) {
+                        // Only a complete message counts as activity, so a
+                        // client trickling a frame byte by byte still times out.
+                        Ok(0) => {}
+                        Ok(_) => conn.last_active = Instant::now(),
+                        Err(()) => abort = true,
+                    }
                 }
             }
             Err(e) => {
@@ -301,7 +306,6 @@ impl Worker {
         match result {
             Ok(n) if conn.phase != Phase::Closing => {
                 WorkerCounters::add(&counters.bytes_sent, n as u64);
-                conn.last_active = Instant::now();
                 let pos = pos + n;
                 if pos < buf.len() {
                     // A partial send: post the rest before anything queued behind it.
@@ -312,7 +316,10 @@ impl Worker {
                         .submit(key as Token, Op::Send { socket, buf, pos });
                     return;
                 }
+                // Output counts as activity once a whole send completes, so a
+                // reader taking a byte at a time still times out.
                 conn.sending = 0;
+                conn.last_active = Instant::now();
             }
             Ok(_) => conn.sending = 0,
             Err(e) => {
