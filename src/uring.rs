@@ -46,11 +46,13 @@ use socket2::SockAddr;
 use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
 use buf_ring::RecvMemory;
 use finish::{finish, invalid, recv_sqe};
+use multishot::{Follow, Streams, STREAM_TAG};
 pub use setup::probe;
 use setup::{build_ring, check_features, EventFd};
 
 mod buf_ring;
 mod finish;
+mod multishot;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -107,6 +109,8 @@ pub struct Ring {
     ready: VecDeque<Completion>,
     /// The provided-buffer ring and the pool for port-chosen recvs.
     memory: RecvMemory,
+    /// The multishot recvs that serve port-chosen recvs.
+    streams: Streams,
     /// Recvs posted again because the provided-buffer ring was empty.
     starved: u64,
     waker: Arc<EventFd>,
@@ -155,11 +159,13 @@ impl Ring {
         check_features(&ring)?;
         log::debug!("io_uring ring built with {}", setup);
         let memory = RecvMemory::new(&ring, ring_buffers, buffer_size);
+        let multishot = memory.ring.is_some() && multishot_wanted();
         let mut ring = Ring {
             ring: Box::new(ring),
             slots: Slab::new(),
             backlog: VecDeque::new(),
             ready: VecDeque::new(),
+            streams: Streams::new(multishot),
             memory,
             starved: 0,
             waker: Arc::new(EventFd::new()?),
@@ -244,6 +250,7 @@ impl Ring {
         let mut appended = 0;
         let mut rearm = false;
         let mut retries = Vec::new();
+        let mut follows = Vec::new();
         let mut cq = self.ring.completion();
         while appended < limit {
             let Some(cqe) = cq.next() else { break };
@@ -260,6 +267,19 @@ impl Ring {
                     }
                 }
                 CANCEL => {}
+                tagged if tagged & STREAM_TAG != 0 => {
+                    let key = (tagged & !STREAM_TAG) as usize;
+                    let before = out.len();
+                    let follow = self.streams.complete(
+                        key,
+                        cqe.result(),
+                        cqe.flags(),
+                        &mut self.memory,
+                        out,
+                    );
+                    appended += out.len() - before;
+                    follows.push(follow);
+                }
                 key => {
                     let Some(slot) = self.slots.get_mut(key as usize) else {
                         log::error!("io_uring completion for unknown op {}", key);
@@ -300,10 +320,36 @@ impl Ring {
         for sqe in retries {
             self.push(sqe);
         }
+        for follow in follows {
+            match follow {
+                Follow::None => {}
+                Follow::Post(sqe) => self.push(sqe),
+                Follow::Direct { token, socket } => {
+                    let buf = self.memory.pool.take();
+                    self.starved += 1;
+                    self.submit_direct(token, socket, buf);
+                }
+            }
+        }
         if rearm && !self.closing {
             self.arm_wake();
         }
         appended
+    }
+
+    /// Post a one-shot recv of `socket` into the pooled `buf` (which has
+    /// spare capacity) for `token`.
+    fn submit_direct(&mut self, token: Token, socket: RawSocket, buf: Vec<u8>) {
+        let key = self.slots.insert(Slot {
+            token,
+            op: Op::Recv { socket, buf },
+            addr: None,
+            memory: RecvBuf::Pooled,
+        });
+        if let Op::Recv { buf, .. } = &mut self.slots[key].op {
+            let sqe = recv_sqe(socket, buf, key as u64);
+            self.push(sqe);
+        }
     }
 
     /// The SQE of an op whose slot is `key`, or why the op is invalid.
@@ -355,6 +401,12 @@ impl Ring {
     }
 }
 
+/// Whether port-chosen recvs use multishot recvs: yes, unless
+/// `IOCP_ECHO_URING_MULTISHOT=0` asks for one-shot recvs (to compare the two).
+fn multishot_wanted() -> bool {
+    std::env::var_os("IOCP_ECHO_URING_MULTISHOT").map_or(true, |v| v != "0")
+}
+
 /// Whether an `io_uring_enter` error only means "woken up without completions".
 fn transient(error: &io::Error) -> bool {
     matches!(
@@ -372,10 +424,23 @@ impl CompletionPort for Ring {
     /// Nothing to do: io_uring keeps no per-socket state.
     fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
         self.memory.forget(socket);
+        if let Some(sqe) = self.streams.deregister(socket, &mut self.memory) {
+            self.push(sqe);
+        }
         Ok(())
     }
 
     fn submit(&mut self, token: Token, op: Op) {
+        if let Op::Recv { socket, buf } = &op {
+            if buf.capacity() == 0 && self.streams.enabled && !self.closing {
+                match self.streams.recv(*socket, token) {
+                    Ok(completion) => self.ready.push_back(completion),
+                    Err(Some(sqe)) => self.push(sqe),
+                    Err(None) => {}
+                }
+                return;
+            }
+        }
         let key = self.slots.insert(Slot {
             token,
             op,
@@ -396,6 +461,9 @@ impl CompletionPort for Ring {
     }
 
     fn cancel(&mut self, socket: RawSocket) {
+        if let Some(completion) = self.streams.cancel(socket) {
+            self.ready.push_back(completion);
+        }
         if self.memory.ring.is_some() {
             // A recv of this socket that fails for want of a provided buffer must
             // not be posted again behind this cancel's back.
@@ -457,7 +525,7 @@ impl CompletionPort for Ring {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.len() + self.ready.len()
+        self.slots.len() + self.ready.len() + self.streams.waiting()
     }
 
     fn give_buffer(&mut self, buf: Vec<u8>) {
@@ -471,6 +539,8 @@ impl Drop for Ring {
     /// write.
     fn drop(&mut self) {
         self.closing = true;
+        let mut abandoned = Vec::new();
+        self.streams.close(&mut abandoned);
         if !self.slots.is_empty() {
             log::warn!(
                 "io_uring ring dropped with {} ops in flight; cancelling them",
@@ -492,7 +562,7 @@ impl Drop for Ring {
         );
         let deadline = Instant::now() + self.drop_grace;
         let mut finished = Vec::new();
-        while self.wake_armed || !self.slots.is_empty() {
+        while self.wake_armed || !self.slots.is_empty() || self.streams.armed() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -511,7 +581,7 @@ impl Drop for Ring {
             self.reap(&mut finished, usize::MAX);
             finished.clear();
         }
-        let leaked = !self.slots.is_empty();
+        let leaked = !self.slots.is_empty() || self.streams.armed() > 0;
         if leaked {
             log::warn!(
                 "io_uring ring dropped: leaking the buffers of {} ops that did not complete",

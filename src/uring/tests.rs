@@ -12,6 +12,7 @@ use super::*;
 use crate::port::Outcome;
 
 mod chosen;
+mod multishot;
 
 /// How long a test waits for completions before failing.
 const PATIENCE: Duration = Duration::from_secs(10);

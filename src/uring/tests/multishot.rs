@@ -1,0 +1,163 @@
+//! Port-chosen recvs served by multishot recvs: order, the bounded queue while
+//! the caller does not read, cancel, end of stream and deregistering.
+
+use super::*;
+use crate::uring::multishot::QUEUE_LIMIT;
+
+fn chosen_recv(ring: &mut Ring, token: Token, socket: &TcpStream) {
+    let socket = socket.as_raw_fd();
+    ring.submit(
+        token,
+        Op::Recv {
+            socket,
+            buf: Vec::new(),
+        },
+    );
+}
+
+/// Run the ring for a moment with no recv posted; nothing may complete.
+#[track_caller]
+fn idle(ring: &mut Ring) {
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        ring.wait(&mut out, Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    assert!(out.is_empty(), "unexpected completions: {:?}", out);
+}
+
+/// Recv until `n` bytes arrived; the bytes.
+#[track_caller]
+fn recv_bytes(ring: &mut Ring, socket: &TcpStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        chosen_recv(ring, 7, socket);
+        let (buf, result) = received(one(ring));
+        let k = result.unwrap();
+        assert!(k > 0, "end of stream after {} of {} bytes", got.len(), n);
+        got.extend_from_slice(&buf);
+        ring.give_buffer(buf);
+    }
+    got
+}
+
+#[test]
+fn this_kernel_takes_multishot_recvs() {
+    let mut ring = ring();
+    assert!(ring.streams.enabled);
+    let (mut client, server) = pair();
+    chosen_recv(&mut ring, 1, &server);
+    client.write_all(b"one").unwrap();
+    let (buf, result) = received(one(&mut ring));
+    assert_eq!((buf.as_slice(), result.unwrap()), (&b"one"[..], 3));
+    assert!(ring.streams.enabled, "the kernel refused multishot recv");
+    assert_eq!(ring.streams.armed(), 1, "the multishot stays armed");
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn bytes_arriving_between_recvs_are_queued_in_order_and_the_queue_is_bounded() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    chosen_recv(&mut ring, 1, &server);
+    client.write_all(b"first").unwrap();
+    assert_eq!(received(one(&mut ring)).0, b"first");
+    // No recv posted: what arrives now is queued, up to the limit; then the
+    // multishot is cancelled and the rest waits in the kernel.
+    let mut sent = Vec::new();
+    for i in 0..QUEUE_LIMIT + 3 {
+        let chunk = format!("<{}>", i).into_bytes();
+        client.write_all(&chunk).unwrap();
+        sent.extend_from_slice(&chunk);
+        idle(&mut ring);
+    }
+    assert_eq!(
+        ring.streams.armed(),
+        0,
+        "still receiving for a caller that stopped"
+    );
+    assert_eq!(ring.in_flight(), 0);
+    assert_eq!(recv_bytes(&mut ring, &server, sent.len()), sent);
+    // Receiving again after the queue drained: the multishot was armed anew.
+    client.write_all(b"last").unwrap();
+    assert_eq!(recv_bytes(&mut ring, &server, 4), b"last");
+}
+
+#[test]
+fn end_of_stream_reaches_the_waiting_recv_after_the_bytes_before_it() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    chosen_recv(&mut ring, 1, &server);
+    client.write_all(b"bye").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(received(one(&mut ring)).0, b"bye");
+    chosen_recv(&mut ring, 2, &server);
+    let (buf, result) = received(one(&mut ring));
+    assert_eq!((buf.capacity(), result.unwrap()), (0, 0));
+    assert_eq!(ring.streams.armed(), 0);
+}
+
+#[test]
+fn cancel_ends_the_waiting_recv_and_loses_no_bytes() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    chosen_recv(&mut ring, 1, &server);
+    idle(&mut ring);
+    ring.cancel(server.as_raw_fd());
+    let completion = one(&mut ring);
+    assert_eq!(completion.token, 1);
+    let error = received(completion).1.unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ECANCELED));
+    idle(&mut ring);
+    assert_eq!(ring.streams.armed(), 0, "the cancel ended the multishot");
+    client.write_all(b"after").unwrap();
+    assert_eq!(recv_bytes(&mut ring, &server, 5), b"after");
+}
+
+#[test]
+fn a_deregistered_socket_leaves_no_stream_behind() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    chosen_recv(&mut ring, 1, &server);
+    client.write_all(b"x").unwrap();
+    assert_eq!(received(one(&mut ring)).0, b"x");
+    // Bytes arrive with no recv posted, then the socket goes.
+    client.write_all(b"unclaimed").unwrap();
+    idle(&mut ring);
+    ring.deregister(server.as_raw_fd()).unwrap();
+    drop(server);
+    let deadline = Instant::now() + PATIENCE;
+    while ring.streams.armed() > 0 {
+        assert!(Instant::now() < deadline, "the multishot never ended");
+        idle(&mut ring);
+    }
+    // The descriptor number comes back for a new socket: it starts clean.
+    let (mut client2, server2) = pair();
+    chosen_recv(&mut ring, 2, &server2);
+    client2.write_all(b"fresh").unwrap();
+    let completion = one(&mut ring);
+    assert_eq!(completion.token, 2);
+    assert_eq!(received(completion).0, b"fresh");
+    drop(client);
+}
+
+#[test]
+fn many_sockets_each_get_their_own_bytes() {
+    let mut ring = ring();
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..64).map(|_| pair()).collect();
+    for round in 0..20u32 {
+        for (i, (client, server)) in pairs.iter().enumerate() {
+            chosen_recv(&mut ring, i as Token, server);
+            (&*client).write_all(&[i as u8, round as u8]).unwrap();
+        }
+        let mut seen = vec![false; pairs.len()];
+        for completion in collect(&mut ring, pairs.len()) {
+            let token = completion.token as usize;
+            let (buf, result) = received(completion);
+            assert_eq!(result.unwrap(), 2);
+            assert_eq!(buf, [token as u8, round as u8]);
+            assert!(!std::mem::replace(&mut seen[token], true));
+            ring.give_buffer(buf);
+        }
+    }
+}
