@@ -109,8 +109,8 @@ pub struct Ring {
     ready: VecDeque<Completion>,
     /// The provided-buffer ring and the pool for port-chosen recvs.
     memory: RecvMemory,
-    /// The multishot recvs that serve port-chosen recvs.
-    streams: Streams,
+    /// The multishot recvs that serve port-chosen recvs (boxed, like `ring`).
+    streams: Box<Streams>,
     /// Recvs posted again because the provided-buffer ring was empty.
     starved: u64,
     waker: Arc<EventFd>,
@@ -165,7 +165,7 @@ impl Ring {
             slots: Slab::new(),
             backlog: VecDeque::new(),
             ready: VecDeque::new(),
-            streams: Streams::new(multishot),
+            streams: Box::new(Streams::new(multishot)),
             memory,
             starved: 0,
             waker: Arc::new(EventFd::new()?),
@@ -404,7 +404,7 @@ impl Ring {
 /// Whether port-chosen recvs use multishot recvs: yes, unless
 /// `IOCP_ECHO_URING_MULTISHOT=0` asks for one-shot recvs (to compare the two).
 fn multishot_wanted() -> bool {
-    std::env::var_os("IOCP_ECHO_URING_MULTISHOT").map_or(true, |v| v != "0")
+    !matches!(std::env::var_os("IOCP_ECHO_URING_MULTISHOT"), Some(v) if v == "0")
 }
 
 /// Whether an `io_uring_enter` error only means "woken up without completions".
