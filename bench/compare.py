@@ -36,7 +36,7 @@ from clients import (
     run_ab,
     run_load,
 )
-from plan import ALL_SERVERS, CROWD, KIB, Case, Plan, Results, make_plan
+from plan import ALL_SERVERS, CROWD, EXTRA_SERVERS, KIB, Case, Plan, Results, make_plan
 from servers import (
     BINARY,
     Children,
@@ -275,7 +275,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the ~3-minute subset")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure (median; >= 3)")
     parser.add_argument("--duration", type=float, help="seconds per run (0.8 quick, 2 full)")
-    parser.add_argument("--servers", help=f"comma-separated subset of: {','.join(ALL_SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        help=f"comma-separated subset of: {','.join(ALL_SERVERS + EXTRA_SERVERS)}",
+    )
     parser.add_argument("--no-ab", action="store_true", help="skip the ab -k figures")
     parser.add_argument("--no-idle", action="store_true", help="skip idle-connection memory")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build")

@@ -69,6 +69,13 @@ def server_specs(epoll_binary: Path) -> list[ServerSpec]:
             True,
         ),
         ServerSpec(
+            "native_uring_oneshot",
+            "native uring 1-shot",
+            "iocp_echo native, io_uring, one-shot recvs",
+            ("env", "IOCP_ECHO_URING_MULTISHOT=0", *iocp("native", "io_uring")),
+            True,
+        ),
+        ServerSpec(
             "python_uring",
             "py uring",
             "iocp_echo `lambda m: m`, io_uring",

@@ -46,7 +46,7 @@ use socket2::SockAddr;
 use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
 use buf_ring::RecvMemory;
 use finish::{finish, invalid, recv_sqe};
-use multishot::{Follow, Streams, STREAM_TAG};
+use multishot::{Follow, Plan, Streams, STREAM_TAG};
 pub use setup::probe;
 use setup::{build_ring, check_features, EventFd};
 
@@ -310,6 +310,10 @@ impl Ring {
                             self.memory
                                 .note_recv(*socket, cqe.result(), cqe.flags(), room);
                         }
+                        if slot.memory == RecvBuf::Pooled {
+                            self.streams
+                                .note_one_shot(*socket, cqe.result(), cqe.flags());
+                        }
                     }
                     out.push(finish(slot, cqe.result(), cqe.flags(), &mut self.memory));
                     appended += 1;
@@ -324,9 +328,13 @@ impl Ring {
             match follow {
                 Follow::None => {}
                 Follow::Post(sqe) => self.push(sqe),
-                Follow::Direct { token, socket } => {
+                Follow::Direct {
+                    token,
+                    socket,
+                    starved,
+                } => {
+                    self.starved += u64::from(starved);
                     let buf = self.memory.pool.take();
-                    self.starved += 1;
                     self.submit_direct(token, socket, buf);
                 }
             }
@@ -433,10 +441,15 @@ impl CompletionPort for Ring {
     fn submit(&mut self, token: Token, op: Op) {
         if let Op::Recv { socket, buf } = &op {
             if buf.capacity() == 0 && self.streams.enabled && !self.closing {
-                match self.streams.recv(*socket, token) {
-                    Ok(completion) => self.ready.push_back(completion),
-                    Err(Some(sqe)) => self.push(sqe),
-                    Err(None) => {}
+                let socket = *socket;
+                match self.streams.recv(socket, token) {
+                    Plan::Ready(completion) => self.ready.push_back(completion),
+                    Plan::Arm(sqe) => self.push(sqe),
+                    Plan::Wait => {}
+                    Plan::OneShot => {
+                        let buf = self.memory.pool.take();
+                        self.submit_direct(token, socket, buf);
+                    }
                 }
                 return;
             }

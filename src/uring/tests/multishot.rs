@@ -161,3 +161,42 @@ fn many_sockets_each_get_their_own_bytes() {
         }
     }
 }
+
+#[test]
+fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
+    let mut ring = ring();
+    let (client, server) = pair();
+    let data: Vec<u8> = (0..8 << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let expected = data.clone();
+    let writer = thread::spawn(move || {
+        (&client).write_all(&data).unwrap();
+        client
+    });
+    let mut got = Vec::new();
+    let mut one_shot = 0;
+    while got.len() < expected.len() {
+        chosen_recv(&mut ring, 1, &server);
+        one_shot += ring
+            .slots
+            .iter()
+            .filter(|(_, s)| s.memory == RecvBuf::Pooled)
+            .count();
+        let (buf, result) = received(one(&mut ring));
+        assert!(result.unwrap() > 0);
+        got.extend_from_slice(&buf);
+        ring.give_buffer(buf);
+    }
+    let mut client = writer.join().unwrap();
+    assert!(got == expected, "the stream arrived altered");
+    assert!(one_shot > 0, "the bulk transfer never went one-shot");
+    // Small messages, each read before the next is sent: back to multishot.
+    for i in 0..4u8 {
+        client.write_all(&[i; 10]).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(recv_bytes(&mut ring, &server, 10), [i; 10]);
+    }
+    chosen_recv(&mut ring, 2, &server);
+    idle(&mut ring);
+    assert_eq!(ring.streams.armed(), 1, "small messages stayed one-shot");
+    assert!(ring.slots.is_empty());
+}
