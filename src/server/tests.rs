@@ -11,6 +11,8 @@ use super::{Batch, Config, Handler, Server};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::{Backend, BackendChoice};
 
+mod faults;
+
 fn backends() -> Vec<Backend> {
     let all = [Backend::IoUring, Backend::Epoll, Backend::Iocp];
     all.iter()
