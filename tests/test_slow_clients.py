@@ -10,6 +10,7 @@ bound far above what a held worker would cost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,13 @@ class Talk:
     latencies: list[float] = field(default_factory=list)
 
 
+async def closed(writer: asyncio.StreamWriter) -> None:
+    """Close ``writer`` and wait until its socket is closed (before the loop ends)."""
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 async def trickle(address: Address, seconds: float, report: Trickle) -> None:
     """Connect, then send one byte of a never-ending line each second until cut."""
     start = time.monotonic()
@@ -61,7 +69,7 @@ async def trickle(address: Address, seconds: float, report: Trickle) -> None:
             return
         report.cut_after.append(time.monotonic() - start)
     finally:
-        writer.close()
+        await closed(writer)
 
 
 async def talk(address: Address, until: asyncio.Event, report: Talk) -> None:
@@ -80,7 +88,7 @@ async def talk(address: Address, until: asyncio.Event, report: Talk) -> None:
             n += 1
             await asyncio.sleep(0.01)
     finally:
-        writer.close()
+        await closed(writer)
 
 
 async def slow_among_normal(
@@ -152,8 +160,8 @@ def test_silent_clients_are_cut_and_active_ones_are_not() -> None:
                 echoed += len(await asyncio.wait_for(reader.readexactly(4), timeout=30.0))
                 await asyncio.sleep(0.1)
             end = await asyncio.wait_for(silent_reader.read(1), timeout=30.0)
-            silent.close()
-            writer.close()
+            await closed(silent)
+            await closed(writer)
             return end, echoed
 
         end, echoed = asyncio.run(run())
