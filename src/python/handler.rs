@@ -42,7 +42,13 @@ impl Handler for PyHandler {
     fn handle(&self, batch: &mut Batch) {
         Python::attach(|py| {
             let callable = self.callable.bind(py);
+            // A connection's frames are adjacent in a batch (one receive each per
+            // turn); once one fails, the rest of that connection's are dropped unseen.
+            let mut failed = None;
             for i in 0..batch.len() {
+                if failed == Some(batch.owners[i]) {
+                    continue;
+                }
                 let message = PyBytes::new(py, batch.frame(i));
                 let answer = callable
                     .call1((message,))
@@ -52,6 +58,7 @@ impl Handler for PyHandler {
                     Err(err) => {
                         self.log_failure(py, err);
                         batch.fail(i);
+                        failed = Some(batch.owners[i]);
                     }
                 }
             }
