@@ -1,7 +1,6 @@
 //! A Python callable as the server's [`Handler`]: attached to the interpreter
 //! once per batch of frames, each frame given as `bytes`.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
@@ -115,9 +114,9 @@ fn reply_bytes(reply: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<A
         return Ok(Answer::Reply);
     }
     if reply.is_instance_of::<PyMemoryView>() {
-        let buffer = PyBuffer::<u8>::get(reply)?;
-        let bytes = buffer.to_vec(reply.py())?;
-        sink(&bytes);
+        // Its bytes, whatever its item type or strides (as `socket.send` takes it).
+        let bytes = reply.call_method0("tobytes")?;
+        sink(bytes.cast::<PyBytes>()?.as_bytes());
         return Ok(Answer::Reply);
     }
     Err(pyo3::exceptions::PyTypeError::new_err(format!(
