@@ -362,3 +362,36 @@ fn a_handler_may_close_its_own_server() {
         assert_eq!(server.failure(), None);
     }
 }
+
+/// Panics on "panic", as a bug in a Rust handler would.
+struct Panicky;
+
+impl Handler for Panicky {
+    fn handle(&self, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if batch.frame(i) == b"panic" {
+                panic!("the handler has a bug");
+            }
+            let frame = batch.frame(i).to_vec();
+            batch.reply(i, &frame);
+        }
+    }
+}
+
+#[test]
+fn a_panicking_worker_stops_the_server_and_close_reports_it() {
+    for backend in backends() {
+        let framing = Framing::lines(b"\n").unwrap();
+        let server = start(config(backend, framing), Some(Arc::new(Panicky)));
+        let mut client = connect(&server);
+        client.write_all(b"fine\n").unwrap();
+        assert_eq!(read_n(&mut client, 5), b"fine\n");
+        client.write_all(b"panic\n").unwrap();
+        // No hang: the server stops by itself, and says why.
+        assert!(server.wait(Duration::from_secs(20)), "{}", backend);
+        let failure = server.close().unwrap_err();
+        assert!(failure.contains("panicked"), "{}: {}", backend, failure);
+        assert!(failure.contains("the handler has a bug"), "{}", failure);
+        assert_eq!(server.failure(), Some(failure));
+    }
+}
