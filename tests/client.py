@@ -216,13 +216,13 @@ class Totals:
 
 
 def mixed_size(rng: random.Random) -> int:
-    """A message size: mostly small, some up to 4 KiB, one in a hundred up to 64 KiB."""
+    """A message size: mostly small, some up to 4 KiB, one in a hundred up to 64 KiB - 1."""
     pick = rng.random()
     if pick < 0.70:
         return rng.randint(0, 100)
     if pick < 0.99:
         return rng.randint(101, 4096)
-    return rng.randint(4097, 65536)
+    return rng.randint(4097, 65535)
 
 
 async def converse(

@@ -113,13 +113,24 @@ CLIENTS = 1000
 """Concurrent clients in every run: all connected before any sends."""
 
 
-@pytest.mark.parametrize("name", ["raw", "lines", "length4"])
+FAST_MESSAGES = {
+    "raw": 17,
+    "lines": 17,
+    "length4": 17,
+    "crlf-lines": 5,
+    "length2-little": 5,
+    "length8-little": 5,
+}
+"""Messages per client in the default run: 66,000 in all."""
+
+
+@pytest.mark.parametrize("name", list(FAST_MESSAGES))
 def test_a_thousand_clients_every_byte_native_echo(name: str) -> None:
-    """17 messages per client: 51,000 over the three framings."""
     framing = FRAMINGS[name]
-    totals, stats = drive(framing, CLIENTS, 17)
+    messages = FAST_MESSAGES[name]
+    totals, stats = drive(framing, CLIENTS, messages)
     assert totals.connections == CLIENTS
-    assert totals.messages == CLIENTS * 17
+    assert totals.messages == CLIENTS * messages
     assert_stats_match(totals, stats, framing)
 
 
@@ -132,8 +143,9 @@ def test_a_thousand_clients_every_byte_python_handler() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800, method="thread")
-def test_a_million_messages_every_byte_native_echo() -> None:
-    framing = FRAMINGS["length4"]
+@pytest.mark.parametrize("name", ["raw", "lines", "length4"])
+def test_a_million_messages_every_byte_native_echo(name: str) -> None:
+    framing = FRAMINGS[name]
     totals, stats = drive(framing, CLIENTS, 1000)
     assert totals.messages == 1_000_000
     assert_stats_match(totals, stats, framing)

@@ -196,6 +196,7 @@ def worker_of_newest(srv: Server, before: list[int]) -> int:
 
 @pytest.mark.parametrize("block", ["until-released", "sleeps-1s"])
 def test_a_blocking_handler_holds_up_only_its_own_worker(block: str) -> None:
+    """While the handler blocks on one worker, the other answers; nothing is lost after."""
     inside = threading.Event()
     release = threading.Event()
 
@@ -215,13 +216,17 @@ def test_a_blocking_handler_holds_up_only_its_own_worker(block: str) -> None:
         socks: list[socket.socket] = []
         workers: list[int] = []
         try:
-            # Connect until both workers hold one connection and a second one is on the
-            # blocked worker's side.
-            while len(socks) < 3:
+            # Connect until the first connection's worker holds a second one (its
+            # neighbour) and the other worker holds one too.
+            for _ in range(10):
                 sock = connect(srv.address)
                 socks.append(sock)
                 workers.append(worker_of_newest(srv, per_worker))
                 per_worker[workers[-1]] += 1
+                if workers.count(workers[0]) >= 2 and len(set(workers)) == WORKERS:
+                    break
+            else:
+                pytest.fail(f"10 connections did not spread over both workers: {workers}")
             blocked, neighbour = socks[0], socks[workers.index(workers[0], 1)]
             other = socks[next(i for i, w in enumerate(workers) if w != workers[0])]
 
@@ -251,8 +256,8 @@ def test_a_blocking_handler_holds_up_only_its_own_worker(block: str) -> None:
                 sock.close()
 
 
-def test_handler_failures_on_one_worker_do_not_disturb_a_crowd_on_both() -> None:
-    """Under load: 200 clients, one in five poisoned at a random point; the rest byte-exact."""
+def test_forty_poisoned_clients_among_two_hundred_leave_the_rest_byte_exact() -> None:
+    """Under load, on both workers: each poisoned client is closed, the others unharmed."""
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
 
