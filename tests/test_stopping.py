@@ -74,7 +74,7 @@ class Ending:
 async def talker(
     address: Address,
     rng: random.Random,
-    started: list[int],
+    counts: list[int],
     *,
     window: int,
     reader_too: bool = True,
@@ -82,7 +82,8 @@ async def talker(
     """Send random messages until the server ends the stream; check every reply.
 
     Up to ``window`` messages are outstanding at a time. ``reader_too=False``: a client
-    that only writes (its replies pile up in the server) until writing fails.
+    that only writes (its replies pile up in the server) until writing fails. ``counts``
+    is ``[clients connected, replies received]``, shared by a crowd.
     """
     if reader_too:
         connecting = asyncio.open_connection(*address)
@@ -94,7 +95,7 @@ async def talker(
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), 60)
         connecting = asyncio.open_connection(sock=sock)
     reader, writer = await asyncio.wait_for(connecting, STEP_TIMEOUT)
-    started[0] += 1
+    counts[0] += 1
     decoder = LENGTH.decoder(1 << 30)
     outstanding: list[bytes] = []
     replies = 0
@@ -126,6 +127,7 @@ async def talker(
             for reply in decoder.feed(chunk):
                 assert reply == outstanding.pop(0), "a reply differs from its message"
                 replies += 1
+                counts[1] += 1
     finally:
         writer.close()
         try:
@@ -135,34 +137,59 @@ async def talker(
     return Ending(replies, how, decoder.buffered)
 
 
+@dataclass
+class Crowd:
+    """Clients talking on an event loop in a thread of their own."""
+
+    thread: threading.Thread
+    endings: list[Ending]
+    """Each client's ending, filled in once every client has ended."""
+    counts: list[int]
+    """How many clients have connected so far, and how many replies they received."""
+    failures: list[BaseException]
+    """What went wrong on the client side (a reply that differs ...), if anything."""
+
+    def finish(self) -> None:
+        """Wait for every client to see its connection end; fail on any client failure."""
+        self.thread.join(STEP_TIMEOUT)
+        assert not self.thread.is_alive(), "a client never saw its connection end"
+        if self.failures:
+            raise self.failures[0]
+
+
 def crowd_in_a_thread(
     address: Address, talkers: int, seed: int, *, window: int, non_readers: int = 0
-) -> tuple[threading.Thread, list[Ending], list[int]]:
-    """Start ``talkers`` (+ ``non_readers``) clients on an event loop in a new thread.
-
-    Returns the thread, the list their endings go to once it finishes, and a one-item
-    list counting the clients connected so far.
-    """
-    endings: list[Ending] = []
-    started = [0]
+) -> Crowd:
+    """Start ``talkers`` (+ ``non_readers``) clients on an event loop in a new thread."""
+    crowd = Crowd(threading.Thread(), [], [0, 0], [])
 
     async def everyone() -> None:
         rng = random.Random(seed)
-        results = await asyncio.gather(
-            *(
-                talker(address, random.Random(rng.random()), started, window=window)
-                for _ in range(talkers)
-            ),
-            *(
-                talker(address, random.Random(rng.random()), started, window=1, reader_too=False)
-                for _ in range(non_readers)
-            ),
-        )
-        endings.extend(results)
+        try:
+            results = await asyncio.gather(
+                *(
+                    talker(address, random.Random(rng.random()), crowd.counts, window=window)
+                    for _ in range(talkers)
+                ),
+                *(
+                    talker(
+                        address,
+                        random.Random(rng.random()),
+                        crowd.counts,
+                        window=1,
+                        reader_too=False,
+                    )
+                    for _ in range(non_readers)
+                ),
+            )
+        except BaseException as e:
+            crowd.failures.append(e)
+        else:
+            crowd.endings.extend(results)
 
-    thread = threading.Thread(target=asyncio.run, args=(everyone(),), name="clients")
-    thread.start()
-    return thread, endings, started
+    crowd.thread = threading.Thread(target=asyncio.run, args=(everyone(),), name="clients")
+    crowd.thread.start()
+    return crowd
 
 
 DRAIN_TIMEOUT = 1.0
@@ -185,11 +212,9 @@ def test_close_with_busy_connections_is_bounded_and_leaves_nothing(
     srv = Server(None, port=0, framing=LENGTH, workers=2, drain_timeout=DRAIN_TIMEOUT)
     srv.start()
     address = srv.address
-    thread = None
+    crowd = None
     try:
-        thread, endings, _ = crowd_in_a_thread(
-            address, talkers, seed, window=3, non_readers=non_readers
-        )
+        crowd = crowd_in_a_thread(address, talkers, seed, window=3, non_readers=non_readers)
         wait_stats(srv, "all connections open", lambda s: s["connections_open"] == connections)
         frames = srv.stats()["frames_received"]
         wait_stats(srv, "traffic", lambda s: s["frames_received"] > frames + 2000)
@@ -203,14 +228,13 @@ def test_close_with_busy_connections_is_bounded_and_leaves_nothing(
         print(f"close() with {connections} busy connections took {took:.2f} s")
         assert took < DRAIN_TIMEOUT + MARGIN, f"close() took {took:.1f} s"
         assert worker_threads() == []
-        thread.join(STEP_TIMEOUT)
-        assert not thread.is_alive(), "a client never saw its connection end"
+        crowd.finish()
     finally:
         srv.close()
-        if thread is not None:
-            thread.join(STEP_TIMEOUT)
-    assert len(endings) == connections
-    assert sum(e.replies for e in endings) > 2000
+        if crowd is not None:
+            crowd.thread.join(STEP_TIMEOUT)
+    assert len(crowd.endings) == connections
+    assert sum(e.replies for e in crowd.endings) > 2000
     # The listening socket is gone too.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5).close()
@@ -298,18 +322,20 @@ def test_sigterm_under_load_exits_0_and_every_client_sees_a_clean_close(talkers:
     enough_descriptors(talkers)
     seed = random.randrange(1 << 32)
     with running(cli("--framing", "length", "--workers", "2")) as server:
-        thread, endings, started = crowd_in_a_thread(server.address, talkers, seed, window=1)
+        crowd = crowd_in_a_thread(server.address, talkers, seed, window=1)
         try:
-            wait_for(lambda: started[0] == talkers, "every client connected")
-            time.sleep(0.5)  # let them talk: the signal must land mid-traffic
+            wait_for(lambda: crowd.counts[0] == talkers, "every client connected")
+            # The signal must land mid-traffic.
+            wait_for(lambda: crowd.counts[1] > 3 * talkers, "replies flowing")
             code, stderr = server.stop(signal.SIGTERM)
         finally:
-            thread.join(STEP_TIMEOUT)
-        assert not thread.is_alive(), "a client never saw its connection end"
+            crowd.thread.join(STEP_TIMEOUT)
+        crowd.finish()
+    endings = crowd.endings
     assert code == 0, stderr
     assert "Traceback" not in stderr, stderr
     assert len(endings) == talkers
-    assert sum(e.replies for e in endings) > talkers, "the signal came before any traffic"
+    assert sum(e.replies for e in endings) > 3 * talkers
     unclean = [e for e in endings if e.how != "eof" or e.partial]
     assert unclean == [], f"{len(unclean)} of {talkers} clients saw an unclean end: {unclean[:5]}"
 
