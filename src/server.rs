@@ -407,8 +407,19 @@ impl Server {
     /// every socket and join every thread. Idempotent. Returns the failure of
     /// a worker, if one failed. Callable from any thread, also while another
     /// thread waits in [`Server::wait`].
+    ///
+    /// Called on one of the server's own workers (by a handler), it only asks
+    /// the server to stop, since a thread cannot join itself: the workers
+    /// finish by themselves ([`Server::wait`] sees it), and a later `close`
+    /// from another thread, or the drop, joins them.
     pub fn close(&self) -> Result<(), String> {
         self.shared.stop();
+        if self.on_worker_thread() {
+            return match self.failure() {
+                Some(why) => Err(why),
+                None => Ok(()),
+            };
+        }
         let threads = mem::take(&mut *lock(&self.threads));
         for thread in threads {
             if thread.join().is_err() {
@@ -420,6 +431,14 @@ impl Server {
             Some(why) => Err(why),
             None => Ok(()),
         }
+    }
+}
+
+impl Server {
+    /// Whether the calling thread is one of this server's workers (not yet joined).
+    pub fn on_worker_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        lock(&self.threads).iter().any(|t| t.thread().id() == me)
     }
 }
 

@@ -1,7 +1,6 @@
 //! A Python callable as the server's [`Handler`]: attached to the interpreter
 //! once per batch of frames, each frame given as `bytes`.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
@@ -42,7 +41,13 @@ impl Handler for PyHandler {
     fn handle(&self, batch: &mut Batch) {
         Python::attach(|py| {
             let callable = self.callable.bind(py);
+            // A connection's frames are adjacent in a batch (one receive each per
+            // turn); once one fails, the rest of that connection's are dropped unseen.
+            let mut failed = None;
             for i in 0..batch.len() {
+                if failed == Some(batch.owners[i]) {
+                    continue;
+                }
                 let message = PyBytes::new(py, batch.frame(i));
                 let answer = callable
                     .call1((message,))
@@ -52,6 +57,7 @@ impl Handler for PyHandler {
                     Err(err) => {
                         self.log_failure(py, err);
                         batch.fail(i);
+                        failed = Some(batch.owners[i]);
                     }
                 }
             }
@@ -108,9 +114,9 @@ fn reply_bytes(reply: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<A
         return Ok(Answer::Reply);
     }
     if reply.is_instance_of::<PyMemoryView>() {
-        let buffer = PyBuffer::<u8>::get(reply)?;
-        let bytes = buffer.to_vec(reply.py())?;
-        sink(&bytes);
+        // Its bytes, whatever its item type or strides (as `socket.send` takes it).
+        let bytes = reply.call_method0("tobytes")?;
+        sink(bytes.cast::<PyBytes>()?.as_bytes());
         return Ok(Answer::Reply);
     }
     Err(pyo3::exceptions::PyTypeError::new_err(format!(

@@ -200,7 +200,20 @@ impl PyServer {
     /// close every socket and join every thread. Idempotent. Raises
     /// `RuntimeError` if a worker had failed.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let server = lock(&self.running).take();
+        let server = {
+            let mut running = lock(&self.running);
+            match running.as_ref() {
+                // A handler closing its own server: the stop is asked for; the
+                // server stays current until its workers have finished, so
+                // `serve_forever` and `wait` return then, and join them.
+                Some(server) if server.on_worker_thread() => {
+                    let server = Arc::clone(server);
+                    drop(running);
+                    return server.close().map_err(PyRuntimeError::new_err);
+                }
+                _ => running.take(),
+            }
+        };
         if let Some(server) = server {
             let closed = py.detach(|| server.close());
             // The handler is dropped with the last reference to the server,

@@ -351,3 +351,80 @@ fn bad_settings_name_the_setting() {
     cfg.low_water = cfg.high_water;
     assert_eq!(cfg.validate().unwrap_err().name, "low_water");
 }
+
+/// Echoes, and closes its own server on "quit" (as a handler may, on a command).
+struct Quitter {
+    server: std::sync::Mutex<std::sync::Weak<Server>>,
+}
+
+impl Handler for Quitter {
+    fn handle(&self, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if batch.frame(i) == b"quit" {
+                let server = self.server.lock().unwrap().upgrade();
+                if let Some(server) = server {
+                    server.close().unwrap();
+                }
+            }
+            let frame = batch.frame(i).to_vec();
+            batch.reply(i, &frame);
+        }
+    }
+}
+
+#[test]
+fn a_handler_may_close_its_own_server() {
+    for backend in backends() {
+        let quitter = Arc::new(Quitter {
+            server: std::sync::Mutex::new(std::sync::Weak::new()),
+        });
+        let framing = Framing::lines(b"\n").unwrap();
+        let server = Arc::new(start(config(backend, framing), Some(quitter.clone())));
+        *quitter.server.lock().unwrap() = Arc::downgrade(&server);
+        let mut other = connect(&server);
+        other.write_all(b"hello\n").unwrap();
+        assert_eq!(read_n(&mut other, 6), b"hello\n");
+        let mut client = connect(&server);
+        client.write_all(b"quit\n").unwrap();
+        // The reply to "quit" still goes out, then the server closes everything.
+        assert_eq!(read_n(&mut client, 5), b"quit\n", "{}", backend);
+        assert!(closed_by_server(&mut client), "{}", backend);
+        assert!(closed_by_server(&mut other), "{}", backend);
+        assert!(server.wait(Duration::from_secs(20)), "{}", backend);
+        assert_eq!(server.close(), Ok(()), "{}", backend);
+        assert_eq!(server.failure(), None);
+    }
+}
+
+/// Panics on "panic", as a bug in a Rust handler would.
+struct Panicky;
+
+impl Handler for Panicky {
+    fn handle(&self, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if batch.frame(i) == b"panic" {
+                panic!("the handler has a bug");
+            }
+            let frame = batch.frame(i).to_vec();
+            batch.reply(i, &frame);
+        }
+    }
+}
+
+#[test]
+fn a_panicking_worker_stops_the_server_and_close_reports_it() {
+    for backend in backends() {
+        let framing = Framing::lines(b"\n").unwrap();
+        let server = start(config(backend, framing), Some(Arc::new(Panicky)));
+        let mut client = connect(&server);
+        client.write_all(b"fine\n").unwrap();
+        assert_eq!(read_n(&mut client, 5), b"fine\n");
+        client.write_all(b"panic\n").unwrap();
+        // No hang: the server stops by itself, and says why.
+        assert!(server.wait(Duration::from_secs(20)), "{}", backend);
+        let failure = server.close().unwrap_err();
+        assert!(failure.contains("panicked"), "{}: {}", backend, failure);
+        assert!(failure.contains("the handler has a bug"), "{}", failure);
+        assert_eq!(server.failure(), Some(failure));
+    }
+}
