@@ -298,3 +298,26 @@ def test_forty_poisoned_clients_among_two_hundred_leave_the_rest_byte_exact() ->
     assert all(r in (b"", b"eno\n", b"eno\nowt\n") for r in seen), seen
     assert stats["handler_errors"] == bad
     assert stats["frame_errors"] == stats["io_errors"] == 0
+
+
+def test_a_handler_waiting_on_its_own_server_is_refused_not_hung() -> None:
+    refusals: list[str] = []
+    servers: list[Server] = []
+
+    def handler(message: bytes) -> bytes:
+        own = servers[0]
+        for wait in (lambda: own.wait(0.1), own.serve_forever):
+            try:
+                wait()
+            except RuntimeError as e:
+                refusals.append(str(e))
+        return message
+
+    with Server(handler, host="127.0.0.1", port=0, framing=LINES) as srv:
+        servers.append(srv)
+        with connect(srv.address) as sock:
+            sock.sendall(b"hello\n")
+            assert recv_frames(sock, LINES, 1) == [b"hello"]
+        assert srv.stats()["handler_errors"] == 0
+    assert len(refusals) == 2, refusals
+    assert all("own handler" in r for r in refusals), refusals

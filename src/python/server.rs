@@ -157,6 +157,7 @@ impl PyServer {
                 None => return Ok(()),
                 Some(server) => server,
             };
+            refuse_on_worker(&server, "serve_forever")?;
             if py.detach(|| server.wait(SIGNAL_SLICE)) {
                 let failure = server.failure();
                 drop(server);
@@ -182,6 +183,7 @@ impl PyServer {
                 None => return Ok(true),
                 Some(server) => server,
             };
+            refuse_on_worker(&server, "wait")?;
             let stopped = py.detach(|| server.wait(SIGNAL_SLICE));
             drop(server);
             if stopped {
@@ -305,6 +307,18 @@ impl PyServer {
     fn current(&self) -> Option<Arc<Server>> {
         lock(&self.running).clone()
     }
+}
+
+/// A handler waiting for its own server would wait for itself forever.
+fn refuse_on_worker(server: &Server, method: &str) -> PyResult<()> {
+    if server.on_worker_thread() {
+        return Err(PyRuntimeError::new_err(format!(
+            "{}() called from this server's own handler would wait for itself forever; \
+             call close() to stop it",
+            method
+        )));
+    }
+    Ok(())
 }
 
 impl Drop for PyServer {
