@@ -11,7 +11,6 @@ import os
 import random
 import re
 import selectors
-import socket
 import subprocess
 import sys
 import threading
@@ -174,9 +173,9 @@ class ControlledServer(ServerProcess):
 
 
 @contextmanager
-def controlled(framing: str = "raw", nofile: int | None = None, **options: Any) -> Iterator[
-    ControlledServer
-]:
+def controlled(
+    framing: str = "raw", nofile: int | None = None, **options: Any
+) -> Iterator[ControlledServer]:
     """A native echo `Server(framing=framing, **options)` in its own process (the backend
     from ``IOCP_ECHO_BACKEND``), its descriptor limit lowered to ``nofile`` if given;
     killed after if still running. ``framing``: raw, lines, or length with an optional
@@ -216,7 +215,9 @@ class Bystander:
     reach it: `exchanges` counts its good round trips, `failure` holds what went wrong.
     """
 
-    def __init__(self, address: Address, framing: str | Framing, seed: int, max_size: int = 4096) -> None:
+    def __init__(
+        self, address: Address, framing: str | Framing, seed: int, max_size: int = 4096
+    ) -> None:
         self.framing = framing_of(framing)
         self.sock = connect(address, timeout=30.0)
         self.rng = random.Random(seed)
@@ -235,11 +236,11 @@ class Bystander:
                 frame = self.framing.encode(message)
                 self.sock.sendall(frame)
                 if self.framing.kind == "raw":  # the same bytes back, in any chunks
-                    got = [self._recv(lambda data: len(data) < len(frame))]
+                    got = [self._recv(len(frame))]
                 else:
                     replies: list[bytes] = []
                     while not replies:
-                        replies = decoder.feed(self._recv(lambda data: not data))
+                        replies = decoder.feed(self._recv(1))
                     got = replies
                 if got != [message]:
                     raise AssertionError(f"echo {self.exchanges} differs from what was sent")
@@ -247,10 +248,10 @@ class Bystander:
         except BaseException as e:  # reported by check and stop
             self.failure = e
 
-    def _recv(self, more: Callable[[bytes], bool]) -> bytes:
-        """Bytes received while ``more(received so far)`` holds; fails on EOF."""
+    def _recv(self, at_least: int) -> bytes:
+        """At least ``at_least`` bytes (as many as have come); fails on EOF."""
         data = b""
-        while more(data):
+        while len(data) < at_least:
             chunk = self.sock.recv(1 << 16)
             if not chunk:
                 raise AssertionError("the server closed a well-behaved client")
@@ -275,3 +276,13 @@ class Bystander:
         assert not self._thread.is_alive(), "a well-behaved client hung"
         self.sock.close()
         return self.check()
+
+
+def counters_are(**expected: int) -> Callable[[dict[str, Any]], bool]:
+    """A condition on stats: each named counter has exactly the given value."""
+    return lambda stats: all(stats[name] == value for name, value in expected.items())
+
+
+def counters_reach(**minimum: int) -> Callable[[dict[str, Any]], bool]:
+    """A condition on stats: each named counter is at least the given value."""
+    return lambda stats: all(stats[name] >= value for name, value in minimum.items())

@@ -18,7 +18,7 @@ import time
 import pytest
 from helpers import connect, recv_frames, recv_until_closed, wait_for, wait_stats
 from iocp_echo import Framing, Server
-from server_process import controlled, cpu_seconds, fd_count
+from server_process import controlled, counters_are, cpu_seconds, fd_count
 
 LINES = Framing.lines()
 
@@ -55,7 +55,7 @@ def flood_past_max_connections(limit: int, extra: int, rounds: int) -> None:
                 for sock in flood:
                     sock.close()
                 rejected += extra
-                wait_stats(srv, "the rejections", lambda s: s["connections_rejected"] == rejected)
+                wait_stats(srv, "the rejections", counters_are(connections_rejected=rejected))
                 # Those already in are still served.
                 for i, sock in enumerate(held):
                     echo_once(sock, b"still %d %d" % (round_, i))
@@ -64,7 +64,7 @@ def flood_past_max_connections(limit: int, extra: int, rounds: int) -> None:
                 for sock in held[-freed:]:
                     sock.close()
                 del held[-freed:]
-                wait_stats(srv, "free slots", lambda s: s["connections_open"] == len(held))
+                wait_stats(srv, "free slots", counters_are(connections_open=len(held)))
                 for n in range(freed):
                     newcomer = connect(srv.address, timeout=10)
                     held.append(newcomer)

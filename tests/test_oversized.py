@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-from iocp_echo import Framing
 from helpers import connect, recv_until_closed
+from iocp_echo import Framing
 from server_process import Bystander, ControlledServer, controlled, peak_rss_bytes, rss_bytes
 
 MIB = 1 << 20

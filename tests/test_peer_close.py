@@ -14,12 +14,20 @@ import random
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 import pytest
 from client import random_payload
-from helpers import connect, framing_of, serve_echo, wait_stats
+from helpers import connect, framing_of, serve_echo, wait_for, wait_stats
 from iocp_echo import Framing, Server
-from server_process import Bystander, controlled, fd_count, thread_count
+from server_process import (
+    Bystander,
+    controlled,
+    counters_are,
+    counters_reach,
+    fd_count,
+    thread_count,
+)
 
 FRAMINGS = ["raw", "lines", "length"]
 
@@ -39,7 +47,7 @@ def send_then_half_close(sock: socket.socket, stream: bytes) -> None:
 
 def recv_to_clean_eof(sock: socket.socket) -> bytes:
     """Everything received up to the end of stream; a reset fails the test."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = sock.recv(1 << 16)
@@ -142,18 +150,14 @@ def resets_mid_transfer(rounds: int, clients: int, megabytes_each: int) -> None:
                 floods = [Flood(server.address, data) for _ in range(clients)]
                 paused = clients * (round_ + 1)
                 # Paused: each has a send in flight and output queued behind it.
-                server.wait_stats(
-                    "replies in flight",
-                    lambda s: (
-                        all([f.push() for f in floods]) and s["backpressure_pauses"] >= paused
-                    ),
-                )
+                wait_for(pushed(floods), "the floods to fill the sockets")
+                server.wait_stats("replies in flight", counters_reach(backpressure_pauses=paused))
                 for f in floods:
                     reset(f.sock)
                 closed = clients * (round_ + 1)
                 server.wait_stats(
                     "the reset connections freed",
-                    lambda s: s["connections_closed"] == closed and s["connections_open"] == 1,
+                    counters_are(connections_closed=closed, connections_open=1),
                 )
                 bystander.wait_progress("the bystander after the resets")
             stats = server.stats()
@@ -187,13 +191,21 @@ class Flood:
         self.sent = 0
 
     def push(self) -> bool:
-        """Write what the socket takes now; always true (for use inside conditions)."""
+        """Write what the socket takes now; whether it took none (the socket is full)."""
+        took = 0
         try:
             while self.sent < len(self.data):
-                self.sent += self.sock.send(self.data[self.sent : self.sent + (1 << 16)])
+                n = self.sock.send(self.data[self.sent : self.sent + (1 << 16)])
+                self.sent += n
+                took += n
         except BlockingIOError:
             pass
-        return True
+        return took == 0
+
+
+def pushed(floods: list[Flood]) -> Callable[[], bool]:
+    """A condition: every flood written until its socket takes nothing more."""
+    return lambda: all([f.push() for f in floods])
 
 
 def test_resets_with_replies_in_flight_free_everything_and_are_counted() -> None:
