@@ -123,13 +123,13 @@ def starve_descriptors(nofile: int, extra: int) -> None:
             assert cpu < 0.1 * wall, f"the accept loop spins: {cpu:.2f} CPU s in {wall:.2f} s"
             # Pauses of 100 ms: a handful of failed accepts per second, not thousands.
             assert stats["accept_errors"] < 200 * wall
-            # Clients leave: those waiting in the backlog are accepted and served.
+            # Clients leave: those waiting in the backlog are accepted in turn and served
+            # (each leaves after its echo, making room for the next).
             accepted = stats["connections_open"] - 1
             for sock in clients[:accepted]:
                 sock.close()
             for i, sock in enumerate(clients[accepted:]):
                 echo_once(sock, b"waited %d" % i)
-            for sock in clients[accepted:]:
                 sock.close()
             server.wait_stats("the clients gone", lambda s: s["connections_open"] == 1)
             for i in range(3):

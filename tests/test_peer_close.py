@@ -125,7 +125,7 @@ def test_half_closed_connections_are_counted_as_orderly_closes(framing_name: str
 def test_many_half_closing_clients(framing_name: str) -> None:
     framing = framing_of(framing_name)
     with serve_echo(None, framing_name, workers=2) as address:
-        half_close_clients(address, framing, clients=64, messages=10_000, seed=13)
+        half_close_clients(address, framing, clients=64, messages=5000, seed=13)
 
 
 def reset(sock: socket.socket) -> None:
