@@ -105,24 +105,27 @@ def starve_descriptors(nofile: int, extra: int) -> None:
             server.wait_stats("descriptors to run out", lambda s: s["accept_errors"] > 0)
             wait_for(lambda: fd_count(pid) >= nofile - 1, "the server's descriptors all used")
             # Nothing but the accept loop has work while this runs: it should be asleep.
+            errors_before = server.stats()["accept_errors"]
             cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
             time.sleep(SATURATED)
             cpu = cpu_seconds(pid) - cpu_before
             wall = time.monotonic() - wall_before
             stats = server.stats()
-            # While starved: the accepted connections and the regular client are served.
-            for i, sock in enumerate(clients[:10]):
-                echo_once(sock, b"served while starved %d" % i)
-            echo_once(regular, b"while starved")
+            errors = stats["accept_errors"] - errors_before
             print(
                 f"\nRLIMIT_NOFILE {nofile}, {len(clients)} clients: {cpu:.2f} CPU s in "
-                f"{wall:.2f} s starved; accept_errors {stats['accept_errors']}, "
+                f"{wall:.2f} s starved, {errors} failed accepts meanwhile; "
                 f"open {stats['connections_open']}"
             )
             assert server.proc.poll() is None, "the server died when descriptors ran out"
             assert cpu < 0.1 * wall, f"the accept loop spins: {cpu:.2f} CPU s in {wall:.2f} s"
-            # Pauses of 100 ms: a handful of failed accepts per second, not thousands.
-            assert stats["accept_errors"] < 200 * wall
+            # A pause of 100 ms after each failure: its 4 posted accepts fail ~40 times a
+            # second (a server that retries at once fails hundreds of times or more).
+            assert errors < 100 * wall
+            # While starved: the accepted connections and the regular client are served.
+            for i, sock in enumerate(clients[:10]):
+                echo_once(sock, b"served while starved %d" % i)
+            echo_once(regular, b"while starved")
             # Clients leave: those waiting in the backlog are accepted in turn and served
             # (each leaves after its echo, making room for the next).
             accepted = stats["connections_open"] - 1
