@@ -281,8 +281,3 @@ class Bystander:
 def counters_are(**expected: int) -> Callable[[dict[str, Any]], bool]:
     """A condition on stats: each named counter has exactly the given value."""
     return lambda stats: all(stats[name] == value for name, value in expected.items())
-
-
-def counters_reach(**minimum: int) -> Callable[[dict[str, Any]], bool]:
-    """A condition on stats: each named counter is at least the given value."""
-    return lambda stats: all(stats[name] >= value for name, value in minimum.items())

@@ -22,9 +22,9 @@ from helpers import connect, framing_of, serve_echo, wait_for, wait_stats
 from iocp_echo import Framing, Server
 from server_process import (
     Bystander,
+    ControlledServer,
     controlled,
     counters_are,
-    counters_reach,
     fd_count,
     thread_count,
 )
@@ -150,8 +150,7 @@ def resets_mid_transfer(rounds: int, clients: int, megabytes_each: int) -> None:
                 floods = [Flood(server.address, data) for _ in range(clients)]
                 paused = clients * (round_ + 1)
                 # Paused: each has a send in flight and output queued behind it.
-                wait_for(pushed(floods), "the floods to fill the sockets")
-                server.wait_stats("replies in flight", counters_reach(backpressure_pauses=paused))
+                wait_for(paused_by(server, floods, paused), "replies in flight")
                 for f in floods:
                     reset(f.sock)
                 closed = clients * (round_ + 1)
@@ -190,22 +189,24 @@ class Flood:
         self.data = memoryview(data)
         self.sent = 0
 
-    def push(self) -> bool:
-        """Write what the socket takes now; whether it took none (the socket is full)."""
-        took = 0
+    def push(self) -> None:
+        """Write what the socket takes now."""
         try:
             while self.sent < len(self.data):
-                n = self.sock.send(self.data[self.sent : self.sent + (1 << 16)])
-                self.sent += n
-                took += n
+                self.sent += self.sock.send(self.data[self.sent : self.sent + (1 << 16)])
         except BlockingIOError:
             pass
-        return took == 0
 
 
-def pushed(floods: list[Flood]) -> Callable[[], bool]:
-    """A condition: every flood written until its socket takes nothing more."""
-    return lambda: all([f.push() for f in floods])
+def paused_by(server: ControlledServer, floods: list[Flood], pauses: int) -> Callable[[], bool]:
+    """A condition that keeps ``floods`` writing: the server has paused ``pauses`` times."""
+
+    def paused() -> bool:
+        for f in floods:
+            f.push()
+        return bool(server.stats()["backpressure_pauses"] >= pauses)
+
+    return paused
 
 
 def test_resets_with_replies_in_flight_free_everything_and_are_counted() -> None:
