@@ -198,7 +198,7 @@ def test_a_paused_connection_resumes_below_low_water() -> None:
             sender = threading.Thread(target=sock.sendall, args=(stream,), daemon=True)
             sender.start()
             server.wait_stats("a pause", lambda s: s["backpressure_pauses"] >= 1)
-            received = b""
+            received = bytearray()
             while len(received) < len(stream):
                 chunk = sock.recv(16 * KIB)
                 assert chunk, "closed early"
