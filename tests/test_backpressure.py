@@ -115,8 +115,10 @@ def flood(connections: int, megabytes_each: int, high_water: int, low_water: int
                 return stalled[-1] == stalled[-2]
 
             bystander.wait_progress("the bystander while the floods stall", more=20)
+            # (A flood may also end up whole in kernel buffers: the server's receive
+            # buffer can autotune to tcp_rmem's maximum before its reader pauses. What the
+            # server itself holds is what is bounded.)
             wait_for_quiet(nothing_more_sent)
-            assert all(f.sender.is_alive() for f in flooders), "a flood was taken whole"
             stats = server.stats()
             held = stats["bytes_received"] - stats["bytes_sent"]
             peak = peak_rss_bytes(pid) - before
@@ -125,8 +127,8 @@ def flood(connections: int, megabytes_each: int, high_water: int, low_water: int
             print(
                 f"\n{connections} x {megabytes_each} MiB unread, high_water "
                 f"{high_water // KIB} KiB: peak RSS growth {peak / MIB:.1f} MiB "
-                f"(bound {bound / MIB:.1f} MiB), held {held / MIB:.1f} MiB in the server "
-                f"and its socket buffers, {stats['backpressure_pauses']} pauses"
+                f"(bound {bound / MIB:.1f} MiB), {held / MIB:.1f} MiB received and not yet sent "
+                f"(held by the server), {stats['backpressure_pauses']} pauses"
             )
             assert peak < bound, f"the server's RSS grew {peak} bytes (bound {bound})"
             # Received but not yet handed to the kernel: per connection at most high_water
