@@ -6,16 +6,22 @@ so the client's own usage does not blur the figures.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import re
 import selectors
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from helpers import Address
+from client import random_payload
+from helpers import Address, connect, framing_of, wait_for
+from iocp_echo import Framing
 
 BANNER = re.compile(
     r"iocp_echo listening on (?P<host>[\d.]+):(?P<port>\d+) "
@@ -108,3 +114,170 @@ def fd_count(pid: int) -> int:
 def thread_count(pid: int) -> int:
     """How many threads process ``pid`` has."""
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+# A server with any `Server` options in its own process, answering "stats" on stdin with
+# one JSON line of its counters; closed when its stdin ends.
+_CONTROLLED_SERVER = """
+import json, resource, sys
+from iocp_echo import Framing, Server
+options = json.loads(sys.argv[1])
+nofile = options.pop("nofile", None)
+if nofile is not None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+framing = options.pop("framing")
+codec = framing
+if framing.startswith("length"):  # length, length1, length2, length4, length8: big endian
+    codec = Framing.length_prefixed(int(framing[6:] or 4))
+srv = Server(None, host="127.0.0.1", port=0, framing=codec, **options)
+srv.start()
+host, port = srv.address
+print(f"iocp_echo listening on {host}:{port} "
+      f"(backend {srv.backend}, {srv.workers} workers, framing {framing})", flush=True)
+for line in sys.stdin:
+    if line.strip() == "stats":
+        stats = srv.stats()
+        del stats["per_worker"]
+        print(json.dumps(stats), flush=True)
+srv.close()
+print("closed", flush=True)
+"""
+
+
+class ControlledServer(ServerProcess):
+    """A native echo server process started by `controlled`, with its counters on demand."""
+
+    def stats(self) -> dict[str, Any]:
+        """The server's `Server.stats()` now (without ``per_worker``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        line = read_line(self.proc, START_TIMEOUT)
+        assert line, f"the server exited ({self.proc.poll()})"
+        stats: dict[str, Any] = json.loads(line)
+        return stats
+
+    def wait_stats(self, what: str, condition: Callable[[dict[str, Any]], bool]) -> None:
+        """Wait until ``condition(self.stats())`` holds (fails naming ``what``)."""
+        wait_for(lambda: condition(self.stats()), what)
+
+    def close(self) -> None:
+        """End its stdin: the server closes cleanly and the process exits 0."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server did not exit within {STOP_TIMEOUT} s of its stdin ending")
+        assert self.proc.returncode == 0, f"the server exited with {self.proc.returncode}"
+
+
+@contextmanager
+def controlled(
+    framing: str = "raw", nofile: int | None = None, **options: Any
+) -> Iterator[ControlledServer]:
+    """A native echo `Server(framing=framing, **options)` in its own process (the backend
+    from ``IOCP_ECHO_BACKEND``), its descriptor limit lowered to ``nofile`` if given;
+    killed after if still running. ``framing``: raw, lines, or length with an optional
+    prefix width (``length8``: 8-byte big-endian prefixes)."""
+    spec = dict(options, framing=framing)
+    if nofile is not None:
+        spec["nofile"] = nofile
+    args = [sys.executable, "-c", _CONTROLLED_SERVER, json.dumps(spec)]
+    with subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            line = read_line(proc, START_TIMEOUT)
+            if not line:
+                assert proc.stderr is not None
+                pytest.fail(f"the server exited ({proc.wait()}): {proc.stderr.read()}")
+            server = ControlledServer(proc, line)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process ``pid`` has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces: count fields after its ")".
+        fields = f.read().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Bystander:
+    """A well-behaved client in a thread: one connection, one message at a time, each
+    echo checked byte for byte, until `stop`. It shows whether other clients' misdeeds
+    reach it: `exchanges` counts its good round trips, `failure` holds what went wrong.
+    """
+
+    def __init__(
+        self, address: Address, framing: str | Framing, seed: int, max_size: int = 4096
+    ) -> None:
+        self.framing = framing_of(framing)
+        self.sock = connect(address, timeout=30.0)
+        self.rng = random.Random(seed)
+        self.max_size = max_size
+        self.exchanges = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        decoder = self.framing.decoder(1 << 30)
+        try:
+            while not self._stop.is_set():
+                message = random_payload(self.rng, self.rng.randint(1, self.max_size), self.framing)
+                frame = self.framing.encode(message)
+                self.sock.sendall(frame)
+                if self.framing.kind == "raw":  # the same bytes back, in any chunks
+                    got = [self._recv(len(frame))]
+                else:
+                    replies: list[bytes] = []
+                    while not replies:
+                        replies = decoder.feed(self._recv(1))
+                    got = replies
+                if got != [message]:
+                    raise AssertionError(f"echo {self.exchanges} differs from what was sent")
+                self.exchanges += 1
+        except BaseException as e:  # reported by check and stop
+            self.failure = e
+
+    def _recv(self, at_least: int) -> bytes:
+        """At least ``at_least`` bytes (as many as have come); fails on EOF."""
+        data = b""
+        while len(data) < at_least:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise AssertionError("the server closed a well-behaved client")
+            data += chunk
+        return data
+
+    def check(self) -> int:
+        """Fail if anything went wrong so far; the good round trips so far."""
+        if self.failure is not None:
+            raise AssertionError(f"a well-behaved client failed: {self.failure!r}")
+        return self.exchanges
+
+    def wait_progress(self, what: str, more: int = 3) -> None:
+        """Wait until ``more`` further round trips are done (fails if it failed)."""
+        target = self.exchanges + more
+        wait_for(lambda: self.check() >= target, f"{what}: {more} more echoes")
+
+    def stop(self) -> int:
+        """Stop, close the connection, fail if anything went wrong; the round trips done."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "a well-behaved client hung"
+        self.sock.close()
+        return self.check()
+
+
+def counters_are(**expected: int) -> Callable[[dict[str, Any]], bool]:
+    """A condition on stats: each named counter has exactly the given value."""
+    return lambda stats: all(stats[name] == value for name, value in expected.items())
