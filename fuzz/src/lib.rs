@@ -363,8 +363,7 @@ fn run(dec: &mut Decoder, chunks: &[&[u8]]) -> Run {
             }
         });
         fed += chunk.len();
-        run.largest
-            .push((LARGEST.load(Ordering::Relaxed), fed));
+        run.largest.push((LARGEST.load(Ordering::Relaxed), fed));
         if let Err(err) = result {
             run.error = Some((err, call));
             return run;
@@ -409,12 +408,20 @@ fn check_run(framing: &Framing, max: usize, chunks: &[&[u8]], model: &Model, run
     let got: Vec<(&[u8], usize)> = run.frames.iter().map(|(p, c, _)| (&p[..], *c)).collect();
     assert_eq!(got, want, "frames (payload, call) differ from the model's");
     for ((payload, call, inside), frame) in run.frames.iter().zip(&model.frames) {
-        assert!(payload.len() <= max, "a frame of {} bytes over max_frame {max}", payload.len());
+        assert!(
+            payload.len() <= max,
+            "a frame of {} bytes over max_frame {max}",
+            payload.len()
+        );
         // A frame lies whole inside its call's chunk when its payload (and, for a
         // line, its delimiter) was all fed by that call.
         let whole = frame.due != Due::Finish && frame.start >= starts[*call] && !payload.is_empty();
         if whole {
-            assert!(*inside, "frame at {} copied though whole in its chunk", frame.start);
+            assert!(
+                *inside,
+                "frame at {} copied though whole in its chunk",
+                frame.start
+            );
         }
     }
 
@@ -422,11 +429,17 @@ fn check_run(framing: &Framing, max: usize, chunks: &[&[u8]], model: &Model, run
     match (&run.error, &model.error) {
         (None, None) => {}
         (Some((got, call)), Some((want, due, real))) => {
-            assert_eq!(*call, call_of(*due, chunks), "error {got:?} returned late or early");
+            assert_eq!(
+                *call,
+                call_of(*due, chunks),
+                "error {got:?} returned late or early"
+            );
             match (got, want, framing) {
                 (
                     FrameError::TooLarge { size, limit },
-                    FrameError::TooLarge { limit: want_limit, .. },
+                    FrameError::TooLarge {
+                        limit: want_limit, ..
+                    },
                     Framing::Lines { .. },
                 ) => {
                     assert_eq!(limit, want_limit);
@@ -488,9 +501,17 @@ fn check_reencoding(framing: &Framing, model: &Model, stream: &[u8]) {
             out.extend_from_slice(&frame.payload);
         }
     }
-    assert_eq!(out, &stream[..out.len()], "re-encoded frames differ from the stream");
+    assert_eq!(
+        out,
+        &stream[..out.len()],
+        "re-encoded frames differ from the stream"
+    );
     if model.error.is_none() && !matches!(framing, Framing::Raw) {
-        assert_eq!(out.len(), stream.len(), "a clean stream not wholly consumed");
+        assert_eq!(
+            out.len(),
+            stream.len(),
+            "a clean stream not wholly consumed"
+        );
     }
 }
 
@@ -527,7 +548,9 @@ fn check(framing: &Framing, max: usize, cuts: &[usize], stream: &[u8]) {
         match &first.error {
             Some((err, _)) => {
                 // Poisoned: the same error again, nothing delivered, nothing held.
-                let again = dec.feed(b"\n\0\0\0\0\0\0\0\x01x", &mut |_| panic!("frame after error"));
+                let again = dec.feed(b"\n\0\0\0\0\0\0\0\x01x", &mut |_| {
+                    panic!("frame after error")
+                });
                 assert_eq!(again.as_ref(), Err(err));
                 let again = dec.finish(&mut |_| panic!("frame after error"));
                 assert_eq!(again.as_ref(), Err(err));
