@@ -7,9 +7,10 @@
 //! byte, and each run is compared with a naive model of the framing. A violated property
 //! panics, which libFuzzer reports as a crash with the input saved. The properties:
 //!
-//! * the frames and the error are the model's, whatever the chunks: in particular, the
-//!   stream fed in pieces decodes exactly as fed whole (a lines error's reported size may
-//!   differ, but lies between the limit and the real length);
+//! * the frames and the error are the model's, whatever the chunks: for lines and
+//!   length-prefixed, the stream fed in pieces decodes exactly as fed whole (a lines
+//!   error's reported size may differ, but lies between the limit and the real length);
+//!   for raw, each chunk is its frames, cut at `max_frame`;
 //! * each frame, and each error, comes from the earliest call that has the bytes to
 //!   decide it (a length prefix claiming more than `max_frame` is refused by the call
 //!   that completes the prefix);
@@ -22,7 +23,10 @@
 //!   a claimed length; raw never allocates;
 //! * a frame lying whole inside the chunk being fed is a slice of that chunk (no copy);
 //! * after an error every call returns it again and nothing is buffered; after a clean
-//!   `finish` the decoder decodes the same stream again identically.
+//!   `finish` the decoder decodes the same stream again identically;
+//! * an encoded payload decodes back to it alone; the lines encoder refuses a payload
+//!   exactly when payload + delimiter would not, the length-prefixed one exactly when
+//!   the length does not fit the prefix.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
