@@ -9,6 +9,7 @@ instead of starting one; tests needing anything else are skipped.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -151,3 +152,13 @@ def recv_frames(
         frames.extend(decoder.feed(chunk))
     assert len(frames) == count, f"{len(frames) - count} unexpected extra replies"
     return frames
+
+
+def enough_descriptors(needed: int) -> None:
+    """Raise the soft fd limit to the hard one if ``needed`` more descriptors would not fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < needed + 256:
+        pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")

@@ -42,6 +42,15 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline()
 
 
+def listening_line(proc: subprocess.Popen[str]) -> str:
+    """The server's first line of output; fails with its stderr if it exited instead."""
+    line = read_line(proc, START_TIMEOUT)
+    if not line:
+        assert proc.stderr is not None
+        pytest.fail(f"the server exited ({proc.wait()}): {proc.stderr.read()}")
+    return line
+
+
 @contextmanager
 def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """Start a server process; wait for its listening line; kill it if still running after."""
@@ -49,11 +58,7 @@ def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[Serv
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
         try:
-            line = read_line(proc, START_TIMEOUT)
-            if not line:
-                assert proc.stderr is not None
-                pytest.fail(f"the server exited ({proc.wait()}): {proc.stderr.read()}")
-            yield ServerProcess(proc, line)
+            yield ServerProcess(proc, listening_line(proc))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -188,11 +193,7 @@ def controlled(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
-            line = read_line(proc, START_TIMEOUT)
-            if not line:
-                assert proc.stderr is not None
-                pytest.fail(f"the server exited ({proc.wait()}): {proc.stderr.read()}")
-            server = ControlledServer(proc, line)
+            server = ControlledServer(proc, listening_line(proc))
             yield server
         finally:
             if proc.poll() is None:

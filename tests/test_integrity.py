@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import resource
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from client import Totals, crowd, identity
-from helpers import wait_stats
+from helpers import enough_descriptors, wait_stats
 from iocp_echo import Framing, Server
 
 FRAMINGS = {
@@ -33,16 +32,6 @@ FRAMINGS = {
     "length2-little": Framing.length_prefixed(2, "little"),
     "length8-little": Framing.length_prefixed(8, "little"),
 }
-
-
-def enough_descriptors(needed: int) -> None:
-    """Raise the soft fd limit to the hard one if ``needed`` more descriptors would not fit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    if soft != resource.RLIM_INFINITY and soft < needed + 256:
-        pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")
 
 
 def reverse(message: bytes) -> bytes:

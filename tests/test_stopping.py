@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import resource
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from client import STEP_TIMEOUT, random_payload
 from helpers import (
     Address,
     connect,
+    enough_descriptors,
     open_fds,
     recv_frames,
     recv_until_closed,
@@ -47,16 +47,6 @@ from iocp_echo import Framing, Server
 from server_process import cli, running
 
 LENGTH = Framing.length_prefixed()
-
-
-def enough_descriptors(needed: int) -> None:
-    """Raise the soft fd limit to the hard one if ``needed`` more descriptors would not fit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    if soft != resource.RLIM_INFINITY and soft < needed + 256:
-        pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")
 
 
 @dataclass
