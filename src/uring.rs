@@ -36,7 +36,7 @@ use std::marker::PhantomData;
 use std::mem;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring};
@@ -54,6 +54,7 @@ mod buf_ring;
 mod finish;
 mod multishot;
 mod setup;
+mod teardown;
 #[cfg(test)]
 mod tests;
 
@@ -543,80 +544,5 @@ impl CompletionPort for Ring {
 
     fn give_buffer(&mut self, buf: Vec<u8>) {
         self.memory.pool.give(buf);
-    }
-}
-
-impl Drop for Ring {
-    /// Cancel whatever is still in flight and wait briefly for it; ops whose
-    /// completion does not arrive leak their buffers, which the kernel may still
-    /// write.
-    fn drop(&mut self) {
-        self.closing = true;
-        let mut abandoned = Vec::new();
-        self.streams.close(&mut abandoned);
-        if !self.slots.is_empty() {
-            log::warn!(
-                "io_uring ring dropped with {} ops in flight; cancelling them",
-                self.slots.len()
-            );
-        }
-        // Backlogged SQEs never reached the kernel: their memory is ours again.
-        for sqe in mem::take(&mut self.backlog) {
-            match sqe.get_user_data() {
-                WAKE => self.wake_armed = false,
-                CANCEL => {}
-                key => drop(self.slots.try_remove(key as usize)),
-            }
-        }
-        self.push(
-            opcode::AsyncCancel2::new(CancelBuilder::any())
-                .build()
-                .user_data(CANCEL),
-        );
-        let deadline = Instant::now() + self.drop_grace;
-        let mut finished = Vec::new();
-        while self.wake_armed || !self.slots.is_empty() || self.streams.armed() > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let ts = Timespec::from(left);
-            let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Err(e) if !transient(&e) => {
-                    log::warn!("io_uring wait while dropping the ring failed: {}", e);
-                    break;
-                }
-                _ => {}
-            }
-            // The kernel is done with these: dropping them frees their buffers
-            // and closes accepted sockets.
-            self.reap(&mut finished, usize::MAX);
-            finished.clear();
-        }
-        let leaked = !self.slots.is_empty() || self.streams.armed() > 0;
-        if leaked {
-            log::warn!(
-                "io_uring ring dropped: leaking the buffers of {} ops that did not complete",
-                self.slots.len()
-            );
-            for slot in self.slots.drain() {
-                mem::forget(slot);
-            }
-        }
-        if self.wake_armed {
-            mem::forget(mem::take(&mut self.wake_buf));
-        }
-        if let Some(buf_ring) = self.memory.ring.take() {
-            if !leaked {
-                if let Err(e) = self.ring.submitter().unregister_buf_ring(buf_ring::GROUP) {
-                    log::debug!("io_uring: unregistering the buffer ring: {}", e);
-                }
-                drop(buf_ring);
-            } else {
-                // Recvs that never completed may still be given its buffers.
-                mem::forget(buf_ring);
-            }
-        }
     }
 }
