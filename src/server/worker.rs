@@ -123,6 +123,9 @@ pub(super) struct Worker {
     pub(super) pool: Vec<Vec<u8>>,
     pub(super) draining: bool,
     pub(super) last_idle_check: Instant,
+    /// When this turn's completions were collected: the time of every message
+    /// in the turn (one clock read per turn, not two per message).
+    pub(super) now: Instant,
 }
 
 impl Worker {
@@ -154,6 +157,7 @@ impl Worker {
             pool: Vec::new(),
             draining: false,
             last_idle_check: Instant::now(),
+            now: Instant::now(),
         }
     }
 
@@ -170,6 +174,7 @@ impl Worker {
         loop {
             let timeout = self.timeout();
             self.port.wait(&mut self.completions, timeout)?;
+            self.now = Instant::now();
             let mut completions = mem::take(&mut self.completions);
             for completion in completions.drain(..) {
                 self.on_completion(completion);
@@ -247,6 +252,7 @@ impl Worker {
     fn on_received(&mut self, key: usize, mut buf: Vec<u8>, result: io::Result<usize>) {
         let shared = &self.shared;
         let counters = &shared.counters[self.index];
+        let now = self.now;
         let conn = match self.conns.get_mut(key) {
             Some(c) => c,
             None => return,
@@ -269,7 +275,7 @@ impl Worker {
                     WorkerCounters::add(&counters.frames_received, 1);
                     WorkerCounters::add(&counters.frames_sent, 1);
                     conn.pending = mem::take(&mut buf);
-                    conn.last_active = Instant::now();
+                    conn.last_active = now;
                 } else {
                     if conn.pending.capacity() == 0 && shared.handler.is_none() {
                         conn.pending = self.pool.pop().unwrap_or_default();
@@ -278,7 +284,7 @@ impl Worker {
                         // Only a complete message counts as activity, so a
                         // client trickling a frame byte by byte still times out.
                         Ok(0) => {}
-                        Ok(_) => conn.last_active = Instant::now(),
+                        Ok(_) => conn.last_active = now,
                         Err(()) => abort = true,
                     }
                 }
@@ -319,7 +325,7 @@ impl Worker {
                 // Output counts as activity once a whole send completes, so a
                 // reader taking a byte at a time still times out.
                 conn.sending = 0;
-                conn.last_active = Instant::now();
+                conn.last_active = self.now;
             }
             Ok(_) => conn.sending = 0,
             Err(e) => {

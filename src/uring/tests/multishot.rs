@@ -2,7 +2,7 @@
 //! the caller does not read, cancel, end of stream and deregistering.
 
 use super::*;
-use crate::uring::multishot::QUEUE_LIMIT;
+use crate::uring::multishot::{BULK_EXIT, QUEUE_LIMIT};
 
 fn chosen_recv(ring: &mut Ring, token: Token, socket: &TcpStream) {
     let socket = socket.as_raw_fd();
@@ -189,11 +189,20 @@ fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
     let mut client = writer.join().unwrap();
     assert!(got == expected, "the stream arrived altered");
     assert!(one_shot > 0, "the bulk transfer never went one-shot");
-    // Small messages, each read before the next is sent: back to multishot.
-    for i in 0..4u8 {
+    // Small messages, each read before the next is sent: back to multishot
+    // after `BULK_EXIT` of them in a row, not at the first.
+    for i in 0..BULK_EXIT {
         client.write_all(&[i; 10]).unwrap();
         thread::sleep(Duration::from_millis(20));
         assert_eq!(recv_bytes(&mut ring, &server, 10), [i; 10]);
+        if i + 1 < BULK_EXIT {
+            assert_eq!(
+                ring.streams.armed(),
+                0,
+                "left bulk after {} small recvs",
+                i + 1
+            );
+        }
     }
     chosen_recv(&mut ring, 2, &server);
     idle(&mut ring);
