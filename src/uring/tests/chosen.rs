@@ -115,9 +115,10 @@ fn a_thousand_parked_chosen_recvs_hold_no_buffers() {
 
 /// A ring of one buffer: each completion takes the ring's `Vec` and puts a
 /// pooled one in its place, so a given buffer comes back two recvs later.
+/// (The ring's buffers are the pool's size: the pool keeps no smaller ones.)
 #[test]
 fn given_buffers_are_reused() {
-    let mut ring = Ring::with_sizes(64, 256, 1, 16 << 10).unwrap();
+    let mut ring = Ring::with_sizes(64, 256, 1, buf_ring::DIRECT_SIZE).unwrap();
     assert!(ring.memory.ring.is_some());
     let (mut client, server) = pair();
     let mut addresses = Vec::new();
