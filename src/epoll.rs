@@ -19,6 +19,12 @@
 //! * **Nothing is asynchronous in the kernel.** The kernel only touches a buffer
 //!   during a syscall made here, so a parked op's buffer is ours to return on
 //!   cancel or to free on drop.
+//! * **No recv that is known to find nothing.** A recv that returned less than
+//!   its buffer could hold emptied the socket, so the next recv is parked
+//!   straight away instead of trying a syscall that would say `EAGAIN` (an
+//!   echo's next recv is posted right after its reply, long before the peer
+//!   answers: that was one wasted `recvfrom` per message). Bytes that arrive
+//!   after that short read raise a new edge, which clears the mark.
 //! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 parks
 //!   holding nothing: each try takes a pooled `Vec` (refilled by
 //!   `give_buffer`), receives straight into it, and puts it back on `EAGAIN`,
@@ -85,6 +91,9 @@ struct ParkedOps {
     reads: VecDeque<Pending>,
     /// Sends or connects, waiting for the socket to become writable.
     writes: VecDeque<Pending>,
+    /// The last recv returned less than it had room for, and no read-side
+    /// event came since: a recv now would only get `EAGAIN`.
+    drained: bool,
 }
 
 /// A submitted op that has not finished yet.
@@ -156,10 +165,12 @@ impl Poller {
         };
         let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         if events & READ_EVENTS != 0 {
-            self.parked -= retry(&mut ops.reads, &mut self.ready, &mut self.pool, hangup);
+            ops.drained = false;
+            self.parked -= retry(ops, &mut self.ready, &mut self.pool, hangup);
         }
         if events & WRITE_EVENTS != 0 {
-            self.parked -= retry(&mut ops.writes, &mut self.ready, &mut self.pool, hangup);
+            let writes = &mut ops.writes;
+            self.parked -= retry_side(writes, &mut None, &mut self.ready, &mut self.pool, hangup);
         }
     }
 }
@@ -207,6 +218,8 @@ impl CompletionPort for Poller {
             self.ready.push_back(op.fail(token, error));
             return;
         }
+        let is_recv = matches!(op, Op::Recv { .. });
+        let drained = &mut ops.drained;
         let queue = match op {
             Op::Accept { .. } | Op::Recv { .. } => &mut ops.reads,
             Op::Send { .. } | Op::Connect { .. } => &mut ops.writes,
@@ -216,15 +229,21 @@ impl CompletionPort for Poller {
             op,
             connecting: false,
         };
-        if !queue.is_empty() {
+        if !queue.is_empty() || (is_recv && *drained) {
             // The head of this side got EAGAIN and waits for an edge; trying now would
             // get EAGAIN too, or worse, overtake it (reordering the bytes of two sends).
+            // Likewise a recv after a short one: the socket was emptied.
             queue.push_back(pending);
             self.parked += 1;
             return;
         }
         match attempt(pending, &mut self.pool, false) {
-            Attempt::Done(completion) => self.ready.push_back(completion),
+            Attempt::Done(completion) => {
+                if is_recv {
+                    *drained = emptied(&completion);
+                }
+                self.ready.push_back(completion)
+            }
             Attempt::Blocked(pending) => {
                 queue.push_back(pending);
                 self.parked += 1;
@@ -304,20 +323,41 @@ impl Drop for Poller {
     }
 }
 
-/// Retry the ops parked on one side of a socket in order, until one would block.
-/// Finished ones go to `ready`; returns how many finished.
+/// Retry the read side of a socket (accepts or recvs); see [`retry_side`].
 fn retry(
+    ops: &mut ParkedOps,
+    ready: &mut VecDeque<Completion>,
+    pool: &mut BufferPool,
+    hangup: bool,
+) -> usize {
+    let drained = &mut Some(&mut ops.drained);
+    retry_side(&mut ops.reads, drained, ready, pool, hangup)
+}
+
+/// Retry the ops parked on one side of a socket in order, until one would block
+/// (or, on the read side, a recv emptied the socket: `drained` is set).
+/// Finished ones go to `ready`; returns how many finished.
+fn retry_side(
     queue: &mut VecDeque<Pending>,
+    drained: &mut Option<&mut bool>,
     ready: &mut VecDeque<Completion>,
     pool: &mut BufferPool,
     hangup: bool,
 ) -> usize {
     let mut finished = 0;
     while let Some(pending) = queue.pop_front() {
+        let is_recv = matches!(pending.op, Op::Recv { .. });
         match attempt(pending, pool, hangup) {
             Attempt::Done(completion) => {
+                let emptied = is_recv && emptied(&completion);
                 ready.push_back(completion);
                 finished += 1;
+                if let Some(drained) = drained.as_mut() {
+                    **drained = emptied;
+                    if emptied {
+                        break;
+                    }
+                }
             }
             Attempt::Blocked(pending) => {
                 queue.push_front(pending);
@@ -326,6 +366,16 @@ fn retry(
         }
     }
     finished
+}
+
+/// Whether a finished recv emptied its socket: it received bytes but fewer
+/// than its buffer had room for. (End of stream and errors are not: a recv
+/// after them must still run to report them again.)
+fn emptied(completion: &Completion) -> bool {
+    match &completion.outcome {
+        Outcome::Received { buf, result: Ok(n) } => *n > 0 && buf.len() < buf.capacity(),
+        _ => false,
+    }
 }
 
 /// Run an op's syscall once (`EINTR` retried), a port-chosen recv with a buffer

@@ -144,3 +144,68 @@ fn a_stream_through_chosen_recvs_arrives_whole_and_in_order() {
     writer.join().unwrap();
     assert!(got == expected, "the stream arrived altered");
 }
+
+#[test]
+fn a_recv_after_a_short_one_parks_without_trying_the_socket() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    client.write_all(b"abc").unwrap();
+    thread::sleep(Duration::from_millis(20));
+    chosen_recv(&mut poller, 1, &server);
+    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!((result.unwrap(), &buf[..]), (3, &b"abc"[..]));
+    assert!(poller.sockets[&server.as_raw_fd()].drained);
+    // A try would take a pooled buffer and give it back on EAGAIN: the pool
+    // staying empty shows that the recv was parked without one.
+    assert_eq!(poller.pool.len(), 0);
+    chosen_recv(&mut poller, 2, &server);
+    assert_eq!(poller.pool.len(), 0, "the socket was tried");
+    assert_nothing_ready(&mut poller);
+    assert_eq!(poller.in_flight(), 1);
+    client.write_all(b"de").unwrap();
+    let completion = wait_for(&mut poller, 1).pop().unwrap();
+    assert_eq!(completion.token, 2);
+    let (buf, result) = received(completion);
+    assert_eq!((result.unwrap(), &buf[..]), (2, &b"de"[..]));
+}
+
+#[test]
+fn end_of_stream_after_a_short_recv_is_still_reported() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    client.write_all(b"last").unwrap();
+    thread::sleep(Duration::from_millis(20));
+    chosen_recv(&mut poller, 1, &server);
+    let (buf, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(buf, b"last");
+    chosen_recv(&mut poller, 2, &server);
+    client.shutdown(Shutdown::Write).unwrap();
+    let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(result.unwrap(), 0);
+    // End of stream does not mark the socket emptied: every later recv says it again.
+    chosen_recv(&mut poller, 3, &server);
+    let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    assert_eq!(result.unwrap(), 0);
+}
+
+#[test]
+fn a_full_recv_leaves_the_socket_to_be_tried_again() {
+    let mut poller = Poller::new().unwrap();
+    let (mut client, server) = registered_pair(&mut poller);
+    let data: Vec<u8> = (0..RECV_SIZE + 10).map(|i| (i % 251) as u8).collect();
+    client.write_all(&data).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let mut got = Vec::new();
+    for token in 1.. {
+        chosen_recv(&mut poller, token, &server);
+        let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+        let n = result.unwrap();
+        let full = n == buf.capacity();
+        assert_eq!(poller.sockets[&server.as_raw_fd()].drained, !full);
+        got.extend_from_slice(&buf);
+        if got.len() == data.len() {
+            break;
+        }
+    }
+    assert!(got == data, "the bytes arrived altered");
+}
