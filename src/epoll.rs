@@ -94,6 +94,10 @@ struct ParkedOps {
     /// The last recv returned less than it had room for, and no read-side
     /// event came since: a recv now would only get `EAGAIN`.
     drained: bool,
+    /// The peer closed, or the socket reported a hangup or an error: a short
+    /// recv no longer means the next one would block (end of stream or the
+    /// error may be waiting behind the bytes, their edge already seen).
+    ended: bool,
 }
 
 /// A submitted op that has not finished yet.
@@ -164,6 +168,9 @@ impl Poller {
             return;
         };
         let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        if events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            ops.ended = true;
+        }
         if events & READ_EVENTS != 0 {
             ops.drained = false;
             self.parked -= retry(ops, &mut self.ready, &mut self.pool, hangup);
@@ -240,7 +247,7 @@ impl CompletionPort for Poller {
         match attempt(pending, &mut self.pool, false) {
             Attempt::Done(completion) => {
                 if is_recv {
-                    *drained = emptied(&completion);
+                    *drained = emptied(&completion) && !ops.ended;
                 }
                 self.ready.push_back(completion)
             }
@@ -323,14 +330,15 @@ impl Drop for Poller {
     }
 }
 
-/// Retry the read side of a socket (accepts or recvs); see [`retry_side`].
+/// Retry the read side of a socket (accepts or recvs); see [`retry_side`]. A
+/// socket that has ended is never marked emptied.
 fn retry(
     ops: &mut ParkedOps,
     ready: &mut VecDeque<Completion>,
     pool: &mut BufferPool,
     hangup: bool,
 ) -> usize {
-    let drained = &mut Some(&mut ops.drained);
+    let drained = &mut (!ops.ended).then_some(&mut ops.drained);
     retry_side(&mut ops.reads, drained, ready, pool, hangup)
 }
 

@@ -209,3 +209,26 @@ fn a_full_recv_leaves_the_socket_to_be_tried_again() {
     }
     assert!(got == data, "the bytes arrived altered");
 }
+
+#[test]
+fn end_of_stream_behind_the_last_bytes_is_reported_after_them() {
+    // Bytes and the FIN arrive together: the recv that takes the bytes is short,
+    // yet the next one must see the end of stream, whose edge was already seen.
+    for settle in [0, 20] {
+        let mut poller = Poller::new().unwrap();
+        let (mut client, server) = registered_pair(&mut poller);
+        client.write_all(b"bye").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_millis(settle));
+        if settle > 0 {
+            // Let the poller see the readiness (and the hangup) first.
+            assert_nothing_ready(&mut poller);
+        }
+        chosen_recv(&mut poller, 1, &server);
+        let (buf, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+        assert_eq!(buf, b"bye");
+        chosen_recv(&mut poller, 2, &server);
+        let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+        assert_eq!(result.unwrap(), 0, "settle {} ms", settle);
+    }
+}
