@@ -51,7 +51,7 @@ pub(super) const BULK: usize = 16 << 10;
 
 /// Where a stream's multishot recv stands in the kernel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Armed {
+pub(super) enum Armed {
     /// Nothing in the kernel.
     No,
     /// Receiving.
