@@ -93,7 +93,9 @@ pub(super) enum AcceptFollow {
     /// Post these waiting accepts of `listener` one-shot (the kernel refused
     /// the multishot).
     OneShot {
+        /// The listener they accept on.
         listener: RawSocket,
+        /// Their tokens, oldest first.
         tokens: Vec<Token>,
     },
 }
