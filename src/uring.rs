@@ -1,13 +1,13 @@
 //! The Linux io_uring backend of the completion-port contract ([`crate::port`]).
 //!
-//! Every [`Op`] becomes one submission queue entry (SQE) whose `user_data` is the
-//! key of its slot in a [`Slab`]; the slot owns the op (and so its buffer) until
+//! An [`Op`] not served by a multishot (below) becomes one submission queue
+//! entry (SQE) whose `user_data` is the key of its slot in a [`Slab`]; the slot owns the op (and so its buffer) until
 //! the kernel posts the matching completion queue entry (CQE). Two `user_data`
 //! values are reserved: [`WAKE`] for the read that is always posted on the
 //! waker's eventfd, and [`CANCEL`] for cancel requests, whose own CQEs are
 //! swallowed (the cancelled ops still complete under their own keys). Two tag
 //! bits mark the multishot SQEs that serve many ops: `STREAM_TAG` (recvs,
-//! [`multishot`]) and `ACCEPT_TAG` (accepts, [`accept_stream`]).
+//! `multishot`) and `ACCEPT_TAG` (accepts, `accept_stream`).
 //!
 //! Ops that cannot be placed in the submission queue (full, and the kernel did
 //! not take any entries when asked) wait in a backlog, in order, so nothing is
@@ -28,8 +28,8 @@
 //! kernel has no buffer rings, every port-chosen recv takes a pooled `Vec`.
 //!
 //! **Multishot.** Port-chosen recvs are served by one multishot recv per
-//! socket ([`multishot`]) and accepts by one multishot accept per listener
-//! ([`accept_stream`]); `IOCP_ECHO_URING_MULTISHOT=0` turns both off (every
+//! socket (`multishot`) and accepts by one multishot accept per listener
+//! (`accept_stream`); `IOCP_ECHO_URING_MULTISHOT=0` turns both off (every
 //! op is then one SQE), and a kernel that refuses either turns it off alone.
 //!
 //! The ring is made with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel takes
