@@ -53,8 +53,8 @@ ALL_SERVERS = [
 ]
 
 EXTRA_SERVERS = ["native_uring_oneshot"]
-"""Servers run only when named in ``--servers`` (native io_uring with one-shot recvs:
-what multishot recvs save)."""
+"""Servers run only when named in ``--servers`` (native io_uring with one-shot recvs and
+accepts: what multishot saves)."""
 
 
 def make_plan(args: argparse.Namespace, nofile: int) -> Plan:

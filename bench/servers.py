@@ -71,7 +71,7 @@ def server_specs(epoll_binary: Path) -> list[ServerSpec]:
         ServerSpec(
             "native_uring_oneshot",
             "native uring 1-shot",
-            "iocp_echo native, io_uring, one-shot recvs",
+            "iocp_echo native, io_uring, one-shot recvs and accepts",
             ("env", "IOCP_ECHO_URING_MULTISHOT=0", *iocp("native", "io_uring")),
             True,
         ),

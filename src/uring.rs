@@ -1,11 +1,13 @@
 //! The Linux io_uring backend of the completion-port contract ([`crate::port`]).
 //!
-//! Every [`Op`] becomes one submission queue entry (SQE) whose `user_data` is the
-//! key of its slot in a [`Slab`]; the slot owns the op (and so its buffer) until
+//! An [`Op`] not served by a multishot (below) becomes one submission queue
+//! entry (SQE) whose `user_data` is the key of its slot in a [`Slab`]; the slot owns the op (and so its buffer) until
 //! the kernel posts the matching completion queue entry (CQE). Two `user_data`
 //! values are reserved: [`WAKE`] for the read that is always posted on the
 //! waker's eventfd, and [`CANCEL`] for cancel requests, whose own CQEs are
-//! swallowed (the cancelled ops still complete under their own keys).
+//! swallowed (the cancelled ops still complete under their own keys). Two tag
+//! bits mark the multishot SQEs that serve many ops: `STREAM_TAG` (recvs,
+//! `multishot`) and `ACCEPT_TAG` (accepts, `accept_stream`).
 //!
 //! Ops that cannot be placed in the submission queue (full, and the kernel did
 //! not take any entries when asked) wait in a backlog, in order, so nothing is
@@ -24,6 +26,11 @@
 //! pooled `Vec` of its own, so it cannot starve or spin. (A cancel requested
 //! before such a retry completes the op with `ECANCELED` instead.) Where the
 //! kernel has no buffer rings, every port-chosen recv takes a pooled `Vec`.
+//!
+//! **Multishot.** Port-chosen recvs are served by one multishot recv per
+//! socket (`multishot`) and accepts by one multishot accept per listener
+//! (`accept_stream`); `IOCP_ECHO_URING_MULTISHOT=0` turns both off (every
+//! op is then one SQE), and a kernel that refuses either turns it off alone.
 //!
 //! The ring is made with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel takes
 //! it (each worker builds and drives its own ring), else `COOP_TASKRUN`, else no
@@ -44,12 +51,14 @@ use slab::Slab;
 use socket2::SockAddr;
 
 use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
+use accept_stream::{AcceptFollow, AcceptPlan, AcceptStreams, ACCEPT_TAG};
 use buf_ring::RecvMemory;
-use finish::{finish, invalid, recv_sqe};
+use finish::{finish, recv_sqe};
 use multishot::{Follow, Plan, Streams, STREAM_TAG};
 pub use setup::probe;
 use setup::{build_ring, check_features, EventFd};
 
+mod accept_stream;
 mod buf_ring;
 mod finish;
 mod multishot;
@@ -112,6 +121,8 @@ pub struct Ring {
     memory: RecvMemory,
     /// The multishot recvs that serve port-chosen recvs (boxed, like `ring`).
     streams: Box<Streams>,
+    /// The multishot accepts that serve accepts.
+    accepts: Box<AcceptStreams>,
     /// Recvs posted again because the provided-buffer ring was empty.
     starved: u64,
     waker: Arc<EventFd>,
@@ -167,6 +178,7 @@ impl Ring {
             backlog: VecDeque::new(),
             ready: VecDeque::new(),
             streams: Box::new(Streams::new(multishot)),
+            accepts: Box::new(AcceptStreams::new(multishot_wanted())),
             memory,
             starved: 0,
             waker: Arc::new(EventFd::new()?),
@@ -252,6 +264,7 @@ impl Ring {
         let mut rearm = false;
         let mut retries = Vec::new();
         let mut follows = Vec::new();
+        let mut accept_follows = Vec::new();
         let mut cq = self.ring.completion();
         while appended < limit {
             let Some(cqe) = cq.next() else { break };
@@ -280,6 +293,13 @@ impl Ring {
                     );
                     appended += out.len() - before;
                     follows.push(follow);
+                }
+                tagged if tagged & ACCEPT_TAG != 0 => {
+                    let key = (tagged & !ACCEPT_TAG) as usize;
+                    let before = out.len();
+                    let follow = self.accepts.complete(key, cqe.result(), cqe.flags(), out);
+                    appended += out.len() - before;
+                    accept_follows.push(follow);
                 }
                 key => {
                     let Some(slot) = self.slots.get_mut(key as usize) else {
@@ -340,10 +360,42 @@ impl Ring {
                 }
             }
         }
+        for follow in accept_follows {
+            match follow {
+                AcceptFollow::None => {}
+                AcceptFollow::Post(sqe) => self.push(sqe),
+                AcceptFollow::OneShot { listener, tokens } => {
+                    for token in tokens {
+                        self.submit_slot(token, Op::Accept { listener });
+                    }
+                }
+            }
+        }
         if rearm && !self.closing {
             self.arm_wake();
         }
         appended
+    }
+
+    /// Post `op` as one SQE of its own, in a slot.
+    fn submit_slot(&mut self, token: Token, op: Op) {
+        let key = self.slots.insert(Slot {
+            token,
+            op,
+            addr: None,
+            memory: RecvBuf::Caller,
+        });
+        debug_assert!(
+            (key as u64) < ACCEPT_TAG,
+            "slab key collides with a reserved user_data"
+        );
+        match self.prepare(key) {
+            Ok(sqe) => self.push(sqe),
+            Err(error) => {
+                let slot = self.slots.remove(key);
+                self.ready.push_back(slot.op.fail(token, error));
+            }
+        }
     }
 
     /// Post a one-shot recv of `socket` into the pooled `buf` (which has
@@ -360,58 +412,10 @@ impl Ring {
             self.push(sqe);
         }
     }
-
-    /// The SQE of an op whose slot is `key`, or why the op is invalid.
-    fn prepare(&mut self, key: usize) -> Result<squeue::Entry, io::Error> {
-        let slot = &mut self.slots[key];
-        let sqe = match &mut slot.op {
-            Op::Accept { listener } => {
-                opcode::Accept::new(Fd(*listener), std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-                    .build()
-            }
-            Op::Recv { socket, buf } if buf.capacity() == 0 => {
-                if self.memory.ring.is_some() && !self.memory.is_hot(*socket) {
-                    slot.memory = RecvBuf::Selected { cancelled: false };
-                    opcode::Recv::new(Fd(*socket), std::ptr::null_mut(), 0)
-                        .buf_group(buf_ring::GROUP)
-                        .build()
-                        .flags(squeue::Flags::BUFFER_SELECT)
-                } else {
-                    // No ring, or bytes are known to be waiting: a pooled buffer,
-                    // received into directly (it is not held while idle).
-                    *buf = self.memory.pool.take();
-                    slot.memory = RecvBuf::Pooled;
-                    return Ok(recv_sqe(*socket, buf, key as u64));
-                }
-            }
-            Op::Recv { socket, buf } => {
-                if buf.len() == buf.capacity() {
-                    return Err(invalid("recv buffer has no spare capacity"));
-                }
-                return Ok(recv_sqe(*socket, buf, key as u64));
-            }
-            Op::Send { socket, buf, pos } => {
-                let rest = buf.get(*pos..).unwrap_or_default();
-                if rest.is_empty() {
-                    return Err(invalid("send of no bytes"));
-                }
-                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                opcode::Send::new(Fd(*socket), rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
-            Op::Connect { socket, addr } => {
-                let addr = slot.addr.insert(Box::new(SockAddr::from(*addr)));
-                opcode::Connect::new(Fd(*socket), addr.as_ptr(), addr.len()).build()
-            }
-        };
-        Ok(sqe.user_data(key as u64))
-    }
 }
 
-/// Whether port-chosen recvs use multishot recvs: yes, unless
-/// `IOCP_ECHO_URING_MULTISHOT=0` asks for one-shot recvs (to compare the two).
+/// Whether port-chosen recvs and accepts use multishot SQEs: yes, unless
+/// `IOCP_ECHO_URING_MULTISHOT=0` asks for one SQE per op (to compare the two).
 fn multishot_wanted() -> bool {
     !matches!(std::env::var_os("IOCP_ECHO_URING_MULTISHOT"), Some(v) if v == "0")
 }
@@ -430,10 +434,14 @@ impl CompletionPort for Ring {
         Ok(())
     }
 
-    /// Nothing to do: io_uring keeps no per-socket state.
+    /// Drops the socket's multishot state (closing connections a listener
+    /// accepted and did not hand out).
     fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
         self.memory.forget(socket);
         if let Some(sqe) = self.streams.deregister(socket, &mut self.memory) {
+            self.push(sqe);
+        }
+        if let Some(sqe) = self.accepts.deregister(socket, &mut self.ready) {
             self.push(sqe);
         }
         Ok(())
@@ -455,29 +463,23 @@ impl CompletionPort for Ring {
                 return;
             }
         }
-        let key = self.slots.insert(Slot {
-            token,
-            op,
-            addr: None,
-            memory: RecvBuf::Caller,
-        });
-        debug_assert!(
-            (key as u64) < CANCEL,
-            "slab key collides with a reserved user_data"
-        );
-        match self.prepare(key) {
-            Ok(sqe) => self.push(sqe),
-            Err(error) => {
-                let slot = self.slots.remove(key);
-                self.ready.push_back(slot.op.fail(token, error));
+        if let (Op::Accept { listener }, false) = (&op, self.closing) {
+            match self.accepts.accept(*listener, token) {
+                AcceptPlan::Ready(completion) => self.ready.push_back(completion),
+                AcceptPlan::Arm(sqe) => self.push(sqe),
+                AcceptPlan::Wait => {}
+                AcceptPlan::OneShot => self.submit_slot(token, op),
             }
+            return;
         }
+        self.submit_slot(token, op);
     }
 
     fn cancel(&mut self, socket: RawSocket) {
         if let Some(completion) = self.streams.cancel(socket) {
             self.ready.push_back(completion);
         }
+        self.accepts.cancel(socket, &mut self.ready);
         if self.memory.ring.is_some() {
             // A recv of this socket that fails for want of a provided buffer must
             // not be posted again behind this cancel's back.
@@ -539,7 +541,7 @@ impl CompletionPort for Ring {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.len() + self.ready.len() + self.streams.waiting()
+        self.slots.len() + self.ready.len() + self.streams.waiting() + self.accepts.waiting()
     }
 
     fn give_buffer(&mut self, buf: Vec<u8>) {

@@ -1,4 +1,5 @@
-//! Turning a CQE into the [`Completion`] of its op, and building recv SQEs.
+//! Building the SQE of an op, and turning its CQE into the [`Completion`] of
+//! the op.
 
 use std::io;
 use std::mem;
@@ -6,10 +7,10 @@ use std::os::unix::io::FromRawFd;
 
 use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, squeue};
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 
-use super::buf_ring::RecvMemory;
-use super::{RecvBuf, Slot};
+use super::buf_ring::{self, RecvMemory};
+use super::{RecvBuf, Ring, Slot};
 use crate::port::{Completion, Op, Outcome, RawSocket};
 
 #[cold]
@@ -33,6 +34,56 @@ pub(super) fn recv_sqe(socket: RawSocket, buf: &mut Vec<u8>, key: u64) -> squeue
     opcode::Recv::new(Fd(socket), spare.as_mut_ptr().cast(), len)
         .build()
         .user_data(key)
+}
+
+impl Ring {
+    /// The SQE of an op whose slot is `key`, or why the op is invalid.
+    pub(super) fn prepare(&mut self, key: usize) -> Result<squeue::Entry, io::Error> {
+        let slot = &mut self.slots[key];
+        let sqe = match &mut slot.op {
+            Op::Accept { listener } => {
+                opcode::Accept::new(Fd(*listener), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                    .build()
+            }
+            Op::Recv { socket, buf } if buf.capacity() == 0 => {
+                if self.memory.ring.is_some() && !self.memory.is_hot(*socket) {
+                    slot.memory = RecvBuf::Selected { cancelled: false };
+                    opcode::Recv::new(Fd(*socket), std::ptr::null_mut(), 0)
+                        .buf_group(buf_ring::GROUP)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT)
+                } else {
+                    // No ring, or bytes are known to be waiting: a pooled buffer,
+                    // received into directly (it is not held while idle).
+                    *buf = self.memory.pool.take();
+                    slot.memory = RecvBuf::Pooled;
+                    return Ok(recv_sqe(*socket, buf, key as u64));
+                }
+            }
+            Op::Recv { socket, buf } => {
+                if buf.len() == buf.capacity() {
+                    return Err(invalid("recv buffer has no spare capacity"));
+                }
+                return Ok(recv_sqe(*socket, buf, key as u64));
+            }
+            Op::Send { socket, buf, pos } => {
+                let rest = buf.get(*pos..).unwrap_or_default();
+                if rest.is_empty() {
+                    return Err(invalid("send of no bytes"));
+                }
+                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                opcode::Send::new(Fd(*socket), rest.as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Op::Connect { socket, addr } => {
+                let addr = slot.addr.insert(Box::new(SockAddr::from(*addr)));
+                opcode::Connect::new(Fd(*socket), addr.as_ptr(), addr.len()).build()
+            }
+        };
+        Ok(sqe.user_data(key as u64))
+    }
 }
 
 /// The completion of the op in `slot`, whose CQE carried `res` and `flags`. The
@@ -93,7 +144,12 @@ pub(super) fn finish(slot: Slot, res: i32, flags: u32, memory: &mut RecvMemory) 
 /// Wrap an accepted descriptor and read its peer address.
 pub(super) fn accepted(fd: RawSocket) -> io::Result<(Socket, std::net::SocketAddr)> {
     // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-    let socket = unsafe { Socket::from_raw_fd(fd) };
+    with_peer(unsafe { Socket::from_raw_fd(fd) })
+}
+
+/// An accepted socket with its peer address (`getpeername`); on failure the
+/// socket is closed.
+pub(super) fn with_peer(socket: Socket) -> io::Result<(Socket, std::net::SocketAddr)> {
     let peer = socket.peer_addr()?;
     let peer = peer
         .as_socket()

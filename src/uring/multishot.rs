@@ -58,7 +58,7 @@ pub(super) const BULK_EXIT: u8 = 4;
 
 /// Where a stream's multishot recv stands in the kernel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Armed {
+pub(super) enum Armed {
     /// Nothing in the kernel.
     No,
     /// Receiving.

@@ -1,5 +1,6 @@
 //! Dropping a [`Ring`]: cancel what is still in flight, wait briefly for those
 //! completions, and leak (rather than free) whatever the kernel may still write.
+//! Connections that multishot accepts made and nobody claimed are closed.
 
 use std::mem;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use io_uring::opcode;
 use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 
-use super::{buf_ring, transient, Ring, CANCEL, WAKE};
+use super::{buf_ring, transient, Ring, ACCEPT_TAG, CANCEL, WAKE};
 
 impl Drop for Ring {
     /// Cancel whatever is still in flight and wait briefly for it; ops whose
@@ -17,6 +18,8 @@ impl Drop for Ring {
         self.closing = true;
         let mut abandoned = Vec::new();
         self.streams.close(&mut abandoned);
+        // Closes the connections queued for accepts nobody will post.
+        self.accepts.close(&mut abandoned);
         if !self.slots.is_empty() {
             log::warn!(
                 "io_uring ring dropped with {} ops in flight; cancelling them",
@@ -28,6 +31,9 @@ impl Drop for Ring {
             match sqe.get_user_data() {
                 WAKE => self.wake_armed = false,
                 CANCEL => {}
+                tagged if tagged & ACCEPT_TAG != 0 => {
+                    self.accepts.unposted((tagged & !ACCEPT_TAG) as usize)
+                }
                 key => drop(self.slots.try_remove(key as usize)),
             }
         }
@@ -38,7 +44,13 @@ impl Drop for Ring {
         );
         let deadline = Instant::now() + self.drop_grace;
         let mut finished = Vec::new();
-        while self.wake_armed || !self.slots.is_empty() || self.streams.armed() > 0 {
+        // A multishot accept still armed points to no memory of ours, but its
+        // last CQE may carry a connection to close.
+        while self.wake_armed
+            || !self.slots.is_empty()
+            || self.streams.armed() > 0
+            || self.accepts.armed() > 0
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -53,7 +65,7 @@ impl Drop for Ring {
                 _ => {}
             }
             // The kernel is done with these: dropping them frees their buffers
-            // and closes accepted sockets.
+            // and closes accepted sockets (multishot accepts close theirs).
             self.reap(&mut finished, usize::MAX);
             finished.clear();
         }

@@ -11,6 +11,7 @@ use socket2::{Domain, Socket, Type};
 use super::*;
 use crate::port::Outcome;
 
+mod accept_stream;
 mod chosen;
 mod multishot;
 
