@@ -9,7 +9,8 @@ use super::Shared;
 /// Decode the next received bytes of connection `key` (`None`: the peer ended
 /// the stream, so a lines decoder yields a last frame without delimiter).
 /// Returns how many frames completed; `Err` means a bad frame: the caller
-/// closes the connection.
+/// closes the connection. With a handler, the caller must then offer the
+/// received chunk to [`Batch::keep_chunk`].
 pub(super) fn decode(
     key: usize,
     conn: &mut Connection,
@@ -28,13 +29,16 @@ pub(super) fn decode(
         ..
     } = conn;
     let mut frames = 0u64;
+    let chunk = data.unwrap_or(&[]);
     let mut on_frame = |frame: &[u8]| {
         frames += 1;
         if native {
             // A decoded payload always fits its own framing.
             let _ = framing.encode_into(frame, pending);
         } else {
-            batch.push(owner, frame);
+            // The batch keeps a frame inside `chunk` by reference (the caller
+            // then hands it the chunk) and lends itself `pending` for replies.
+            batch.push(owner, frame, chunk, pending);
         }
     };
     let result = match data {
