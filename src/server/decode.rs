@@ -5,6 +5,7 @@ use super::connection::Connection;
 use super::handler::Batch;
 use super::stats::WorkerCounters;
 use super::Shared;
+use crate::framing::Frame;
 
 /// Decode the next received bytes of connection `key` (`None`: the peer ended
 /// the stream, so a lines decoder yields a last frame without delimiter).
@@ -30,11 +31,11 @@ pub(super) fn decode(
     } = conn;
     let mut frames = 0u64;
     let chunk = data.unwrap_or(&[]);
-    let mut on_frame = |frame: &[u8]| {
+    let mut on_frame = |frame: Frame<'_>| {
         frames += 1;
         if native {
             // A decoded payload always fits its own framing.
-            let _ = framing.encode_into(frame, pending);
+            let _ = framing.encode_into(frame.bytes(), pending);
         } else {
             // The batch keeps a frame inside `chunk` by reference (the caller
             // then hands it the chunk) and lends itself `pending` for replies.
@@ -42,8 +43,8 @@ pub(super) fn decode(
         }
     };
     let result = match data {
-        Some(bytes) => decoder.feed(bytes, &mut on_frame),
-        None => decoder.finish(&mut on_frame),
+        Some(bytes) => decoder.feed_frames(bytes, &mut on_frame),
+        None => decoder.finish_frames(&mut on_frame),
     };
     WorkerCounters::add(&counters.frames_received, frames);
     if native {

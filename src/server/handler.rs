@@ -6,15 +6,16 @@
 //!
 //! **Copies.** A frame lying whole inside a received chunk is not copied into the
 //! batch: the batch keeps that chunk until the turn ends and [`Batch::frame`] is a
-//! slice of it. Only a frame the decoder had to assemble across chunks (its own
-//! buffer, reused for the next frame) is copied in. A reply is framed by
+//! slice of it. A frame the decoder had to assemble across chunks is taken over
+//! when the decoder hands its buffer over (large frames), and copied in only
+//! when the decoder keeps its buffer for the next frame (up to 64 KiB). A reply is framed by
 //! [`Batch::reply`] straight into its connection's output buffer, which the
 //! worker lends the batch for the turn and then sends as it is: the reply's bytes
 //! are copied once, into what goes to the socket.
 
 use std::mem;
 
-use crate::framing::{FrameError, Framing};
+use crate::framing::{Frame, FrameError, Framing};
 
 /// What to do with each frame; implemented by the Python bindings, by tests,
 /// and by Rust users. A server without a handler echoes natively.
@@ -47,11 +48,17 @@ pub(crate) enum Reply {
 
 /// Where a frame's payload lies.
 #[derive(Clone, Copy, Debug)]
-struct Span {
-    /// Index into `chunks`; `None`: in `assembled`.
-    chunk: Option<usize>,
-    start: usize,
-    end: usize,
+enum Span {
+    /// `chunks[chunk][start..end]`.
+    InChunk {
+        chunk: usize,
+        start: usize,
+        end: usize,
+    },
+    /// `owned[index]`, whole.
+    Owned(usize),
+    /// `assembled[start..end]`.
+    Copied { start: usize, end: usize },
 }
 
 /// A connection's output buffer, lent to the batch for the turn: what it had
@@ -74,7 +81,9 @@ pub struct Batch {
     /// A frame pushed since the last [`Batch::keep_chunk`] lies in the chunk
     /// being decoded, which becomes `chunks[chunks.len()]`.
     chunk_used: bool,
-    /// Payloads the decoder assembled across chunks, copied.
+    /// Large payloads the decoder assembled across chunks and handed over.
+    owned: Vec<Vec<u8>>,
+    /// Other payloads the decoder assembled across chunks, copied.
     assembled: Vec<u8>,
     spans: Vec<Span>,
     /// For each frame, the connection's table key and id.
@@ -105,6 +114,7 @@ impl Batch {
             framing,
             chunks: Vec::new(),
             chunk_used: false,
+            owned: Vec::new(),
             assembled: Vec::new(),
             spans: Vec::new(),
             owners: Vec::new(),
@@ -127,10 +137,10 @@ impl Batch {
 
     /// The payload of frame `i`.
     pub fn frame(&self, i: usize) -> &[u8] {
-        let span = self.spans[i];
-        match span.chunk {
-            Some(c) => &self.chunks[c][span.start..span.end],
-            None => &self.assembled[span.start..span.end],
+        match self.spans[i] {
+            Span::InChunk { chunk, start, end } => &self.chunks[chunk][start..end],
+            Span::Owned(index) => &self.owned[index],
+            Span::Copied { start, end } => &self.assembled[start..end],
         }
     }
 
@@ -176,34 +186,40 @@ impl Batch {
     /// Add a frame received on connection `owner`. `chunk` is the received
     /// bytes being decoded (empty when the decoder is finishing): a frame that
     /// lies inside it is kept by reference, provided the caller then hands the
-    /// chunk to [`Batch::keep_chunk`]; any other frame is copied. On the first
-    /// frame of a connection in a row, its output buffer `output` is lent to
-    /// the batch (left empty) until [`Batch::take_outputs`].
+    /// chunk to [`Batch::keep_chunk`]; a frame handed over is kept as it is;
+    /// any other is copied. On the first frame of a connection in a row, its
+    /// output buffer `output` is lent to the batch (left empty) until
+    /// [`Batch::take_outputs`].
     pub(crate) fn push(
         &mut self,
         owner: (usize, u64),
-        frame: &[u8],
+        frame: Frame<'_>,
         chunk: &[u8],
         output: &mut Vec<u8>,
     ) {
-        let span = match offset_in(frame, chunk) {
-            Some(start) => {
-                self.chunk_used = true;
-                Span {
-                    chunk: Some(self.chunks.len()),
-                    start,
-                    end: start + frame.len(),
-                }
+        let span = match frame {
+            Frame::Owned(buf) => {
+                self.owned.push(buf);
+                Span::Owned(self.owned.len() - 1)
             }
-            None => {
-                let start = self.assembled.len();
-                self.assembled.extend_from_slice(frame);
-                Span {
-                    chunk: None,
-                    start,
-                    end: self.assembled.len(),
+            Frame::Borrowed(bytes) => match offset_in(bytes, chunk) {
+                Some(start) => {
+                    self.chunk_used = true;
+                    Span::InChunk {
+                        chunk: self.chunks.len(),
+                        start,
+                        end: start + bytes.len(),
+                    }
                 }
-            }
+                None => {
+                    let start = self.assembled.len();
+                    self.assembled.extend_from_slice(bytes);
+                    Span::Copied {
+                        start,
+                        end: self.assembled.len(),
+                    }
+                }
+            },
         };
         if self.outputs.last().map(|o| o.owner) != Some(owner) {
             // A connection seen again after another one's frames gets a second
@@ -249,12 +265,15 @@ impl Batch {
         self.outputs.drain(..).map(|out| (out.owner, out.buf))
     }
 
-    /// Empty the batch, keeping its allocations; each kept chunk goes to `spent`.
+    /// Empty the batch, keeping its allocations; each kept chunk goes to
+    /// `spent`. (Payloads handed over by the decoder are freed, as the decoder
+    /// would have freed them.)
     pub(crate) fn clear(&mut self, mut spent: impl FnMut(Vec<u8>)) {
         for chunk in self.chunks.drain(..) {
             spent(chunk);
         }
         self.chunk_used = false;
+        self.owned.clear();
         self.assembled.clear();
         self.spans.clear();
         self.owners.clear();

@@ -3,7 +3,7 @@
 //! so a copy that comes back is seen).
 
 use super::{Batch, Reply};
-use crate::framing::{ByteOrder, Framing};
+use crate::framing::{ByteOrder, Frame, Framing};
 
 const A: (usize, u64) = (1, 10);
 const B: (usize, u64) = (2, 20);
@@ -22,7 +22,7 @@ fn a_frame_inside_the_chunk_is_kept_by_reference() {
     let chunk = b"hello world".to_vec();
     let at = chunk.as_ptr();
     let mut out = Vec::new();
-    batch.push(A, &chunk[6..], &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(&chunk[6..]), &chunk, &mut out);
     assert!(
         batch.keep_chunk(chunk).is_none(),
         "a chunk with a frame is kept"
@@ -45,8 +45,8 @@ fn a_frame_outside_the_chunk_is_copied_and_the_chunk_given_back() {
     let assembled = b"assembled".to_vec();
     let chunk = b"tail".to_vec();
     let mut out = Vec::new();
-    batch.push(A, &assembled, &chunk, &mut out);
-    batch.push(A, b"", &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(&assembled), &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(b""), &chunk, &mut out);
     assert_eq!(batch.keep_chunk(chunk).as_deref(), Some(&b"tail"[..]));
     assert_eq!(batch.frame(0), b"assembled");
     assert_ne!(batch.frame(0).as_ptr(), assembled.as_ptr());
@@ -54,13 +54,28 @@ fn a_frame_outside_the_chunk_is_copied_and_the_chunk_given_back() {
 }
 
 #[test]
+fn a_frame_handed_over_is_kept_as_it_is() {
+    let mut batch = Batch::new();
+    let owned = b"large, assembled".to_vec();
+    let at = owned.as_ptr();
+    let chunk = b"next".to_vec();
+    let mut out = Vec::new();
+    batch.push(A, Frame::Owned(owned), &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(&chunk), &chunk, &mut out);
+    assert!(batch.keep_chunk(chunk).is_none());
+    assert_eq!(batch.frame(0), b"large, assembled");
+    assert_eq!(batch.frame(0).as_ptr(), at, "not copied");
+    assert_eq!(batch.frame(1), b"next");
+}
+
+#[test]
 fn frames_of_two_chunks_refer_to_their_own() {
     let mut batch = Batch::new();
     let (one, two) = (b"one".to_vec(), b"two".to_vec());
     let mut out = Vec::new();
-    batch.push(A, &one, &one, &mut out);
+    batch.push(A, Frame::Borrowed(&one), &one, &mut out);
     assert!(batch.keep_chunk(one).is_none());
-    batch.push(B, &two, &two, &mut out);
+    batch.push(B, Frame::Borrowed(&two), &two, &mut out);
     assert!(batch.keep_chunk(two).is_none());
     assert_eq!((batch.frame(0), batch.frame(1)), (&b"one"[..], &b"two"[..]));
 }
@@ -72,8 +87,8 @@ fn replies_are_framed_into_the_lent_output_in_place() {
     out.extend_from_slice(b"queued");
     let at = out.as_ptr();
     let chunk = b"abc".to_vec();
-    batch.push(A, &chunk[..1], &chunk, &mut out);
-    batch.push(A, &chunk[1..], &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(&chunk[..1]), &chunk, &mut out);
+    batch.push(A, Frame::Borrowed(&chunk[1..]), &chunk, &mut out);
     assert!(out.is_empty(), "lent to the batch");
     batch.keep_chunk(chunk);
     batch.reply(0, b"x");
@@ -94,7 +109,7 @@ fn replies_given_out_of_order_go_out_in_frame_order() {
     let mut batch = prefixed();
     let mut out = Vec::new();
     for _ in 0..4 {
-        batch.push(A, b"f", b"", &mut out);
+        batch.push(A, Frame::Borrowed(b"f"), b"", &mut out);
     }
     batch.reply(3, b"d");
     batch.reply(1, b"bb");
@@ -110,7 +125,7 @@ fn fail_takes_back_a_reply_and_a_later_reply_undoes_it() {
     let mut batch = prefixed();
     let mut out = Vec::new();
     for _ in 0..3 {
-        batch.push(A, b"f", b"", &mut out);
+        batch.push(A, Frame::Borrowed(b"f"), b"", &mut out);
     }
     batch.reply(0, b"a");
     batch.reply(1, b"b");
@@ -128,8 +143,8 @@ fn fail_takes_back_a_reply_and_a_later_reply_undoes_it() {
 fn an_unframable_reply_is_recorded_and_adds_nothing() {
     let mut batch = Batch::with_framing(Framing::lines(b"\n").unwrap());
     let mut out = Vec::new();
-    batch.push(A, b"f", b"", &mut out);
-    batch.push(A, b"g", b"", &mut out);
+    batch.push(A, Frame::Borrowed(b"f"), b"", &mut out);
+    batch.push(A, Frame::Borrowed(b"g"), b"", &mut out);
     batch.reply(1, b"ok");
     batch.reply(0, b"bad\nline");
     assert!(matches!(batch.outcomes[0], Reply::Unframable(_)));
@@ -140,9 +155,9 @@ fn an_unframable_reply_is_recorded_and_adds_nothing() {
 fn a_connection_seen_again_gets_a_second_output_in_order() {
     let mut batch = Batch::new();
     let (mut a, mut b) = (b"A:".to_vec(), Vec::new());
-    batch.push(A, b"1", b"", &mut a);
-    batch.push(B, b"2", b"", &mut b);
-    batch.push(A, b"3", b"", &mut a);
+    batch.push(A, Frame::Borrowed(b"1"), b"", &mut a);
+    batch.push(B, Frame::Borrowed(b"2"), b"", &mut b);
+    batch.push(A, Frame::Borrowed(b"3"), b"", &mut a);
     for i in 0..3 {
         let reply = batch.frame(i).to_vec();
         batch.reply(i, &reply);
@@ -159,8 +174,8 @@ fn provided_buffers_fill_only_outputs_without_memory() {
     let mut batch = Batch::new();
     let mut with = Vec::with_capacity(8);
     let mut without = Vec::new();
-    batch.push(A, b"1", b"", &mut with);
-    batch.push(B, b"2", b"", &mut without);
+    batch.push(A, Frame::Borrowed(b"1"), b"", &mut with);
+    batch.push(B, Frame::Borrowed(b"2"), b"", &mut without);
     let spare = Vec::with_capacity(32);
     let at = spare.as_ptr();
     let mut pool = vec![spare];
