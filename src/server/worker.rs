@@ -9,8 +9,9 @@
 //!
 //! Recvs let the port choose their memory (an empty `Vec`), so an idle
 //! connection with its recv posted holds no buffer; received buffers go back
-//! to the port with `give_buffer` once decoded (or, for the native raw echo,
-//! once sent).
+//! to the port with `give_buffer` once decoded (for the native raw echo, once
+//! sent; with a handler, a buffer holding frames once they are answered, as the
+//! batch hands them to the handler without copying them).
 
 use std::io;
 use std::mem;
