@@ -7,10 +7,13 @@
 //!
 //! A [`Decoder`] is zero-copy where it can be: a frame lying wholly inside the chunk being
 //! fed is handed out as a slice of that chunk; only an incomplete frame at the end of a
-//! chunk is copied, and never more than the frame limit (`max_frame`) allows.
+//! chunk is copied, and never more than the frame limit (`max_frame`) allows. A large
+//! frame assembled that way is handed over by [`Decoder::feed_frames`] rather than
+//! lent ([`Frame::Owned`]), so a caller that keeps it need not copy it again.
 
 use std::error::Error;
 use std::fmt;
+use std::mem;
 
 /// The longest delimiter [`Framing::lines`] accepts, in bytes.
 pub const MAX_DELIMITER: usize = 64;
@@ -264,6 +267,26 @@ impl Framing {
     }
 }
 
+/// One decoded payload, as [`Decoder::feed_frames`] hands it out.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// A slice of the chunk being fed, or of the decoder's buffer (reused later).
+    Borrowed(&'a [u8]),
+    /// Assembled across chunks in a buffer too large to keep (over 64 KiB) that
+    /// the decoder would free now: handed over, so a keeper need not copy it.
+    Owned(Vec<u8>),
+}
+
+impl Frame<'_> {
+    /// The payload's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Frame::Borrowed(bytes) => bytes,
+            Frame::Owned(buf) => buf,
+        }
+    }
+}
+
 /// A streaming decoder: feed it the byte stream in chunks of any size, get whole
 /// payloads in order.
 #[derive(Clone, Debug)]
@@ -287,6 +310,16 @@ impl Decoder {
     /// Frames completed before an error are still delivered. After an error the decoder
     /// is poisoned: its buffer is freed and every later call returns the same error.
     pub fn feed(&mut self, data: &[u8], on_frame: &mut dyn FnMut(&[u8])) -> Result<(), FrameError> {
+        self.feed_frames(data, &mut |frame| on_frame(frame.bytes()))
+    }
+
+    /// [`Decoder::feed`], with each payload as a [`Frame`]: a large one
+    /// assembled across chunks is handed over rather than lent.
+    pub fn feed_frames(
+        &mut self,
+        data: &[u8],
+        on_frame: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<(), FrameError> {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
@@ -316,6 +349,11 @@ impl Decoder {
     /// delimiter. Length-prefixed: buffered bytes are [`FrameError::Truncated`]. Raw:
     /// nothing. The decoder is then at a frame boundary again.
     pub fn finish(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<(), FrameError> {
+        self.finish_frames(&mut |frame| on_frame(frame.bytes()))
+    }
+
+    /// [`Decoder::finish`], with the last payload (lines) as a [`Frame`].
+    pub fn finish_frames(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), FrameError> {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
@@ -324,8 +362,8 @@ impl Decoder {
                 if self.buf.len() > self.max_frame {
                     return Err(self.poison(too_large(self.buf.len(), self.max_frame)));
                 }
-                on_frame(&self.buf);
-                release(&mut self.buf);
+                let len = self.buf.len();
+                deliver(&mut self.buf, len, on_frame);
             }
             Framing::LengthPrefixed { .. } if self.buffered() > 0 => {
                 let buffered = self.buffered();
@@ -361,7 +399,11 @@ impl Decoder {
     }
 }
 
-fn feed_raw(max: usize, data: &[u8], on_frame: &mut dyn FnMut(&[u8])) -> Result<(), FrameError> {
+fn feed_raw(
+    max: usize,
+    data: &[u8],
+    on_frame: &mut dyn FnMut(Frame<'_>),
+) -> Result<(), FrameError> {
     if max == 0 {
         // No non-empty chunk fits; `chunks(0)` would panic.
         return match data.len() {
@@ -370,7 +412,7 @@ fn feed_raw(max: usize, data: &[u8], on_frame: &mut dyn FnMut(&[u8])) -> Result<
         };
     }
     for chunk in data.chunks(max) {
-        on_frame(chunk);
+        on_frame(Frame::Borrowed(chunk));
     }
     Ok(())
 }
@@ -384,7 +426,7 @@ fn feed_lines(
     max: usize,
     buf: &mut Vec<u8>,
     mut data: &[u8],
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut dyn FnMut(Frame<'_>),
 ) -> Result<(), FrameError> {
     let k = delim.len();
     if !buf.is_empty() {
@@ -401,16 +443,15 @@ fn feed_lines(
             if s > max {
                 return Err(too_large(s, max));
             }
-            on_frame(&buf[..s]);
-            release(buf);
+            deliver(buf, s, on_frame);
             data = &data[k - (old - s)..];
         } else if let Some(p) = find(data, delim) {
             if old + p > max {
                 return Err(too_large(old + p, max));
             }
             append(buf, &data[..p], max);
-            on_frame(buf);
-            release(buf);
+            let len = buf.len();
+            deliver(buf, len, on_frame);
             data = &data[p + k..];
         } else {
             let known = (old + data.len()).saturating_sub(k - 1);
@@ -425,7 +466,7 @@ fn feed_lines(
         if p > max {
             return Err(too_large(p, max));
         }
-        on_frame(&data[..p]);
+        on_frame(Frame::Borrowed(&data[..p]));
         data = &data[p + k..];
     }
     let known = data.len().saturating_sub(k - 1);
@@ -443,7 +484,7 @@ fn feed_prefixed(
     buf: &mut Vec<u8>,
     declared: &mut Option<usize>,
     mut data: &[u8],
-    on_frame: &mut dyn FnMut(&[u8]),
+    on_frame: &mut dyn FnMut(Frame<'_>),
 ) -> Result<(), FrameError> {
     loop {
         let len = match *declared {
@@ -473,7 +514,7 @@ fn feed_prefixed(
             }
         };
         if buf.is_empty() && data.len() >= len {
-            on_frame(&data[..len]);
+            on_frame(Frame::Borrowed(&data[..len]));
             data = &data[len..];
         } else {
             let take = (len - buf.len()).min(data.len());
@@ -482,8 +523,7 @@ fn feed_prefixed(
             if buf.len() < len {
                 return Ok(());
             }
-            on_frame(buf);
-            release(buf);
+            deliver(buf, len, on_frame);
         }
         *declared = None;
     }
@@ -503,11 +543,15 @@ fn append(buf: &mut Vec<u8>, bytes: &[u8], ceiling: usize) {
     buf.extend_from_slice(bytes);
 }
 
-/// Empties `buf` after its frame was delivered, freeing a large allocation.
-fn release(buf: &mut Vec<u8>) {
-    buf.clear();
+/// Hands out the frame `buf[..len]` (the rest, if any, is part of a delimiter),
+/// then empties `buf`: a buffer too large to keep goes with the frame.
+fn deliver(buf: &mut Vec<u8>, len: usize, on_frame: &mut dyn FnMut(Frame<'_>)) {
     if buf.capacity() > KEEP_CAPACITY {
-        *buf = Vec::new();
+        buf.truncate(len);
+        on_frame(Frame::Owned(mem::take(buf)));
+    } else {
+        on_frame(Frame::Borrowed(&buf[..len]));
+        buf.clear();
     }
 }
 

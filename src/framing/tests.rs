@@ -373,3 +373,49 @@ fn truncated_stream_and_poisoning() {
     assert_eq!(dec.finish(&mut |_| panic!()), Err(err));
     assert_eq!((dec.buffered(), dec.max_frame()), (0, 2));
 }
+
+/// How each payload came out of `feed_frames` / `finish_frames`: its bytes, and
+/// whether it was handed over.
+fn decode_frames(f: &Framing, chunks: &[&[u8]], finish: bool) -> Vec<(Vec<u8>, bool)> {
+    let mut d = f.decoder(1 << 20);
+    let mut got = Vec::new();
+    let mut on_frame = |frame: Frame<'_>| {
+        let owned = matches!(frame, Frame::Owned(_));
+        got.push((frame.bytes().to_vec(), owned));
+    };
+    for chunk in chunks {
+        d.feed_frames(chunk, &mut on_frame).unwrap();
+    }
+    if finish {
+        d.finish_frames(&mut on_frame).unwrap();
+    }
+    got
+}
+
+#[test]
+fn only_a_large_frame_assembled_across_chunks_is_handed_over() {
+    let big = vec![7u8; 100_000];
+    let small = vec![8u8; 1000];
+    let f = prefixed(4, ByteOrder::Big);
+    let wire = encode_all(&f, &[big.clone(), small.clone()]);
+    let (a, b) = wire.split_at(50_000);
+    let got = decode_frames(&f, &[a, b], false);
+    assert_eq!(got, vec![(big.clone(), true), (small.clone(), false)]);
+    // Whole in one chunk: lent, never handed over.
+    assert_eq!(
+        decode_frames(&f, &[&wire], false),
+        vec![(big.clone(), false), (small.clone(), false)]
+    );
+    // A small frame split across chunks is lent from the decoder's buffer.
+    let (a, b) = wire.split_at(wire.len() - 10);
+    assert_eq!(decode_frames(&f, &[a, b], false)[1], (small.clone(), false));
+    // Lines: a large line split across chunks (the delimiter split too), and a
+    // large last line without delimiter, buffered until the stream ends.
+    let f = lines(b"\r\n");
+    let mut wire = big.clone();
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(&big);
+    let (a, b) = wire.split_at(big.len() + 1);
+    let got = decode_frames(&f, &[&a[..60_000], &a[60_000..], b], true);
+    assert_eq!(got, vec![(big.clone(), true), (big, true)]);
+}

@@ -1,6 +1,13 @@
 //! A Python callable as the server's [`Handler`]: attached to the interpreter
 //! once per batch of frames, each frame given as `bytes`.
+//!
+//! Copies: each frame is copied once, into its `bytes`; each reply once, by
+//! [`Batch::reply`] framing it into the connection's output (a `bytes`,
+//! `bytearray` or C-contiguous `memoryview` is read in place).
 
+use std::mem::MaybeUninit;
+
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
@@ -114,13 +121,45 @@ fn reply_bytes(reply: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<A
         return Ok(Answer::Reply);
     }
     if reply.is_instance_of::<PyMemoryView>() {
-        // Its bytes, whatever its item type or strides (as `socket.send` takes it).
-        let bytes = reply.call_method0("tobytes")?;
-        sink(bytes.cast::<PyBytes>()?.as_bytes());
-        return Ok(Answer::Reply);
+        return memoryview_bytes(reply, sink).map(|()| Answer::Reply);
     }
     Err(pyo3::exceptions::PyTypeError::new_err(format!(
         "handler must return bytes, bytearray, memoryview or None, not {}",
         reply.get_type().name()?
     )))
+}
+
+/// Hand the bytes of a memoryview, whatever its item type, to `sink`: read in
+/// place when they are C-contiguous (a simple buffer request sees them as
+/// bytes), else copied out with `tobytes` first (as `socket.send` takes them).
+fn memoryview_bytes(view: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<()> {
+    let mut buffer = MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: `view` is a live object and `buffer` is writable memory for one
+    // `Py_buffer`, which the call fills on success (returning 0).
+    let got =
+        unsafe { ffi::PyObject_GetBuffer(view.as_ptr(), buffer.as_mut_ptr(), ffi::PyBUF_SIMPLE) };
+    if got != 0 {
+        // Not C-contiguous (a `BufferError`), or released: `tobytes` copies the
+        // first and raises the same error for the second.
+        drop(PyErr::fetch(view.py()));
+        let bytes = view.call_method0("tobytes")?;
+        sink(bytes.cast::<PyBytes>()?.as_bytes());
+        return Ok(());
+    }
+    // SAFETY: `PyObject_GetBuffer` succeeded, so `buffer` is initialised.
+    let mut buffer = unsafe { buffer.assume_init() };
+    let len = usize::try_from(buffer.len).unwrap_or(0);
+    let bytes = if len == 0 || buffer.buf.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: a simple buffer request gives `len` contiguous bytes at `buf`,
+        // valid until the buffer is released below; no Python code runs (so
+        // nothing can resize the exporter) until `sink` returns.
+        unsafe { std::slice::from_raw_parts(buffer.buf as *const u8, len) }
+    };
+    sink(bytes);
+    // SAFETY: `buffer` was filled by a successful `PyObject_GetBuffer` and is
+    // released once; `bytes` is not used after this.
+    unsafe { ffi::PyBuffer_Release(&mut buffer) };
+    Ok(())
 }

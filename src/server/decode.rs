@@ -5,11 +5,13 @@ use super::connection::Connection;
 use super::handler::Batch;
 use super::stats::WorkerCounters;
 use super::Shared;
+use crate::framing::Frame;
 
 /// Decode the next received bytes of connection `key` (`None`: the peer ended
 /// the stream, so a lines decoder yields a last frame without delimiter).
 /// Returns how many frames completed; `Err` means a bad frame: the caller
-/// closes the connection.
+/// closes the connection. With a handler, the caller must then offer the
+/// received chunk to [`Batch::keep_chunk`].
 pub(super) fn decode(
     key: usize,
     conn: &mut Connection,
@@ -28,18 +30,21 @@ pub(super) fn decode(
         ..
     } = conn;
     let mut frames = 0u64;
-    let mut on_frame = |frame: &[u8]| {
+    let chunk = data.unwrap_or(&[]);
+    let mut on_frame = |frame: Frame<'_>| {
         frames += 1;
         if native {
             // A decoded payload always fits its own framing.
-            let _ = framing.encode_into(frame, pending);
+            let _ = framing.encode_into(frame.bytes(), pending);
         } else {
-            batch.push(owner, frame);
+            // The batch keeps a frame inside `chunk` by reference (the caller
+            // then hands it the chunk) and lends itself `pending` for replies.
+            batch.push(owner, frame, chunk, pending);
         }
     };
     let result = match data {
-        Some(bytes) => decoder.feed(bytes, &mut on_frame),
-        None => decoder.finish(&mut on_frame),
+        Some(bytes) => decoder.feed_frames(bytes, &mut on_frame),
+        None => decoder.finish_frames(&mut on_frame),
     };
     WorkerCounters::add(&counters.frames_received, frames);
     if native {

@@ -428,3 +428,36 @@ fn a_panicking_worker_stops_the_server_and_close_reports_it() {
         assert_eq!(server.failure(), Some(failure));
     }
 }
+
+/// Answers a batch's frames last first, and the odd ones twice.
+struct Backwards;
+
+impl Handler for Backwards {
+    fn handle(&self, batch: &mut Batch) {
+        for i in (0..batch.len()).rev() {
+            let frame = batch.frame(i).to_vec();
+            if frame.len() % 2 == 1 {
+                batch.reply(i, b"first answer, replaced");
+            }
+            batch.reply(i, &frame);
+        }
+    }
+}
+
+#[test]
+fn replies_go_out_in_frame_order_whatever_order_the_handler_gives_them() {
+    for backend in backends() {
+        let framing = Framing::length_prefixed(2, ByteOrder::Little).unwrap();
+        let server = start(config(backend, framing.clone()), Some(Arc::new(Backwards)));
+        let mut client = connect(&server);
+        let mut wire = Vec::new();
+        for n in 0..200usize {
+            let payload = vec![b'a' + (n % 26) as u8; n * 37 % 1000];
+            framing.encode_into(&payload, &mut wire).unwrap();
+        }
+        client.write_all(&wire).unwrap();
+        assert!(read_n(&mut client, wire.len()) == wire, "{}", backend);
+        assert_eq!(server.stats().frames_sent, 200);
+        server.close().unwrap();
+    }
+}

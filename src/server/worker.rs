@@ -9,8 +9,9 @@
 //!
 //! Recvs let the port choose their memory (an empty `Vec`), so an idle
 //! connection with its recv posted holds no buffer; received buffers go back
-//! to the port with `give_buffer` once decoded (or, for the native raw echo,
-//! once sent).
+//! to the port with `give_buffer` once decoded (for the native raw echo, once
+//! sent; with a handler, a buffer holding frames once they are answered, as the
+//! batch hands them to the handler without copying them).
 
 use std::io;
 use std::mem;
@@ -141,6 +142,7 @@ impl Worker {
             in_flight: 0,
             paused_until: None,
         });
+        let batch = Batch::with_framing(shared.config.framing.clone());
         Worker {
             index,
             shared,
@@ -152,7 +154,7 @@ impl Worker {
             next_id: index as u64,
             next_worker: 0,
             completions: Vec::with_capacity(crate::port::MAX_BATCH),
-            batch: Batch::new(),
+            batch,
             dirty: Vec::new(),
             pool: Vec::new(),
             draining: false,
@@ -295,7 +297,11 @@ impl Worker {
                 abort = true;
             }
         }
-        self.port.give_buffer(buf);
+        // A chunk holding frames for the handler stays in the batch until they
+        // are answered (then goes back to the port); any other goes back now.
+        if let Some(buf) = self.batch.keep_chunk(buf) {
+            self.port.give_buffer(buf);
+        }
         if abort {
             self.abort(key);
         }
@@ -352,40 +358,37 @@ impl Worker {
     }
 
     /// Call the handler once for every frame collected this turn, and queue the replies.
+    ///
+    /// The handler frames its replies straight into the output buffers of their
+    /// connections (lent to the batch when their frames were pushed); they are
+    /// given back here, in order, and sent as they are by `pump`.
     fn answer_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
+        let pool = &mut self.pool;
+        self.batch.provide_buffers(|| pool.pop());
         if let Some(handler) = &self.shared.handler {
             handler.handle(&mut self.batch);
         }
-        let framing = &self.shared.config.framing;
         let counters = &self.shared.counters[self.index];
         let mut failed = Vec::new();
         for i in 0..self.batch.len() {
             let (key, id) = self.batch.owners[i];
-            let conn = match self.conns.get_mut(key) {
+            let conn = match self.conns.get(key) {
                 Some(c) if c.id == id && c.phase != Phase::Closing => c,
                 _ => continue,
             };
             if failed.last() == Some(&key) {
                 continue;
             }
-            match self.batch.outcomes[i] {
+            match &self.batch.outcomes[i] {
                 Reply::Nothing => {}
-                Reply::Data(start, end) => {
-                    if conn.pending.capacity() == 0 {
-                        conn.pending = self.pool.pop().unwrap_or_default();
-                    }
-                    let payload = self.batch.reply_bytes(start, end);
-                    match framing.encode_into(payload, &mut conn.pending) {
-                        Ok(()) => WorkerCounters::add(&counters.frames_sent, 1),
-                        Err(e) => {
-                            log::error!("handler reply to {} cannot be framed: {}", conn.peer, e);
-                            WorkerCounters::add(&counters.handler_errors, 1);
-                            failed.push(key);
-                        }
-                    }
+                Reply::Data(..) => WorkerCounters::add(&counters.frames_sent, 1),
+                Reply::Unframable(e) => {
+                    log::error!("handler reply to {} cannot be framed: {}", conn.peer, e);
+                    WorkerCounters::add(&counters.handler_errors, 1);
+                    failed.push(key);
                 }
                 Reply::Fail => {
                     WorkerCounters::add(&counters.handler_errors, 1);
@@ -393,7 +396,32 @@ impl Worker {
                 }
             }
         }
-        self.batch.clear();
+        // Give each connection its output back. A failed connection's replies
+        // are never sent: `abort` below closes it without flushing.
+        for ((key, id), output) in self.batch.take_outputs() {
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.id == id => {
+                    if conn.pending.is_empty() {
+                        // Its only entry (or the first with anything in it).
+                        let spare = mem::replace(&mut conn.pending, output);
+                        recycle(&mut self.pool, spare, self.shared.config.recv_buffer);
+                    } else {
+                        // A second entry of the same connection this turn
+                        // (its frames were not adjacent): rare, so copied.
+                        conn.pending.extend_from_slice(&output);
+                        recycle(&mut self.pool, output, self.shared.config.recv_buffer);
+                    }
+                    if conn.pending.is_empty() {
+                        // An idle connection keeps no output buffer.
+                        let spare = mem::take(&mut conn.pending);
+                        recycle(&mut self.pool, spare, self.shared.config.recv_buffer);
+                    }
+                }
+                _ => recycle(&mut self.pool, output, self.shared.config.recv_buffer),
+            }
+        }
+        let port = &mut self.port;
+        self.batch.clear(|chunk| port.give_buffer(chunk));
         for key in failed {
             self.abort(key);
         }
@@ -522,9 +550,11 @@ fn end_ops(port: &mut Port, conn: &mut Connection) {
     port.cancel(conn.raw());
 }
 
-/// Return a buffer to a pool, unless the pool is full or the buffer grew large.
-fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>, size: usize) {
+/// Return a buffer to a pool (emptied), unless the pool is full or the buffer
+/// grew large.
+fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>, size: usize) {
     if pool.len() < POOL_LIMIT && buf.capacity() <= 4 * size && buf.capacity() > 0 {
+        buf.clear();
         pool.push(buf);
     }
 }
