@@ -49,7 +49,7 @@ use crate::port::{
 const WAKER_KEY: u64 = u64::MAX;
 
 /// The capacity of a port-chosen recv's buffer: the most one such recv returns.
-const RECV_SIZE: usize = 64 << 10;
+const RECV_SIZE: usize = crate::port::LINUX_RECV_SIZE;
 
 /// How many epoll events one `epoll_wait` may return.
 const EVENTS_PER_WAIT: usize = 1024;

@@ -25,13 +25,13 @@ KIB = 1 << 10
 LENGTH = Framing.length_prefixed()
 FRAME = 64 * KIB
 """Payload bytes per message of a flooding client."""
-RECV_CHUNK = 64 * KIB
+RECV_CHUNK = 124 * KIB
 """What one receive may add to a connection's output before it pauses (the port's
-receive buffers)."""
+receive buffers, `LINUX_RECV_SIZE` in src/port.rs)."""
 WORKERS = 2
-PORT_MEMORY = 8 * MIB
+PORT_MEMORY = 16 * MIB
 """Receive memory a worker's port may touch whatever the connections: io_uring's
-provided-buffer ring is 128 buffers of 64 KiB (src/uring/buf_ring.rs)."""
+provided-buffer ring is 128 buffers of 124 KiB (src/uring/buf_ring.rs)."""
 RSS_SLACK = WORKERS * PORT_MEMORY + 8 * MIB
 """Growth allowed besides queued output: the ports' receive memory, allocator arenas."""
 

@@ -25,16 +25,16 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, IoUring};
 
-use crate::port::{BufferPool, RawSocket};
+use crate::port::{BufferPool, RawSocket, LINUX_RECV_SIZE};
 
 /// The buffer group id of a ring's provided buffers (one group per ring).
 pub(super) const GROUP: u16 = 0;
 /// Provided buffers per ring.
 pub(super) const RING_BUFFERS: u16 = 128;
 /// Bytes per provided buffer: the most a port-chosen recv through the ring returns.
-pub(super) const BUFFER_SIZE: usize = 64 << 10;
+pub(super) const BUFFER_SIZE: usize = LINUX_RECV_SIZE;
 /// The capacity of pooled buffers: the most a direct port-chosen recv returns.
-pub(super) const DIRECT_SIZE: usize = 64 << 10;
+pub(super) const DIRECT_SIZE: usize = LINUX_RECV_SIZE;
 
 /// An anonymous private mapping, unmapped on drop.
 struct Mapping {
