@@ -51,7 +51,7 @@ use slab::Slab;
 use socket2::SockAddr;
 
 use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
-use accept_stream::{AcceptFollow, AcceptPlan, AcceptStreams, ACCEPT_TAG};
+use accept_stream::{AcceptFollow, AcceptStreams, ACCEPT_TAG};
 use buf_ring::RecvMemory;
 use finish::{finish, recv_sqe};
 use multishot::{Follow, Plan, Streams, STREAM_TAG};
@@ -465,10 +465,10 @@ impl CompletionPort for Ring {
         }
         if let (Op::Accept { listener }, false) = (&op, self.closing) {
             match self.accepts.accept(*listener, token) {
-                AcceptPlan::Ready(completion) => self.ready.push_back(completion),
-                AcceptPlan::Arm(sqe) => self.push(sqe),
-                AcceptPlan::Wait => {}
-                AcceptPlan::OneShot => self.submit_slot(token, op),
+                Plan::Ready(completion) => self.ready.push_back(completion),
+                Plan::Arm(sqe) => self.push(sqe),
+                Plan::Wait => {}
+                Plan::OneShot => self.submit_slot(token, op),
             }
             return;
         }

@@ -43,7 +43,7 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::finish::with_peer;
-use super::multishot::{Armed, STREAM_TAG};
+use super::multishot::{cancel_multishot, Armed, Plan, STREAM_TAG};
 use super::{CANCEL, WAKE};
 use crate::port::{Completion, Outcome, RawSocket, Token};
 
@@ -70,18 +70,6 @@ struct Stream {
     cancelled: bool,
     /// The listener was deregistered: the stream goes once its multishot ends.
     orphan: bool,
-}
-
-/// How the ring serves an accept.
-pub(super) enum AcceptPlan {
-    /// Complete it now with this queued connection (or error).
-    Ready(Completion),
-    /// It waits; post this SQE to arm the listener's multishot.
-    Arm(squeue::Entry),
-    /// It waits for the multishot already armed (or ending).
-    Wait,
-    /// Post it as a one-shot accept (multishot accepts are off).
-    OneShot,
 }
 
 /// What a stream's CQE asks of the ring.
@@ -145,7 +133,7 @@ impl AcceptStreams {
     }
 
     /// How to serve an accept on `listener` under `token`.
-    pub(super) fn accept(&mut self, listener: RawSocket, token: Token) -> AcceptPlan {
+    pub(super) fn accept(&mut self, listener: RawSocket, token: Token) -> Plan {
         if !self.enabled {
             // Turned off: only what a stream queued before is still served here.
             let queued = self
@@ -153,8 +141,8 @@ impl AcceptStreams {
                 .get(&listener)
                 .and_then(|&key| self.streams[key].queued.pop_front());
             return match queued {
-                Some(item) => AcceptPlan::Ready(accepted(token, item)),
-                None => AcceptPlan::OneShot,
+                Some(item) => Plan::Ready(accepted(token, item)),
+                None => Plan::OneShot,
             };
         }
         let streams = &mut self.streams;
@@ -171,7 +159,7 @@ impl AcceptStreams {
         let stream = &mut self.streams[key];
         if stream.waiting.is_empty() {
             if let Some(item) = stream.queued.pop_front() {
-                return AcceptPlan::Ready(accepted(token, item));
+                return Plan::Ready(accepted(token, item));
             }
         }
         stream.waiting.push_back(token);
@@ -179,10 +167,10 @@ impl AcceptStreams {
         match stream.armed {
             Armed::No => {
                 stream.armed = Armed::Yes;
-                AcceptPlan::Arm(arm(listener, key))
+                Plan::Arm(arm(listener, key))
             }
             // Armed: a coming CQE answers; ending: its last CQE arms it again.
-            Armed::Yes | Armed::Ending => AcceptPlan::Wait,
+            Armed::Yes | Armed::Ending => Plan::Wait,
         }
     }
 
@@ -351,9 +339,7 @@ fn arm(listener: RawSocket, key: usize) -> squeue::Entry {
 
 /// The SQE cancelling stream `key`'s multishot accept.
 fn cancel(key: usize) -> squeue::Entry {
-    opcode::AsyncCancel::new(ACCEPT_TAG | key as u64)
-        .build()
-        .user_data(CANCEL)
+    cancel_multishot(ACCEPT_TAG | key as u64)
 }
 
 fn cancelled(token: Token) -> Completion {

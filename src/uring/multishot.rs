@@ -84,7 +84,8 @@ struct Stream {
     small_run: u8,
 }
 
-/// How the ring serves a port-chosen recv.
+/// How the ring serves an op that a multishot stream answers (a port-chosen
+/// recv here, an accept in [`super::accept_stream`]).
 pub(super) enum Plan {
     /// Complete it now with this queued completion.
     Ready(Completion),
@@ -92,7 +93,8 @@ pub(super) enum Plan {
     Arm(squeue::Entry),
     /// It waits for the multishot already armed (or ending).
     Wait,
-    /// Post it as a plain recv into a pooled buffer (a bulk transfer).
+    /// Post it as an SQE of its own: a recv into a pooled buffer (a bulk
+    /// transfer), or an accept while multishot accepts are off.
     OneShot,
 }
 
@@ -362,7 +364,13 @@ fn arm(socket: RawSocket, key: usize) -> squeue::Entry {
 
 /// The SQE cancelling stream `key`'s multishot recv.
 fn cancel(key: usize) -> squeue::Entry {
-    opcode::AsyncCancel::new(STREAM_TAG | key as u64)
+    cancel_multishot(STREAM_TAG | key as u64)
+}
+
+/// The SQE cancelling the multishot posted with `user_data` (its completion
+/// is the ring's `CANCEL`, which nothing waits for).
+pub(super) fn cancel_multishot(user_data: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(user_data)
         .build()
         .user_data(CANCEL)
 }

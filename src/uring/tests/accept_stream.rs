@@ -7,7 +7,8 @@ use std::fs;
 use std::os::unix::io::IntoRawFd;
 
 use super::*;
-use crate::uring::accept_stream::{AcceptFollow, AcceptPlan, AcceptStreams, QUEUE_LIMIT};
+use crate::uring::accept_stream::{AcceptFollow, AcceptStreams, QUEUE_LIMIT};
+use crate::uring::multishot::Plan;
 
 fn accept(ring: &mut Ring, token: Token, listener: &TcpListener) {
     let listener = listener.as_raw_fd();
@@ -410,8 +411,8 @@ fn resource_errors_are_answers_and_an_ended_multishot_is_armed_on_the_next_need(
     const MORE: u32 = 1 << 1;
     let mut streams = AcceptStreams::new(true);
     let mut out = Vec::new();
-    assert!(matches!(streams.accept(L, 1), AcceptPlan::Arm(_)));
-    assert!(matches!(streams.accept(L, 2), AcceptPlan::Wait));
+    assert!(matches!(streams.accept(L, 1), Plan::Arm(_)));
+    assert!(matches!(streams.accept(L, 2), Plan::Wait));
     // Errors go to the oldest waiting accept; the multishot ended, and the
     // accept still waiting arms it again.
     let follow = streams.complete(0, -libc::EMFILE, 0, &mut out);
@@ -436,29 +437,29 @@ fn resource_errors_are_answers_and_an_ended_multishot_is_armed_on_the_next_need(
         assert!(out.is_empty());
         assert_eq!((streams.armed(), streams.queued()), (0, 1));
         match streams.accept(L, 3) {
-            AcceptPlan::Ready(completion) => assert_eq!(accept_error(completion), errno),
+            Plan::Ready(completion) => assert_eq!(accept_error(completion), errno),
             _ => panic!("the queued error was not handed out"),
         }
-        assert!(matches!(streams.accept(L, 4), AcceptPlan::Arm(_)));
+        assert!(matches!(streams.accept(L, 4), Plan::Arm(_)));
         let (fd, client) = fake_accepted();
         // A connection in the multishot's last CQE still counts.
         streams.complete(0, fd, 0, &mut out);
         assert_eq!(accepted(out.pop().unwrap()).1, client.local_addr().unwrap());
         assert_eq!(streams.armed(), 0);
-        assert!(matches!(streams.accept(L, 5), AcceptPlan::Arm(_)));
+        assert!(matches!(streams.accept(L, 5), Plan::Arm(_)));
         assert!(matches!(
             streams.complete(0, -libc::ENOMEM, 0, &mut out),
             AcceptFollow::None
         ));
         assert_eq!(accept_error(out.pop().unwrap()), libc::ENOMEM);
         // Armed again, with nothing waiting.
-        assert!(matches!(streams.accept(L, 6), AcceptPlan::Arm(_)));
+        assert!(matches!(streams.accept(L, 6), Plan::Arm(_)));
         let (fd, _client) = fake_accepted();
         streams.complete(0, fd, MORE, &mut out);
         accepted(out.pop().unwrap());
     }
     // The kernel did take the flag: EINVAL is the listener's own error.
-    assert!(matches!(streams.accept(L, 7), AcceptPlan::Wait));
+    assert!(matches!(streams.accept(L, 7), Plan::Wait));
     streams.complete(0, -libc::EINVAL, 0, &mut out);
     assert_eq!(accept_error(out.pop().unwrap()), libc::EINVAL);
     assert!(streams.enabled);
@@ -470,8 +471,8 @@ fn einval_from_a_kernel_without_the_flag_posts_the_waiting_accepts_one_shot() {
     const L: RawSocket = 1000;
     let mut streams = AcceptStreams::new(true);
     let mut out = Vec::new();
-    assert!(matches!(streams.accept(L, 1), AcceptPlan::Arm(_)));
-    assert!(matches!(streams.accept(L, 2), AcceptPlan::Wait));
+    assert!(matches!(streams.accept(L, 1), Plan::Arm(_)));
+    assert!(matches!(streams.accept(L, 2), Plan::Wait));
     match streams.complete(0, -libc::EINVAL, 0, &mut out) {
         AcceptFollow::OneShot { listener, tokens } => {
             assert_eq!((listener, tokens), (L, vec![1, 2]));
@@ -481,5 +482,5 @@ fn einval_from_a_kernel_without_the_flag_posts_the_waiting_accepts_one_shot() {
     assert!(out.is_empty());
     assert!(!streams.enabled);
     assert_eq!(streams.waiting(), 0);
-    assert!(matches!(streams.accept(L, 3), AcceptPlan::OneShot));
+    assert!(matches!(streams.accept(L, 3), Plan::OneShot));
 }
