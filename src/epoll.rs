@@ -177,7 +177,7 @@ impl Poller {
         }
         if events & WRITE_EVENTS != 0 {
             let writes = &mut ops.writes;
-            self.parked -= retry_side(writes, &mut None, &mut self.ready, &mut self.pool, hangup);
+            self.parked -= retry_side(writes, None, &mut self.ready, &mut self.pool, hangup);
         }
     }
 }
@@ -246,8 +246,8 @@ impl CompletionPort for Poller {
         }
         match attempt(pending, &mut self.pool, false) {
             Attempt::Done(completion) => {
-                if is_recv {
-                    *drained = emptied(&completion) && !ops.ended;
+                if let Some(drained) = drain_mark(drained, ops.ended).filter(|_| is_recv) {
+                    *drained = emptied(&completion);
                 }
                 self.ready.push_back(completion)
             }
@@ -338,8 +338,13 @@ fn retry(
     pool: &mut BufferPool,
     hangup: bool,
 ) -> usize {
-    let drained = &mut (!ops.ended).then_some(&mut ops.drained);
+    let drained = drain_mark(&mut ops.drained, ops.ended);
     retry_side(&mut ops.reads, drained, ready, pool, hangup)
+}
+
+/// A socket's `drained` mark, unless the socket has ended (then it is never set).
+fn drain_mark(drained: &mut bool, ended: bool) -> Option<&mut bool> {
+    (!ended).then_some(drained)
 }
 
 /// Retry the ops parked on one side of a socket in order, until one would block
@@ -347,7 +352,7 @@ fn retry(
 /// Finished ones go to `ready`; returns how many finished.
 fn retry_side(
     queue: &mut VecDeque<Pending>,
-    drained: &mut Option<&mut bool>,
+    mut drained: Option<&mut bool>,
     ready: &mut VecDeque<Completion>,
     pool: &mut BufferPool,
     hangup: bool,
@@ -360,8 +365,8 @@ fn retry_side(
                 let emptied = is_recv && emptied(&completion);
                 ready.push_back(completion);
                 finished += 1;
-                if let Some(drained) = drained.as_mut() {
-                    **drained = emptied;
+                if let Some(drained) = drained.as_deref_mut() {
+                    *drained = emptied;
                     if emptied {
                         break;
                     }
