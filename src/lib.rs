@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod framing;
 pub mod port;
 pub mod server;

@@ -1,0 +1,128 @@
+//! The server's settings ([`Config`]): defaults, limits and validation.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::framing::Framing;
+use crate::port::BackendChoice;
+
+/// Everything a server is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// How the byte stream is cut into messages, and replies framed.
+    pub framing: Framing,
+    /// Worker threads, each with its own completion port (at least 1).
+    pub workers: usize,
+    /// Which I/O backend to use.
+    pub backend: BackendChoice,
+    /// Largest message payload accepted, in bytes.
+    pub max_frame: usize,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Close a connection that completes no message for this long: no whole
+    /// frame received and no reply fully sent. A silent client and one that
+    /// trickles a frame a byte at a time (or reads its replies that way) are
+    /// both cut; it must exceed the time a legitimate client takes to send
+    /// one message.
+    pub idle_timeout: Option<Duration>,
+    /// How long `close` lets connections finish sending queued replies.
+    pub drain_timeout: Duration,
+    /// Size of the worker's output buffers kept for reuse (receive memory is
+    /// the port's: see `CompletionPort::give_buffer`).
+    pub recv_buffer: usize,
+    /// Queued output above which a connection stops reading.
+    pub high_water: usize,
+    /// Queued output below which a paused connection reads again.
+    pub low_water: usize,
+    /// Length of the kernel's accept queue.
+    pub backlog: i32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            framing: Framing::Raw,
+            workers: default_workers(),
+            backend: BackendChoice::Auto,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(2),
+            recv_buffer: 64 << 10,
+            high_water: 1 << 20,
+            low_water: 256 << 10,
+            backlog: 1024,
+        }
+    }
+}
+
+/// The default payload limit: 4 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+
+/// The number of CPUs, the default worker count.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Check every setting; the error names the bad one and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name: &'static str, why: String| Err(ConfigError { name, why });
+        if self.workers == 0 || self.workers > 1024 {
+            return bad("workers", format!("must be 1..=1024, got {}", self.workers));
+        }
+        if self.max_frame == 0 {
+            return bad("max_frame", "must be at least 1".to_string());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1".to_string());
+        }
+        if let Some(t) = self.idle_timeout {
+            if t.is_zero() {
+                return bad("idle_timeout", "must be positive, or None".to_string());
+            }
+        }
+        if self.recv_buffer < 512 {
+            return bad(
+                "recv_buffer",
+                format!("must be at least 512, got {}", self.recv_buffer),
+            );
+        }
+        if self.low_water >= self.high_water {
+            return bad(
+                "low_water",
+                format!(
+                    "must be below high_water ({}), got {}",
+                    self.high_water, self.low_water
+                ),
+            );
+        }
+        if self.backlog <= 0 {
+            return bad("backlog", format!("must be positive, got {}", self.backlog));
+        }
+        Ok(())
+    }
+}
+
+/// A setting that is out of range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting's name.
+    pub name: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.why)
+    }
+}
+
+impl std::error::Error for ConfigError {}
