@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Shared;
+use super::shared::Shared;
 
 /// Makes sure a thread counts as connected exactly once, even if it fails or
 /// panics first, so the other threads never wait for it in vain.

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::arrival::Arrival;
+use super::config::Limit;
 use super::plan::{Plan, ThreadResult};
-use super::{Limit, Shared};
+use super::shared::Shared;
 use crate::framing::Framing;
 use crate::port::{raw_socket, Completion, CompletionPort, Op, Outcome, Port, RawSocket, Token};
 

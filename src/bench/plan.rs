@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::{BenchConfig, Limit};
+use super::config::{BenchConfig, Limit};
 
 /// Latencies above this (in nanoseconds: 100 s) are recorded as this.
 const LATENCY_LIMIT_NS: u64 = 100_000_000_000;

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::config::MessageFraming;
 use super::plan::{new_histogram, ThreadResult};
-use super::{MessageFraming, Shared};
+use super::shared::Shared;
 use crate::port::Backend;
 
 /// Latency percentiles of the measured messages, in microseconds (0 if none).
