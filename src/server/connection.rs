@@ -1,21 +1,26 @@
-//! One client connection: its socket, decoder, queued output and the two ops
-//! (at most one recv and one send) it may have in flight.
+//! One client connection: its socket, transport, decoder, output, phase, the
+//! two ops (at most one recv and one send) it may have in flight, and its
+//! place under `max_connections`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use socket2::Socket;
 
+use super::admission::Admission;
+use super::event::{CloseReason, ConnectionId};
+use super::output::Output;
+use super::transport::Transport;
 use crate::framing::Decoder;
-use crate::port::{raw_socket, RawSocket};
+use crate::port::{raw_socket, CompletionPort, Port, RawSocket};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Reading frames and sending replies.
     Open,
-    /// No more reading (peer sent EOF, or the server is draining): send what is
-    /// queued, then close.
+    /// No more reading (peer sent EOF, the server is draining, or a close was
+    /// requested): send what is queued, then close.
     Flushing,
     /// Cancelled: waiting for the completions of the ops in flight, then close.
     Closing,
@@ -25,43 +30,48 @@ pub(crate) enum Phase {
 pub(crate) struct Connection {
     /// Unique for the life of the server, so a stale reference to a reused table
     /// slot is recognised.
-    pub(crate) id: u64,
+    pub(crate) id: ConnectionId,
     /// Owned here: closed when the connection is freed, after its last op completed.
-    pub(crate) socket: Socket,
+    socket: Socket,
     pub(crate) peer: SocketAddr,
+    pub(crate) transport: Transport,
     pub(crate) decoder: Decoder,
-    pub(crate) phase: Phase,
+    pub(crate) output: Output,
+    phase: Phase,
+    /// Why it is closing, once decided (the first reason wins).
+    reason: Option<CloseReason>,
     pub(crate) recv_in_flight: bool,
-    pub(crate) send_in_flight: bool,
-    /// Bytes of the send in flight not yet confirmed sent.
-    pub(crate) sending: usize,
-    /// Replies queued behind the send in flight.
-    pub(crate) pending: Vec<u8>,
-    /// Reading is paused until queued output falls below the low-water mark.
-    pub(crate) paused: bool,
+    /// Its ops were cancelled through the port (not only ended by `shutdown`).
+    cancelled: bool,
     pub(crate) last_active: Instant,
     /// Already placed on the worker's list of connections to pump this turn.
     pub(crate) dirty: bool,
-    /// Its ops were cancelled through the port (not only ended by `shutdown`).
-    pub(crate) cancelled: bool,
+    /// Released when the connection is freed.
+    _admission: Admission,
 }
 
 impl Connection {
-    pub(crate) fn new(id: u64, socket: Socket, peer: SocketAddr, decoder: Decoder) -> Connection {
+    pub(crate) fn new(
+        id: ConnectionId,
+        socket: Socket,
+        peer: SocketAddr,
+        decoder: Decoder,
+        admission: Admission,
+    ) -> Connection {
         Connection {
             id,
             socket,
             peer,
+            transport: Transport::Plain,
             decoder,
+            output: Output::default(),
             phase: Phase::Open,
+            reason: None,
             recv_in_flight: false,
-            send_in_flight: false,
-            sending: 0,
-            pending: Vec::new(),
-            paused: false,
+            cancelled: false,
             last_active: Instant::now(),
             dirty: false,
-            cancelled: false,
+            _admission: admission,
         }
     }
 
@@ -70,13 +80,72 @@ impl Connection {
         raw_socket(&self.socket)
     }
 
-    /// Output queued or in flight.
-    pub(crate) fn queued_output(&self) -> usize {
-        self.sending + self.pending.len()
+    /// The server's address of this connection.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok().and_then(|a| a.as_socket())
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why the connection closed (`Shutdown` if no reason was recorded).
+    pub(crate) fn take_reason(&mut self) -> CloseReason {
+        self.reason.take().unwrap_or(CloseReason::Shutdown)
     }
 
     /// Whether any op of this connection is in flight.
     pub(crate) fn busy(&self) -> bool {
-        self.recv_in_flight || self.send_in_flight
+        self.recv_in_flight || self.output.in_flight()
+    }
+
+    /// Stop reading: send what is queued, then close for `reason`. Only from `Open`.
+    pub(crate) fn flush_then_close(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Open {
+            self.phase = Phase::Flushing;
+            self.reason.get_or_insert(reason);
+        }
+    }
+
+    /// Close now for `reason` (unless already closing): make the ops in flight
+    /// end soon; the connection is freed once they completed. Returns whether
+    /// it was not closing before.
+    pub(crate) fn abort(&mut self, reason: CloseReason, port: &mut Port) -> bool {
+        if self.phase == Phase::Closing {
+            return false;
+        }
+        self.phase = Phase::Closing;
+        self.reason.get_or_insert(reason);
+        if self.busy() {
+            self.end_ops(port);
+        }
+        true
+    }
+
+    /// Cancel through the port whatever `shutdown` did not end (past the drain
+    /// deadline).
+    pub(crate) fn cancel_ops(&mut self, port: &mut Port) {
+        if self.busy() && !self.cancelled {
+            self.cancelled = true;
+            port.cancel(self.raw());
+        }
+    }
+
+    /// Make a closing connection's ops in flight complete soon.
+    ///
+    /// On Linux, `shutdown` does it: a pending recv completes with end of stream
+    /// and a pending send with `EPIPE`, at O(1) cost. Cancelling by socket instead
+    /// makes io_uring search every op in flight, which is quadratic when thousands
+    /// of connections close at once. Windows cancels (`CancelIoEx` looks only at
+    /// the socket's own ops), as does any socket that `shutdown` refuses.
+    fn end_ops(&mut self, port: &mut Port) {
+        #[cfg(not(windows))]
+        {
+            if self.socket.shutdown(std::net::Shutdown::Both).is_ok() {
+                return;
+            }
+        }
+        self.cancelled = true;
+        port.cancel(self.raw());
     }
 }

@@ -1,39 +1,52 @@
 //! Received bytes into frames: queued as native echoes, or collected in the
 //! batch for the handler; counted, and a bad frame reported once.
 
+use std::io;
+
 use super::connection::Connection;
+use super::event::CloseReason;
 use super::handler::Batch;
 use super::stats::WorkerCounters;
-use super::Shared;
-use crate::framing::Frame;
+use crate::framing::{Frame, Framing};
 
 /// Decode the next received bytes of connection `key` (`None`: the peer ended
-/// the stream, so a lines decoder yields a last frame without delimiter).
-/// Returns how many frames completed; `Err` means a bad frame: the caller
-/// closes the connection. With a handler, the caller must then offer the
-/// received chunk to [`Batch::keep_chunk`].
+/// the stream, so a lines decoder yields a last frame without delimiter),
+/// through its transport. `echo`: frames are echoed natively (framed into the
+/// connection's output) instead of collected in `batch`.
+///
+/// Returns how many frames completed; `Err` says why the connection must
+/// close. With a handler, the caller must then offer the received chunk to
+/// [`Batch::keep_chunk`].
 pub(super) fn decode(
     key: usize,
     conn: &mut Connection,
     data: Option<&[u8]>,
-    shared: &Shared,
+    echo: bool,
+    framing: &Framing,
     counters: &WorkerCounters,
     batch: &mut Batch,
-) -> Result<u64, ()> {
+) -> Result<u64, CloseReason> {
     let owner = (key, conn.id);
-    let framing = &shared.config.framing;
-    let native = shared.handler.is_none();
     let Connection {
+        transport,
         decoder,
-        pending,
+        output,
         peer,
         ..
     } = conn;
+    let data = match data {
+        Some(received) => match transport.incoming(received) {
+            Ok(plain) => Some(plain),
+            Err(e) => return Err(transport_failed(peer, &e, counters)),
+        },
+        None => None,
+    };
+    let pending = output.buffer();
     let mut frames = 0u64;
     let chunk = data.unwrap_or(&[]);
     let mut on_frame = |frame: Frame<'_>| {
         frames += 1;
-        if native {
+        if echo {
             // A decoded payload always fits its own framing.
             let _ = framing.encode_into(frame.bytes(), pending);
         } else {
@@ -47,11 +60,23 @@ pub(super) fn decode(
         None => decoder.finish_frames(&mut on_frame),
     };
     WorkerCounters::add(&counters.frames_received, frames);
-    if native {
+    if echo {
         WorkerCounters::add(&counters.frames_sent, frames);
     }
     result.map(|()| frames).map_err(|e| {
         log::info!("closing connection from {}: {}", peer, e);
         WorkerCounters::add(&counters.frame_errors, 1);
+        CloseReason::Frame(e)
     })
+}
+
+#[cold]
+fn transport_failed(
+    peer: &std::net::SocketAddr,
+    e: &io::Error,
+    counters: &WorkerCounters,
+) -> CloseReason {
+    log::info!("closing connection from {}: {}", peer, e);
+    WorkerCounters::add(&counters.io_errors, 1);
+    CloseReason::io(e)
 }

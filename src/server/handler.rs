@@ -4,6 +4,12 @@
 //! [`Handler::handle`] once with all of them (so a Python handler attaches to the
 //! interpreter once per batch), then queues the replies in order.
 //!
+//! **Events.** A handler whose [`Handler::wants_events`] is true also finds in
+//! the batch the connections that opened and closed ([`Batch::events`]), each
+//! placed among the frames: a connection's `Open` comes before its first frame,
+//! its `Close` after its last, and every `Open` gets exactly one `Close`. Other
+//! handlers pay nothing for them: no event is made.
+//!
 //! **Copies.** A frame lying whole inside a received chunk is not copied into the
 //! batch: the batch keeps that chunk until the turn ends and [`Batch::frame`] is a
 //! slice of it. A frame the decoder had to assemble across chunks is taken over
@@ -15,6 +21,7 @@
 
 use std::mem;
 
+use super::event::{ConnectionId, Event};
 use crate::framing::{Frame, FrameError, Framing};
 
 /// What to do with each frame; implemented by the Python bindings, by tests,
@@ -23,6 +30,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Answer every frame of `batch` with [`Batch::reply`], or [`Batch::fail`] to
     /// close its connection; a frame left alone gets no reply.
     fn handle(&self, batch: &mut Batch);
+
+    /// Whether the batch should also carry connection events ([`Batch::events`]).
+    /// Asked once, when the server starts. The default, false, costs nothing.
+    fn wants_events(&self) -> bool {
+        false
+    }
 
     /// Run a worker's whole loop inside `run`. The default just calls it; the
     /// Python handler uses it to give the worker thread one interpreter thread
@@ -94,6 +107,8 @@ pub struct Batch {
     pub(crate) outcomes: Vec<Reply>,
     /// Where an out-of-order reply is framed before it is inserted.
     scratch: Vec<u8>,
+    /// Connection events, each with the number of frames that come before it.
+    events: Vec<(usize, Event)>,
 }
 
 impl Default for Batch {
@@ -122,6 +137,7 @@ impl Batch {
             outputs: Vec::new(),
             outcomes: Vec::new(),
             scratch: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -142,6 +158,30 @@ impl Batch {
             Span::Owned(index) => &self.owned[index],
             Span::Copied { start, end } => &self.assembled[start..end],
         }
+    }
+
+    /// The connection frame `i` came from.
+    pub fn connection(&self, i: usize) -> ConnectionId {
+        self.owners[i].1
+    }
+
+    /// The connection events of this batch, in the order they happened, each
+    /// with the number of frames that come before it: event `(n, e)` happened
+    /// after frame `n - 1` and before frame `n`. Always empty unless the
+    /// handler [wants events](Handler::wants_events).
+    pub fn events(&self) -> &[(usize, Event)] {
+        &self.events
+    }
+
+    /// Add a connection event after the frames pushed so far.
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.events.push((self.spans.len(), event));
+    }
+
+    /// Whether the batch holds neither frames nor events: the handler need
+    /// not be called.
+    pub(crate) fn is_spent(&self) -> bool {
+        self.spans.is_empty() && self.events.is_empty()
     }
 
     /// Reply to frame `i` with `payload`, framed by the server's codec. Replies
@@ -280,6 +320,7 @@ impl Batch {
         self.output_of.clear();
         self.outputs.clear();
         self.outcomes.clear();
+        self.events.clear();
     }
 
     /// Take frame `i`'s reply out of its output (a cold path: a frame answered

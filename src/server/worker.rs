@@ -1,50 +1,46 @@
-//! A worker thread: one completion port, the connections it owns, and the loop
-//! that turns completions into frames, frames into replies and replies into sends.
+//! A worker thread: one completion port, the parts it drives (an acceptor on
+//! worker 0, the connection table, the handler's batch, spare buffers) and the
+//! loop of turns over them.
 //!
 //! Each turn: wait for a batch of completions, handle each (decode what was
-//! received, queue native echoes, collect frames for the handler), call the
-//! handler once for the whole batch, take newly accepted sockets from the
-//! inbox, then "pump" every connection touched this turn: post its send, post
-//! its next recv unless backpressure holds it, or finish closing it.
-//!
-//! Recvs let the port choose their memory (an empty `Vec`), so an idle
-//! connection with its recv posted holds no buffer; received buffers go back
-//! to the port with `give_buffer` once decoded (for the native raw echo, once
-//! sent; with a handler, a buffer holding frames once they are answered, as the
-//! batch hands them to the handler without copying them).
+//! received, queue native echoes, collect frames for the handler), answer the
+//! batch with one handler call, apply the mailbox (sockets handed over, output
+//! pushed from other threads), then pump every connection touched this turn:
+//! post its send, post its next recv unless backpressure holds it, or finish
+//! closing it. Connection events made after the handler call (opens, closes)
+//! are answered before the turn ends, so none waits for the next completion.
 
 use std::io;
 use std::mem;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
 use socket2::Socket;
 
-use super::accept::{Listener, LISTENER};
-use super::connection::{Connection, Phase};
-use super::decode::decode;
-use super::handler::{Batch, Reply};
-use super::stats::WorkerCounters;
-use super::{lock, Shared};
-use crate::framing::Framing;
-use crate::port::{
-    raw_socket, Backend, Completion, CompletionPort, Op, Outcome, Port, Token, Waker,
-};
+use super::acceptor::{Accepted, Acceptor, LISTENER};
+use super::answer::answer;
+use super::event::{CloseReason, Event};
+use super::handler::Batch;
+use super::letters::{adopt, apply};
+use super::lock::lock;
+use super::mailbox::{Letter, Mailbox};
+use super::output::Spares;
+use super::pump::pump_dirty;
+use super::receive::{on_received, on_sent};
+use super::shared::Shared;
+use super::shutdown::{close_idle, finished, Drain};
+use super::table::Table;
+use super::turn::Turn;
+use crate::port::{Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
 
 /// How often a draining worker checks its deadline.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// How long past the drain deadline a worker waits for cancelled ops to complete
 /// before it gives up and leaks their buffers (a kernel that never completes them).
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
-/// Idle pooled buffers kept per worker.
-const POOL_LIMIT: usize = 256;
-/// Spare output buffers the native raw echo keeps before it hands sent buffers
-/// back to the port.
-const RAW_OUTPUT_SPARES: usize = 8;
 
 /// What `Server::start` hands a worker thread.
 pub(crate) struct Startup {
@@ -71,7 +67,7 @@ pub(crate) fn run(shared: Arc<Shared>, startup: Startup) {
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     let mut worker =
                         Worker::new(index, Arc::clone(&shared), port, wakers, startup.listener);
-                    match shared.handler.clone() {
+                    match shared.mode.handler() {
                         Some(handler) => {
                             let mut result = Ok(());
                             handler.worker_scope(&mut || result = worker.run());
@@ -92,6 +88,7 @@ pub(crate) fn run(shared: Arc<Shared>, startup: Startup) {
             }
         }
     }
+    shared.mailboxes[index].shut();
     let mut running = lock(&shared.running);
     *running -= 1;
     shared.finished.notify_all();
@@ -107,26 +104,27 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-pub(super) struct Worker {
-    pub(super) index: usize,
-    pub(super) shared: Arc<Shared>,
-    pub(super) port: Port,
-    pub(super) wakers: Vec<Waker>,
-    pub(super) listener: Option<Listener>,
-    pub(super) conns: Slab<Connection>,
-    pub(super) next_id: u64,
-    pub(super) next_worker: usize,
-    pub(super) completions: Vec<Completion>,
-    pub(super) batch: Batch,
-    pub(super) dirty: Vec<usize>,
-    /// Spare buffers for queued output. (Received buffers belong to the port's
-    /// pool: see `give_buffer`.)
-    pub(super) pool: Vec<Vec<u8>>,
-    pub(super) draining: bool,
-    pub(super) last_idle_check: Instant,
-    /// When this turn's completions were collected: the time of every message
-    /// in the turn (one clock read per turn, not two per message).
-    pub(super) now: Instant,
+/// One worker: the shared state, and the parts its turns change.
+struct Worker {
+    shared: Arc<Shared>,
+    parts: Parts,
+}
+
+/// What a worker's turns change.
+struct Parts {
+    index: usize,
+    port: Port,
+    wakers: Vec<Waker>,
+    acceptor: Option<Acceptor>,
+    table: Table,
+    batch: Batch,
+    spares: Spares,
+    completions: Vec<Completion>,
+    letters: Vec<Letter>,
+    /// Scratch for the keys being pumped.
+    pumping: Vec<usize>,
+    drain: Drain,
+    last_idle_check: Instant,
 }
 
 impl Worker {
@@ -137,111 +135,154 @@ impl Worker {
         wakers: Vec<Waker>,
         listener: Option<Socket>,
     ) -> Worker {
-        let listener = listener.map(|socket| Listener {
-            socket,
-            in_flight: 0,
-            paused_until: None,
-        });
-        let batch = Batch::with_framing(shared.config.framing.clone());
-        Worker {
+        let workers = wakers.len();
+        let acceptor =
+            listener.map(|socket| Acceptor::new(socket, Arc::clone(&shared.gate), workers));
+        let parts = Parts {
             index,
-            shared,
             port,
             wakers,
-            listener,
-            conns: Slab::new(),
-            // Ids are unique across workers: the worker index in the low bits.
-            next_id: index as u64,
-            next_worker: 0,
-            completions: Vec::with_capacity(crate::port::MAX_BATCH),
-            batch,
-            dirty: Vec::new(),
-            pool: Vec::new(),
-            draining: false,
+            acceptor,
+            table: Table::new(index, workers, shared.mode.events()),
+            batch: Batch::with_framing(shared.config.framing.clone()),
+            spares: Spares::new(shared.config.recv_buffer),
+            completions: Vec::with_capacity(MAX_BATCH),
+            letters: Vec::new(),
+            pumping: Vec::new(),
+            drain: Drain::default(),
             last_idle_check: Instant::now(),
-            now: Instant::now(),
-        }
-    }
-
-    pub(super) fn counters(&self) -> &WorkerCounters {
-        &self.shared.counters[self.index]
+        };
+        Worker { shared, parts }
     }
 
     fn run(&mut self) -> io::Result<()> {
-        if let Some(listener) = &self.listener {
-            self.port.register(raw_socket(&listener.socket))?;
+        let Worker { shared, parts } = self;
+        let index = parts.index;
+        if let Some(acceptor) = &mut parts.acceptor {
+            acceptor.register(&mut parts.port)?;
+            acceptor.post(&mut parts.port);
         }
-        self.post_accepts();
         let mut drain_deadline = None;
         loop {
-            let timeout = self.timeout();
-            self.port.wait(&mut self.completions, timeout)?;
-            self.now = Instant::now();
-            let mut completions = mem::take(&mut self.completions);
-            for completion in completions.drain(..) {
-                self.on_completion(completion);
-            }
-            self.completions = completions;
-            self.answer_batch();
-            self.take_inbox();
-
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                let deadline = *drain_deadline.get_or_insert_with(|| self.drain_deadline());
-                self.drain(deadline);
-                self.pump_dirty();
-                if self.finished() {
+            let timeout = timeout(shared, parts.acceptor.as_ref());
+            parts.port.wait(&mut parts.completions, timeout)?;
+            let stopping = shared.stopping();
+            parts.turn(&Turn::new(shared, index, Instant::now()), stopping);
+            if stopping {
+                let deadline = *drain_deadline.get_or_insert_with(|| drain_deadline_of(shared));
+                let turn = Turn::new(shared, index, Instant::now());
+                parts.drain.step(
+                    deadline,
+                    &mut parts.table,
+                    &mut parts.port,
+                    &mut parts.acceptor,
+                );
+                parts.pump(&turn);
+                if finished(&parts.table, &parts.acceptor, &parts.port) {
                     return Ok(());
                 }
                 if Instant::now() > deadline + CANCEL_GRACE {
                     log::error!(
                         "worker {}: {} ops never completed after cancellation; leaking their buffers",
-                        self.index,
-                        self.port.in_flight()
+                        index,
+                        parts.port.in_flight()
                     );
+                    parts.abandon(&turn);
                     return Ok(());
                 }
-            } else {
-                self.pump_dirty();
-                self.post_accepts();
-                self.close_idle();
             }
         }
     }
+}
 
-    fn drain_deadline(&self) -> Instant {
-        let started = (*lock(&self.shared.drain_started)).unwrap_or_else(Instant::now);
-        started + self.shared.config.drain_timeout
+impl Parts {
+    /// One turn: the completions collected, the handler's answer, the mailbox,
+    /// and the pump (with the accepts and idle checks, unless stopping).
+    fn turn(&mut self, turn: &Turn<'_>, stopping: bool) {
+        let mut completions = mem::take(&mut self.completions);
+        for completion in completions.drain(..) {
+            self.on_completion(turn, completion, stopping);
+        }
+        self.completions = completions;
+        answer(
+            turn,
+            &mut self.table,
+            &mut self.port,
+            &mut self.batch,
+            &mut self.spares,
+        );
+        turn.mailbox.take(&mut self.letters);
+        if !self.letters.is_empty() {
+            apply(
+                turn,
+                &mut self.letters,
+                stopping,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                &mut self.spares,
+            );
+        }
+        if !stopping {
+            self.pump(turn);
+            if let Some(acceptor) = &mut self.acceptor {
+                acceptor.post(&mut self.port);
+            }
+            close_idle(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.last_idle_check,
+            );
+            self.pump(turn);
+        }
     }
 
-    /// How long the next wait may block.
-    fn timeout(&self) -> Option<Duration> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return Some(DRAIN_TICK);
+    /// Pump the touched connections; answer at once the events this made
+    /// (closes) or the mailbox made (opens).
+    fn pump(&mut self, turn: &Turn<'_>) {
+        pump_dirty(
+            turn,
+            &mut self.table,
+            &mut self.port,
+            &mut self.batch,
+            &mut self.pumping,
+        );
+        if !self.batch.is_spent() {
+            answer(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                &mut self.spares,
+            );
         }
-        let mut timeout = self
-            .shared
-            .config
-            .idle_timeout
-            .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        if let Some(until) = self.listener.as_ref().and_then(|l| l.paused_until) {
-            let left = until.saturating_duration_since(Instant::now());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
-        }
-        timeout
     }
 
-    fn on_completion(&mut self, completion: Completion) {
+    fn on_completion(&mut self, turn: &Turn<'_>, completion: Completion, stopping: bool) {
         let key = completion.token;
         if key == LISTENER {
             if let Outcome::Accepted(result) = completion.outcome {
-                self.on_accept(result);
+                self.on_accept(turn, result, stopping);
             }
             return;
         }
         let key = key as usize;
+        let (table, port) = (&mut self.table, &mut self.port);
         match completion.outcome {
-            Outcome::Received { buf, result } => self.on_received(key, buf, result),
-            Outcome::Sent { buf, pos, result } => self.on_sent(key, buf, pos, result),
+            Outcome::Received { buf, result } => on_received(
+                turn,
+                table,
+                port,
+                &mut self.batch,
+                &mut self.spares,
+                key,
+                buf,
+                result,
+            ),
+            Outcome::Sent { buf, pos, result } => {
+                on_sent(turn, table, port, &mut self.spares, key, buf, pos, result)
+            }
             Outcome::Accepted(_) | Outcome::Connected(_) => {
                 log::error!(
                     "worker {}: unexpected completion for connection",
@@ -251,310 +292,105 @@ impl Worker {
         }
     }
 
-    fn on_received(&mut self, key: usize, mut buf: Vec<u8>, result: io::Result<usize>) {
-        let shared = &self.shared;
-        let counters = &shared.counters[self.index];
-        let now = self.now;
-        let conn = match self.conns.get_mut(key) {
-            Some(c) => c,
+    /// Adopt an accepted socket here, or hand it to its worker.
+    fn on_accept(
+        &mut self,
+        turn: &Turn<'_>,
+        result: io::Result<(Socket, SocketAddr)>,
+        stopping: bool,
+    ) {
+        let acceptor = match &mut self.acceptor {
+            Some(acceptor) => acceptor,
             None => return,
         };
-        conn.recv_in_flight = false;
-        let mut abort = false;
-        match result {
-            _ if conn.phase != Phase::Open => {}
-            Ok(0) => {
-                // The peer finished sending: answer what it sent, then close.
-                conn.phase = Phase::Flushing;
-                let decoded = decode(key, conn, None, shared, counters, &mut self.batch);
-                abort = decoded.is_err();
-            }
-            Ok(n) => {
-                WorkerCounters::add(&counters.bytes_received, n as u64);
-                let echo_raw = shared.handler.is_none() && shared.config.framing == Framing::Raw;
-                if echo_raw && conn.pending.is_empty() && !conn.send_in_flight {
-                    // The native raw echo sends the received buffer itself.
-                    WorkerCounters::add(&counters.frames_received, 1);
-                    WorkerCounters::add(&counters.frames_sent, 1);
-                    conn.pending = mem::take(&mut buf);
-                    conn.last_active = now;
-                } else {
-                    if conn.pending.capacity() == 0 && shared.handler.is_none() {
-                        conn.pending = self.pool.pop().unwrap_or_default();
-                    }
-                    match decode(key, conn, Some(&buf), shared, counters, &mut self.batch) {
-                        // Only a complete message counts as activity, so a
-                        // client trickling a frame byte by byte still times out.
-                        Ok(0) => {}
-                        Ok(_) => conn.last_active = now,
-                        Err(()) => abort = true,
-                    }
-                }
-            }
-            Err(e) => {
-                log::debug!("recv from {}: {}", conn.peer, e);
-                WorkerCounters::add(&counters.io_errors, 1);
-                abort = true;
-            }
-        }
-        // A chunk holding frames for the handler stays in the batch until they
-        // are answered (then goes back to the port); any other goes back now.
-        if let Some(buf) = self.batch.keep_chunk(buf) {
-            self.port.give_buffer(buf);
-        }
-        if abort {
-            self.abort(key);
-        }
-        self.touch(key);
-    }
-
-    fn on_sent(&mut self, key: usize, mut buf: Vec<u8>, pos: usize, result: io::Result<usize>) {
-        let counters = &self.shared.counters[self.index];
-        let conn = match self.conns.get_mut(key) {
-            Some(c) => c,
+        let Accepted {
+            worker,
+            socket,
+            peer,
+            admission,
+        } = match acceptor.on_accept(result, stopping, turn.counters) {
+            Some(accepted) => accepted,
             None => return,
         };
-        conn.send_in_flight = false;
-        match result {
-            Ok(n) if conn.phase != Phase::Closing => {
-                WorkerCounters::add(&counters.bytes_sent, n as u64);
-                let pos = pos + n;
-                if pos < buf.len() {
-                    // A partial send: post the rest before anything queued behind it.
-                    conn.sending = buf.len() - pos;
-                    conn.send_in_flight = true;
-                    let socket = conn.raw();
-                    self.port
-                        .submit(key as Token, Op::Send { socket, buf, pos });
-                    return;
-                }
-                // Output counts as activity once a whole send completes, so a
-                // reader taking a byte at a time still times out.
-                conn.sending = 0;
-                conn.last_active = self.now;
-            }
-            Ok(_) => conn.sending = 0,
-            Err(e) => {
-                conn.sending = 0;
-                if conn.phase != Phase::Closing {
-                    log::debug!("send to {}: {}", conn.peer, e);
-                    WorkerCounters::add(&counters.io_errors, 1);
-                    self.abort(key);
-                }
-            }
-        }
-        let config = &self.shared.config;
-        let echo_raw = self.shared.handler.is_none() && config.framing == Framing::Raw;
-        if echo_raw && self.pool.len() >= RAW_OUTPUT_SPARES {
-            // The native raw echo mostly sends the buffers the port received
-            // into: they go back to the port, once the worker keeps a few
-            // spares of its own for the output it queues behind a send.
-            self.port.give_buffer(buf);
+        if worker == self.index {
+            adopt(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                socket,
+                peer,
+                admission,
+            );
         } else {
-            buf.clear();
-            recycle(&mut self.pool, buf, config.recv_buffer);
-        }
-        self.touch(key);
-    }
-
-    /// Call the handler once for every frame collected this turn, and queue the replies.
-    ///
-    /// The handler frames its replies straight into the output buffers of their
-    /// connections (lent to the batch when their frames were pushed); they are
-    /// given back here, in order, and sent as they are by `pump`.
-    fn answer_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let pool = &mut self.pool;
-        self.batch.provide_buffers(|| pool.pop());
-        if let Some(handler) = &self.shared.handler {
-            handler.handle(&mut self.batch);
-        }
-        let counters = &self.shared.counters[self.index];
-        let mut failed = Vec::new();
-        for i in 0..self.batch.len() {
-            let (key, id) = self.batch.owners[i];
-            let conn = match self.conns.get(key) {
-                Some(c) if c.id == id && c.phase != Phase::Closing => c,
-                _ => continue,
+            let letter = Letter::Adopt {
+                socket,
+                peer,
+                admission,
             };
-            if failed.last() == Some(&key) {
-                continue;
-            }
-            match &self.batch.outcomes[i] {
-                Reply::Nothing => {}
-                Reply::Data(..) => WorkerCounters::add(&counters.frames_sent, 1),
-                Reply::Unframable(e) => {
-                    log::error!("handler reply to {} cannot be framed: {}", conn.peer, e);
-                    WorkerCounters::add(&counters.handler_errors, 1);
-                    failed.push(key);
-                }
-                Reply::Fail => {
-                    WorkerCounters::add(&counters.handler_errors, 1);
-                    failed.push(key);
-                }
-            }
-        }
-        // Give each connection its output back. A failed connection's replies
-        // are never sent: `abort` below closes it without flushing.
-        for ((key, id), output) in self.batch.take_outputs() {
-            match self.conns.get_mut(key) {
-                Some(conn) if conn.id == id => {
-                    if conn.pending.is_empty() {
-                        // Its only entry (or the first with anything in it).
-                        let spare = mem::replace(&mut conn.pending, output);
-                        recycle(&mut self.pool, spare, self.shared.config.recv_buffer);
-                    } else {
-                        // A second entry of the same connection this turn
-                        // (its frames were not adjacent): rare, so copied.
-                        conn.pending.extend_from_slice(&output);
-                        recycle(&mut self.pool, output, self.shared.config.recv_buffer);
-                    }
-                    if conn.pending.is_empty() {
-                        // An idle connection keeps no output buffer.
-                        let spare = mem::take(&mut conn.pending);
-                        recycle(&mut self.pool, spare, self.shared.config.recv_buffer);
-                    }
-                }
-                _ => recycle(&mut self.pool, output, self.shared.config.recv_buffer),
-            }
-        }
-        let port = &mut self.port;
-        self.batch.clear(|chunk| port.give_buffer(chunk));
-        for key in failed {
-            self.abort(key);
-        }
-    }
-
-    /// Mark a connection to be pumped at the end of this turn.
-    pub(super) fn touch(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Pump every connection touched this turn.
-    ///
-    /// Pumping can touch connections again (a flushed connection is closed, and
-    /// its end must be pumped too), so this runs until nothing is left: the
-    /// next wait may block indefinitely.
-    pub(super) fn pump_dirty(&mut self) {
-        while !self.dirty.is_empty() {
-            let mut dirty = mem::take(&mut self.dirty);
-            for key in dirty.drain(..) {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.dirty = false;
-                    self.pump(key);
-                }
-            }
-            if self.dirty.is_empty() {
-                // Keep the allocation for the next turn.
-                self.dirty = dirty;
-            }
-        }
-    }
-
-    /// Post what a connection needs next: its send, its next recv, or its end.
-    fn pump(&mut self, key: usize) {
-        let config = &self.shared.config;
-        let counters = &self.shared.counters[self.index];
-        let conn = &mut self.conns[key];
-        if conn.phase == Phase::Closing {
-            if !conn.busy() {
-                self.finalize(key);
-            }
-            return;
-        }
-        if !conn.send_in_flight && !conn.pending.is_empty() {
-            // An idle connection keeps no output buffer; one is taken from the pool
-            // when a reply is queued.
-            let buf = mem::take(&mut conn.pending);
-            conn.sending = buf.len();
-            conn.send_in_flight = true;
-            let socket = conn.raw();
-            self.port.submit(
-                key as Token,
-                Op::Send {
-                    socket,
-                    buf,
-                    pos: 0,
-                },
+            hand_over(
+                &turn.mailboxes[worker],
+                &self.wakers[worker],
+                worker,
+                letter,
             );
         }
-        let queued = conn.queued_output();
-        if conn.paused && queued <= config.low_water {
-            conn.paused = false;
-        } else if !conn.paused && queued > config.high_water {
-            conn.paused = true;
-            WorkerCounters::add(&counters.backpressure_pauses, 1);
-        }
-        match conn.phase {
-            Phase::Open if !conn.paused && !conn.recv_in_flight => {
-                conn.recv_in_flight = true;
-                let socket = conn.raw();
-                // Capacity 0: the port chooses the memory when bytes arrive.
-                let buf = Vec::new();
-                self.port.submit(key as Token, Op::Recv { socket, buf });
+    }
+
+    /// Give up on the connections whose ops never completed: their `Close`
+    /// events are still made and answered; they are dropped with the worker.
+    fn abandon(&mut self, turn: &Turn<'_>) {
+        if turn.mode.events() {
+            for (_, conn) in self.table.iter() {
+                self.batch.push_event(Event::Close {
+                    id: conn.id,
+                    reason: CloseReason::Shutdown,
+                });
             }
-            Phase::Flushing if !conn.send_in_flight => self.abort(key),
-            _ => {}
+            answer(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                &mut self.spares,
+            );
         }
-    }
-
-    /// Close a connection now: cancel its ops; it is freed once they complete.
-    pub(super) fn abort(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        conn.phase = Phase::Closing;
-        if conn.busy() {
-            end_ops(&mut self.port, conn);
-        }
-        self.touch(key);
-    }
-
-    /// Free a connection whose ops have all completed.
-    fn finalize(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
-        if let Err(e) = self.port.deregister(conn.raw()) {
-            log::debug!("deregister {}: {}", conn.peer, e);
-        }
-        drop(conn);
-        self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
-        let counters = self.counters();
-        WorkerCounters::sub(&counters.connections_open, 1);
-        WorkerCounters::add(&counters.connections_closed, 1);
     }
 }
 
-/// Make a closing connection's ops in flight complete soon.
-///
-/// On Linux, `shutdown` does it: a pending recv completes with end of stream and
-/// a pending send with `EPIPE`, at O(1) cost. Cancelling by socket instead makes
-/// io_uring search every op in flight, which is quadratic when thousands of
-/// connections close at once. Windows cancels (`CancelIoEx` looks only at the
-/// socket's own ops), as does any socket that `shutdown` refuses.
-fn end_ops(port: &mut Port, conn: &mut Connection) {
-    #[cfg(not(windows))]
-    {
-        if conn.socket.shutdown(std::net::Shutdown::Both).is_ok() {
-            return;
-        }
-    }
-    conn.cancelled = true;
-    port.cancel(conn.raw());
+/// When the drain of a stopping server must end.
+fn drain_deadline_of(shared: &Shared) -> Instant {
+    let started = (*lock(&shared.drain_started)).unwrap_or_else(Instant::now);
+    started + shared.config.drain_timeout
 }
 
-/// Return a buffer to a pool (emptied), unless the pool is full or the buffer
-/// grew large.
-fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>, size: usize) {
-    if pool.len() < POOL_LIMIT && buf.capacity() <= 4 * size && buf.capacity() > 0 {
-        buf.clear();
-        pool.push(buf);
+/// How long the next wait may block.
+fn timeout(shared: &Shared, acceptor: Option<&Acceptor>) -> Option<Duration> {
+    if shared.stopping() {
+        return Some(DRAIN_TICK);
+    }
+    let mut timeout = shared
+        .config
+        .idle_timeout
+        .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    if let Some(until) = acceptor.and_then(Acceptor::paused_until) {
+        let left = until.saturating_duration_since(Instant::now());
+        timeout = Some(timeout.map_or(left, |t| t.min(left)));
+    }
+    timeout
+}
+
+/// Post an accepted socket to worker `worker`'s mailbox and wake it.
+fn hand_over(mailbox: &Mailbox, waker: &Waker, worker: usize, letter: Letter) {
+    match mailbox.post(letter) {
+        Ok(true) => {
+            if let Err(e) = waker.wake() {
+                log::error!("could not wake worker {}: {}", worker, e);
+            }
+        }
+        Ok(false) => {}
+        // That worker has stopped: dropping the letter closes the socket
+        // and releases its admission.
+        Err(_) => {}
     }
 }

@@ -1,0 +1,96 @@
+//! Connection events a handler may ask for: a connection opened, a connection
+//! closed and why. Ids are unique across the workers of a server, for its life.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::framing::FrameError;
+
+/// A connection's id: unique among all connections a server ever had, on
+/// every worker. The worker that owns connection `id` is `id % workers`.
+pub type ConnectionId = u64;
+
+/// Why a connection closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer ended its stream (after every reply to what it sent was sent).
+    PeerClosed,
+    /// A recv or send failed (reset, broken pipe ...).
+    Io {
+        /// The error's kind.
+        kind: io::ErrorKind,
+        /// The OS error code, if there was one.
+        code: Option<i32>,
+    },
+    /// The peer sent a frame the codec refuses (too large, truncated ...).
+    Frame(FrameError),
+    /// Nothing complete arrived or left for `idle_timeout`.
+    IdleTimeout,
+    /// The handler failed one of the connection's frames, or gave a reply
+    /// the codec cannot frame.
+    HandlerFailed,
+    /// [`ConnectionSender::close`](super::ConnectionSender::close) asked for it
+    /// (queued output was flushed first).
+    Requested,
+    /// The server closed.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The reason for an I/O failure.
+    pub(crate) fn io(e: &io::Error) -> CloseReason {
+        CloseReason::Io {
+            kind: e.kind(),
+            code: e.raw_os_error(),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Io { kind, code } => match code {
+                Some(code) => write!(f, "{} (os error {})", io::Error::from(*kind), code),
+                None => write!(f, "{}", io::Error::from(*kind)),
+            },
+            CloseReason::Frame(e) => write!(f, "bad frame: {}", e),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::HandlerFailed => f.write_str("the handler failed"),
+            CloseReason::Requested => f.write_str("closed by the server"),
+            CloseReason::Shutdown => f.write_str("the server closed"),
+        }
+    }
+}
+
+/// Something that happened to a connection, given to a handler that asks for
+/// events ([`Handler::wants_events`](super::Handler::wants_events)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection opened: before any of its frames.
+    Open {
+        /// The new connection.
+        id: ConnectionId,
+        /// The client's address.
+        peer: SocketAddr,
+        /// The server's address of this connection.
+        local: SocketAddr,
+    },
+    /// A connection closed: after its last frame, once for every `Open`.
+    Close {
+        /// The connection.
+        id: ConnectionId,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+}
+
+impl Event {
+    /// The connection the event is about.
+    pub fn id(&self) -> ConnectionId {
+        match self {
+            Event::Open { id, .. } | Event::Close { id, .. } => *id,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! New connections and letters from other threads: adopting an accepted
+//! socket (with its `Open` event), and applying pushed output and close
+//! requests at the start of a connection's next pump.
+
+use std::net::SocketAddr;
+
+use socket2::Socket;
+
+use super::admission::Admission;
+use super::connection::Connection;
+use super::event::{CloseReason, Event};
+use super::handler::Batch;
+use super::mailbox::Letter;
+use super::output::Spares;
+use super::stats::WorkerCounters;
+use super::table::Table;
+use super::turn::Turn;
+use crate::port::{raw_socket, CompletionPort, Port};
+
+/// Make an accepted socket a connection of this worker.
+pub(crate) fn adopt(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    socket: Socket,
+    peer: SocketAddr,
+    admission: Admission,
+) {
+    if let Err(e) = port.register(raw_socket(&socket)) {
+        log::warn!("could not register connection from {}: {}", peer, e);
+        WorkerCounters::add(&turn.counters.io_errors, 1);
+        return;
+    }
+    let decoder = turn.config.framing.decoder(turn.config.max_frame);
+    let key = table.insert(|id| Connection::new(id, socket, peer, decoder, admission));
+    WorkerCounters::add(&turn.counters.connections_accepted, 1);
+    WorkerCounters::add(&turn.counters.connections_open, 1);
+    if turn.mode.events() {
+        if let Some(conn) = table.get_mut(key) {
+            opened(turn, conn, batch);
+        }
+    }
+}
+
+/// Make the `Open` event of a new connection, and let it be written to from
+/// outside.
+#[cold]
+fn opened(turn: &Turn<'_>, conn: &Connection, batch: &mut Batch) {
+    let local = conn
+        .local_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    turn.mailbox.opened(conn.id);
+    batch.push_event(Event::Open {
+        id: conn.id,
+        peer: conn.peer,
+        local,
+    });
+}
+
+/// Apply the letters taken from the mailbox, in posting order. While the
+/// server stops, sockets handed over are dropped (closed, admission released).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply(
+    turn: &Turn<'_>,
+    letters: &mut Vec<Letter>,
+    stopping: bool,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    spares: &mut Spares,
+) {
+    for letter in letters.drain(..) {
+        match letter {
+            Letter::Adopt { .. } if stopping => {}
+            Letter::Adopt {
+                socket,
+                peer,
+                admission,
+            } => adopt(turn, table, port, batch, socket, peer, admission),
+            Letter::Send { id, framed } => {
+                if let Some(key) = table.key_of(id) {
+                    if let Some(conn) = table.get_mut(key) {
+                        conn.output.push(framed, spares);
+                    }
+                    table.touch(key);
+                }
+            }
+            Letter::Close { id } => {
+                if let Some(key) = table.key_of(id) {
+                    if let Some(conn) = table.get_mut(key) {
+                        conn.flush_then_close(CloseReason::Requested);
+                    }
+                    table.touch(key);
+                }
+            }
+        }
+    }
+}

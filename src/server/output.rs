@@ -1,0 +1,194 @@
+//! A connection's output: replies and pushed bytes queued behind the send in
+//! flight, and the backpressure state they drive; plus the worker's spare
+//! output buffers.
+//!
+//! The queue is one owned buffer, sent whole when nothing is in flight. The
+//! worker reaches it only through the methods here, so a second kind of entry
+//! (a reference-counted segment shared by many connections, for a broadcast
+//! framed once) can be queued behind it later without changing the callers.
+
+use std::mem;
+
+/// Spare output buffers kept per worker.
+const SPARES_LIMIT: usize = 256;
+
+/// A connection's queued output and backpressure state.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    /// Bytes queued behind the send in flight.
+    queued: Vec<u8>,
+    /// Whether a send is in flight.
+    in_flight: bool,
+    /// Bytes of the send in flight not yet confirmed sent.
+    sending: usize,
+    /// Reading is paused until queued output falls to the low-water mark.
+    paused: bool,
+}
+
+/// What [`Output::update_pause`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// Nothing.
+    Same,
+    /// Queued output passed the high-water mark: stop reading.
+    Paused,
+    /// Queued output fell to the low-water mark: read again.
+    Resumed,
+}
+
+impl Output {
+    /// Output queued or in flight, for backpressure.
+    pub(crate) fn len(&self) -> usize {
+        self.sending + self.queued.len()
+    }
+
+    /// Whether a send is in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Whether reading is paused by backpressure.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The queue's buffer: replies are framed straight into it, or it is lent
+    /// to the handler's batch (taken, then given back with [`Output::give_back`]).
+    /// An idle connection keeps no memory: see [`Output::reserve`].
+    #[inline]
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.queued
+    }
+
+    /// Give an empty queue without memory a spare buffer, so framing into it
+    /// does not allocate.
+    #[inline]
+    pub(crate) fn reserve(&mut self, spares: &mut Spares) {
+        if self.queued.capacity() == 0 {
+            self.queued = spares.take();
+        }
+    }
+
+    /// Queue a buffer that was received, to send it back as it is (the native
+    /// raw echo), when nothing else is queued or in flight; else `Err` gives
+    /// it back.
+    #[inline]
+    pub(crate) fn adopt(&mut self, buf: Vec<u8>, spares: &mut Spares) -> Result<(), Vec<u8>> {
+        if !self.queued.is_empty() || self.in_flight {
+            return Err(buf);
+        }
+        spares.recycle(mem::replace(&mut self.queued, buf));
+        Ok(())
+    }
+
+    /// Take back a buffer lent to the batch, with the replies framed into it.
+    pub(crate) fn give_back(&mut self, buf: Vec<u8>, spares: &mut Spares) {
+        if self.queued.is_empty() {
+            // Its only entry (or the first with anything in it).
+            spares.recycle(mem::replace(&mut self.queued, buf));
+        } else {
+            // A second entry of the same connection this turn (its frames were
+            // not adjacent): rare, so copied.
+            self.queued.extend_from_slice(&buf);
+            spares.recycle(buf);
+        }
+        if self.queued.is_empty() {
+            // An idle connection keeps no output buffer.
+            spares.recycle(mem::take(&mut self.queued));
+        }
+    }
+
+    /// Queue framed bytes pushed from outside the connection's turn.
+    pub(crate) fn push(&mut self, framed: Vec<u8>, spares: &mut Spares) {
+        if self.queued.is_empty() {
+            spares.recycle(mem::replace(&mut self.queued, framed));
+        } else {
+            self.queued.extend_from_slice(&framed);
+            spares.recycle(framed);
+        }
+    }
+
+    /// The queued bytes to post as the next send, if nothing is in flight and
+    /// something is queued (or `force`: the transport has bytes of its own).
+    #[inline]
+    pub(crate) fn next_send(&mut self, force: bool) -> Option<Vec<u8>> {
+        if self.in_flight || (self.queued.is_empty() && !force) {
+            return None;
+        }
+        let buf = mem::take(&mut self.queued);
+        self.in_flight = true;
+        self.sending = buf.len();
+        Some(buf)
+    }
+
+    /// A send completed with `left` bytes of it still to send (then resent
+    /// at once: it stays in flight).
+    #[inline]
+    pub(crate) fn sent(&mut self, left: usize) {
+        self.sending = left;
+        self.in_flight = left > 0;
+    }
+
+    /// Pause or resume reading by the marks: paused above `high`, resumed at
+    /// or below `low`.
+    #[inline]
+    pub(crate) fn update_pause(&mut self, low: usize, high: usize) -> Pause {
+        let queued = self.len();
+        if self.paused && queued <= low {
+            self.paused = false;
+            Pause::Resumed
+        } else if !self.paused && queued > high {
+            self.paused = true;
+            Pause::Paused
+        } else {
+            Pause::Same
+        }
+    }
+}
+
+/// A worker's spare output buffers. (Received buffers belong to the port's
+/// pool: see `give_buffer`.)
+#[derive(Debug)]
+pub(crate) struct Spares {
+    bufs: Vec<Vec<u8>>,
+    /// The usual buffer size: larger ones are not kept past four times it.
+    size: usize,
+}
+
+impl Spares {
+    /// No spares yet; buffers up to `4 * size` are kept.
+    pub(crate) fn new(size: usize) -> Spares {
+        Spares {
+            bufs: Vec::new(),
+            size,
+        }
+    }
+
+    /// A spare buffer, or an empty one without memory.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    /// A spare buffer, if one is kept.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+        self.bufs.pop()
+    }
+
+    /// Spares kept.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Keep a buffer (emptied), unless there are enough, it has no memory or
+    /// it grew large.
+    #[inline]
+    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.bufs.len() < SPARES_LIMIT && buf.capacity() <= 4 * self.size && buf.capacity() > 0 {
+            buf.clear();
+            self.bufs.push(buf);
+        }
+    }
+}

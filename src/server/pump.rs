@@ -1,0 +1,101 @@
+//! Pumping the connections touched this turn: post each one's send, its next
+//! recv unless backpressure holds it, or finish closing it (free it, release
+//! its admission, make its `Close` event).
+
+use super::connection::Phase;
+use super::event::{CloseReason, Event};
+use super::handler::Batch;
+use super::output::Pause;
+use super::stats::WorkerCounters;
+use super::table::Table;
+use super::turn::Turn;
+use crate::port::{CompletionPort, Op, Port, Token};
+
+/// Pump every connection touched this turn.
+///
+/// Pumping can touch connections again (a flushed connection is closed, and
+/// its end must be pumped too), so this runs until nothing is left: the next
+/// wait may block indefinitely. `keys` is scratch space kept across turns.
+pub(crate) fn pump_dirty(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    keys: &mut Vec<usize>,
+) {
+    while table.has_dirty() {
+        table.take_dirty(keys);
+        for key in keys.drain(..) {
+            pump(turn, table, port, batch, key);
+        }
+    }
+}
+
+/// Post what a connection needs next: its send, its next recv, or its end.
+fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, key: usize) {
+    let conn = match table.get_mut(key) {
+        Some(conn) => conn,
+        None => return,
+    };
+    if conn.phase() == Phase::Closing {
+        if !conn.busy() {
+            finalize(turn, table, port, batch, key);
+        }
+        return;
+    }
+    let force = conn.transport.wants_write();
+    if let Some(plain) = conn.output.next_send(force) {
+        let buf = conn.transport.seal(plain);
+        let socket = conn.raw();
+        port.submit(
+            key as Token,
+            Op::Send {
+                socket,
+                buf,
+                pos: 0,
+            },
+        );
+    }
+    let config = turn.config;
+    if conn
+        .output
+        .update_pause(config.low_water, config.high_water)
+        == Pause::Paused
+    {
+        WorkerCounters::add(&turn.counters.backpressure_pauses, 1);
+    }
+    match conn.phase() {
+        Phase::Open if !conn.output.paused() && !conn.recv_in_flight => {
+            conn.recv_in_flight = true;
+            let socket = conn.raw();
+            // Capacity 0: the port chooses the memory when bytes arrive.
+            let buf = Vec::new();
+            port.submit(key as Token, Op::Recv { socket, buf });
+        }
+        Phase::Flushing if !conn.output.in_flight() => {
+            conn.abort(CloseReason::Shutdown, port);
+            table.touch(key);
+        }
+        _ => {}
+    }
+}
+
+/// Free a connection whose ops have all completed.
+fn finalize(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, key: usize) {
+    let mut conn = table.remove(key);
+    if let Err(e) = port.deregister(conn.raw()) {
+        log::debug!("deregister {}: {}", conn.peer, e);
+    }
+    if turn.mode.events() {
+        turn.mailbox.closed(conn.id);
+        let reason = conn.take_reason();
+        batch.push_event(Event::Close {
+            id: conn.id,
+            reason,
+        });
+    }
+    // Closes the socket and releases its admission.
+    drop(conn);
+    WorkerCounters::sub(&turn.counters.connections_open, 1);
+    WorkerCounters::add(&turn.counters.connections_closed, 1);
+}

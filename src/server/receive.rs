@@ -1,0 +1,191 @@
+//! A connection's completions: bytes received (decoded into echoes or batch
+//! frames), and sends completed (the rest of a partial send posted at once).
+//!
+//! Recvs let the port choose their memory (an empty `Vec`), so an idle
+//! connection with its recv posted holds no buffer; received buffers go back
+//! to the port with `give_buffer` once decoded (for the native raw echo, once
+//! sent; with a handler, a buffer holding frames once they are answered, as the
+//! batch hands them to the handler without copying them).
+
+use std::io;
+
+use super::connection::{Connection, Phase};
+use super::decode::decode;
+use super::event::CloseReason;
+use super::handler::Batch;
+use super::output::Spares;
+use super::stats::WorkerCounters;
+use super::table::Table;
+use super::turn::Turn;
+use crate::port::{CompletionPort, Op, Port, Token};
+
+/// Spare output buffers the native raw echo keeps before it hands sent buffers
+/// back to the port.
+const RAW_OUTPUT_SPARES: usize = 8;
+
+/// A recv of connection `key` completed with `buf`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn on_received(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    spares: &mut Spares,
+    key: usize,
+    buf: Vec<u8>,
+    result: io::Result<usize>,
+) {
+    let conn = match table.get_mut(key) {
+        Some(c) => c,
+        None => return,
+    };
+    conn.recv_in_flight = false;
+    let outcome = match result {
+        _ if conn.phase() != Phase::Open => Received::Kept(buf),
+        Ok(0) => {
+            // The peer finished sending: answer what it sent, then close.
+            conn.flush_then_close(CloseReason::PeerClosed);
+            let decoded = decode(
+                key,
+                conn,
+                None,
+                turn.mode.echoes(),
+                &turn.config.framing,
+                turn.counters,
+                batch,
+            );
+            Received::Decoded(buf, decoded.err())
+        }
+        Ok(n) => {
+            WorkerCounters::add(&turn.counters.bytes_received, n as u64);
+            received_bytes(turn, conn, key, buf, batch, spares)
+        }
+        Err(e) => {
+            log::debug!("recv from {}: {}", conn.peer, e);
+            WorkerCounters::add(&turn.counters.io_errors, 1);
+            Received::Decoded(buf, Some(CloseReason::io(&e)))
+        }
+    };
+    match outcome {
+        Received::Echoed => {}
+        Received::Kept(buf) => port.give_buffer(buf),
+        Received::Decoded(buf, failed) => {
+            // A chunk holding frames for the handler stays in the batch until
+            // they are answered (then goes back to the port); any other goes
+            // back now.
+            if let Some(buf) = batch.keep_chunk(buf) {
+                port.give_buffer(buf);
+            }
+            if let Some(reason) = failed {
+                if let Some(conn) = table.get_mut(key) {
+                    conn.abort(reason, port);
+                }
+            }
+        }
+    }
+    table.touch(key);
+}
+
+/// What became of a received buffer.
+enum Received {
+    /// Queued to be sent back as it is (the native raw echo).
+    Echoed,
+    /// Not decoded: back to the port.
+    Kept(Vec<u8>),
+    /// Decoded; the connection must close if a reason is given.
+    Decoded(Vec<u8>, Option<CloseReason>),
+}
+
+/// Bytes arrived on an open connection: echo the buffer itself (native raw
+/// echo with nothing queued), or decode it.
+#[inline]
+fn received_bytes(
+    turn: &Turn<'_>,
+    conn: &mut Connection,
+    key: usize,
+    buf: Vec<u8>,
+    batch: &mut Batch,
+    spares: &mut Spares,
+) -> Received {
+    let echo = turn.mode.echoes();
+    let buf = if turn.mode.echoes_raw() && conn.transport.is_plain() {
+        match conn.output.adopt(buf, spares) {
+            Ok(()) => {
+                WorkerCounters::add(&turn.counters.frames_received, 1);
+                WorkerCounters::add(&turn.counters.frames_sent, 1);
+                conn.last_active = turn.now;
+                return Received::Echoed;
+            }
+            Err(buf) => buf,
+        }
+    } else {
+        buf
+    };
+    if echo {
+        conn.output.reserve(spares);
+    }
+    let framing = &turn.config.framing;
+    match decode(key, conn, Some(&buf), echo, framing, turn.counters, batch) {
+        // Only a complete message counts as activity, so a client trickling a
+        // frame byte by byte still times out.
+        Ok(0) => Received::Decoded(buf, None),
+        Ok(_) => {
+            conn.last_active = turn.now;
+            Received::Decoded(buf, None)
+        }
+        Err(reason) => Received::Decoded(buf, Some(reason)),
+    }
+}
+
+/// A send of connection `key` completed: `buf[pos..]` was posted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn on_sent(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    spares: &mut Spares,
+    key: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    result: io::Result<usize>,
+) {
+    let conn = match table.get_mut(key) {
+        Some(c) => c,
+        None => return,
+    };
+    match result {
+        Ok(n) if conn.phase() != Phase::Closing => {
+            WorkerCounters::add(&turn.counters.bytes_sent, n as u64);
+            let pos = pos + n;
+            if pos < buf.len() {
+                // A partial send: post the rest before anything queued behind it.
+                conn.output.sent(buf.len() - pos);
+                let socket = conn.raw();
+                port.submit(key as Token, Op::Send { socket, buf, pos });
+                return;
+            }
+            // Output counts as activity once a whole send completes, so a
+            // reader taking a byte at a time still times out.
+            conn.output.sent(0);
+            conn.last_active = turn.now;
+        }
+        Ok(_) => conn.output.sent(0),
+        Err(e) => {
+            conn.output.sent(0);
+            if conn.phase() != Phase::Closing {
+                log::debug!("send to {}: {}", conn.peer, e);
+                WorkerCounters::add(&turn.counters.io_errors, 1);
+                conn.abort(CloseReason::io(&e), port);
+            }
+        }
+    }
+    if turn.mode.echoes_raw() && spares.len() >= RAW_OUTPUT_SPARES {
+        // The native raw echo mostly sends the buffers the port received
+        // into: they go back to the port, once the worker keeps a few spares
+        // of its own for the output it queues behind a send.
+        port.give_buffer(buf);
+    } else {
+        spares.recycle(buf);
+    }
+    table.touch(key);
+}

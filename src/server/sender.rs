@@ -1,0 +1,94 @@
+//! Output to a connection from outside its turn: from another thread, or from a
+//! handler about a connection other than the frame's.
+//!
+//! A [`ConnectionSender`] frames the payload with the server's codec and posts
+//! it to the mailbox of the connection's worker (`id % workers`), waking that
+//! worker if its box was empty. The worker queues it at its next turn, behind
+//! the replies already queued on the connection, in posting order, under the
+//! same backpressure accounting as replies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::event::ConnectionId;
+use super::mailbox::Letter;
+use super::shared::Shared;
+use crate::framing::FrameError;
+use crate::port::Waker;
+
+/// Why [`ConnectionSender::send`] or [`ConnectionSender::close`] did nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// No such connection is open: it closed (its `Close` event may not have
+    /// been handled yet), it never existed, the server is closing, or the
+    /// handler does not take events (then no id is ever open for sending).
+    Closed,
+    /// The codec cannot frame the payload (a line holding the delimiter, a
+    /// length over the prefix).
+    Unframable(FrameError),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("connection closed"),
+            SendError::Unframable(e) => write!(f, "cannot frame the payload: {}", e),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Queues output to, or closes, a server's connections from any thread.
+/// Cloneable; never blocks on I/O.
+///
+/// A connection can be written to from its `Open` event until its `Close`
+/// event; bytes posted just as it closes are dropped with it.
+#[derive(Clone)]
+pub struct ConnectionSender {
+    shared: Arc<Shared>,
+    wakers: Arc<Vec<Waker>>,
+}
+
+impl ConnectionSender {
+    pub(crate) fn new(shared: Arc<Shared>, wakers: Vec<Waker>) -> ConnectionSender {
+        ConnectionSender {
+            shared,
+            wakers: Arc::new(wakers),
+        }
+    }
+
+    /// Queue `payload`, framed by the server's codec, on connection `id`.
+    pub fn send(&self, id: ConnectionId, payload: &[u8]) -> Result<(), SendError> {
+        let mut framed = Vec::with_capacity(payload.len() + 8);
+        self.shared
+            .config
+            .framing
+            .encode_into(payload, &mut framed)
+            .map_err(SendError::Unframable)?;
+        self.post(id, Letter::Send { id, framed })
+    }
+
+    /// Stop reading connection `id`, send what is queued for it, then close
+    /// it (its `Close` event says [`Requested`](super::CloseReason::Requested)).
+    pub fn close(&self, id: ConnectionId) -> Result<(), SendError> {
+        self.post(id, Letter::Close { id })
+    }
+
+    fn post(&self, id: ConnectionId, letter: Letter) -> Result<(), SendError> {
+        if self.shared.stopping() || self.wakers.is_empty() {
+            return Err(SendError::Closed);
+        }
+        let worker = (id % self.wakers.len() as u64) as usize;
+        match self.shared.mailboxes[worker].post_to(id, letter) {
+            Ok(true) => {
+                if let Err(e) = self.wakers[worker].wake() {
+                    log::error!("could not wake worker {}: {}", worker, e);
+                }
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(()) => Err(SendError::Closed),
+        }
+    }
+}
