@@ -1,0 +1,402 @@
+//! Connection events and output pushed from outside a turn, on every backend
+//! compiled in (so under Wine for IOCP too): open and close with ids and
+//! addresses, each close reason, order with frames, push and close by id from
+//! other threads, ids spread over several workers.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{backends, closed_by_server, config, connect, read_n, start};
+use crate::framing::{FrameError, Framing};
+use crate::server::{Batch, CloseReason, ConnectionId, Event, Handler, SendError, Server};
+
+/// What a recording handler saw, in the order it saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Open(ConnectionId, SocketAddr, SocketAddr),
+    Frame(ConnectionId, Vec<u8>),
+    Close(ConnectionId, CloseReason),
+}
+
+/// Echoes every frame except "fail" (failed) and "quiet" (no reply), and
+/// records events and frames in the order the batch gives them.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Handler for Recorder {
+    fn wants_events(&self) -> bool {
+        true
+    }
+
+    fn handle(&self, batch: &mut Batch) {
+        let mut seen = self.seen.lock().unwrap();
+        let events = batch.events().to_vec();
+        let mut next = 0;
+        for i in 0..=batch.len() {
+            while next < events.len() && events[next].0 == i {
+                seen.push(match events[next].1.clone() {
+                    Event::Open { id, peer, local } => Seen::Open(id, peer, local),
+                    Event::Close { id, reason } => Seen::Close(id, reason),
+                });
+                next += 1;
+            }
+            if i == batch.len() {
+                break;
+            }
+            let frame = batch.frame(i).to_vec();
+            seen.push(Seen::Frame(batch.connection(i), frame.clone()));
+            match &frame[..] {
+                b"fail" => batch.fail(i),
+                b"quiet" => {}
+                _ => batch.reply(i, &frame),
+            }
+        }
+        assert_eq!(next, events.len(), "an event placed past the last frame");
+    }
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Wait (30 s at most) until `condition` holds of what was seen.
+    #[track_caller]
+    fn wait_until(&self, what: &str, condition: impl Fn(&[Seen]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition(&self.seen()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {}: {:?}",
+                what,
+                self.seen()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The id of the connection whose client end is `client`, once opened.
+    #[track_caller]
+    fn id_of(&self, client: &TcpStream) -> ConnectionId {
+        let me = client.local_addr().unwrap();
+        self.wait_until("the open event", |seen| {
+            seen.iter()
+                .any(|s| matches!(s, Seen::Open(_, peer, _) if *peer == me))
+        });
+        self.seen()
+            .iter()
+            .find_map(|s| match s {
+                Seen::Open(id, peer, _) if *peer == me => Some(*id),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// The close reason of connection `id`, once closed.
+    #[track_caller]
+    fn reason_of(&self, id: ConnectionId) -> CloseReason {
+        self.wait_until("the close event", |seen| {
+            seen.iter()
+                .any(|s| matches!(s, Seen::Close(c, _) if *c == id))
+        });
+        self.seen()
+            .iter()
+            .find_map(|s| match s {
+                Seen::Close(c, reason) if *c == id => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+}
+
+/// Every connection seen: opened once, closed once, nothing of it before its
+/// open or after its close. Returns each connection's frames.
+#[track_caller]
+fn check_lifecycles(seen: &[Seen]) -> HashMap<ConnectionId, Vec<Vec<u8>>> {
+    let mut state: HashMap<ConnectionId, (bool, bool, Vec<Vec<u8>>)> = HashMap::new();
+    for s in seen {
+        match s {
+            Seen::Open(id, ..) => {
+                let fresh = state.insert(*id, (true, false, Vec::new())).is_none();
+                assert!(fresh, "{} opened twice: {:?}", id, seen);
+            }
+            Seen::Frame(id, frame) => {
+                let entry = state.get_mut(id).expect("a frame before its open");
+                assert!(!entry.1, "a frame of {} after its close: {:?}", id, seen);
+                entry.2.push(frame.clone());
+            }
+            Seen::Close(id, _) => {
+                let entry = state.get_mut(id).expect("a close before its open");
+                assert!(!entry.1, "{} closed twice: {:?}", id, seen);
+                entry.1 = true;
+            }
+        }
+    }
+    for (id, (_, closed, _)) in &state {
+        assert!(closed, "{} never closed: {:?}", id, seen);
+    }
+    state.into_iter().map(|(id, (_, _, f))| (id, f)).collect()
+}
+
+fn lines() -> Framing {
+    Framing::lines(b"\n").unwrap()
+}
+
+fn recording(server_config: crate::server::Config) -> (Server, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let server = start(server_config, Some(recorder.clone()));
+    (server, recorder)
+}
+
+#[test]
+fn open_and_close_come_once_in_order_with_ids_and_addresses() {
+    for backend in backends() {
+        let mut cfg = config(backend, lines());
+        cfg.workers = 3;
+        let (server, recorder) = recording(cfg);
+        let mut clients: Vec<TcpStream> = (0..6).map(|_| connect(&server)).collect();
+        for (n, client) in clients.iter_mut().enumerate() {
+            let wire = format!("a{}\nb{}\n", n, n);
+            client.write_all(wire.as_bytes()).unwrap();
+            assert_eq!(read_n(client, wire.len()), wire.as_bytes(), "{}", backend);
+        }
+        let ids: Vec<ConnectionId> = clients.iter().map(|c| recorder.id_of(c)).collect();
+        for (client, id) in clients.iter().zip(&ids) {
+            let open = recorder
+                .seen()
+                .into_iter()
+                .find(|s| matches!(s, Seen::Open(i, ..) if i == id));
+            assert_eq!(
+                open,
+                Some(Seen::Open(
+                    *id,
+                    client.local_addr().unwrap(),
+                    server.local_addr()
+                )),
+                "{}",
+                backend
+            );
+            client.shutdown(Shutdown::Write).unwrap();
+        }
+        for id in &ids {
+            assert_eq!(
+                recorder.reason_of(*id),
+                CloseReason::PeerClosed,
+                "{}",
+                backend
+            );
+        }
+        // Round robin over three workers: every worker's ids, all distinct.
+        let mut workers: Vec<u64> = ids.iter().map(|id| id % 3).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        assert_eq!(workers, vec![0, 1, 2], "{}: {:?}", backend, ids);
+        server.close().unwrap();
+        let frames = check_lifecycles(&recorder.seen());
+        assert_eq!(frames.len(), 6, "{}", backend);
+        for (n, id) in ids.iter().enumerate() {
+            let want = vec![
+                format!("a{}", n).into_bytes(),
+                format!("b{}", n).into_bytes(),
+            ];
+            assert_eq!(frames[id], want, "{}", backend);
+        }
+    }
+}
+
+#[test]
+fn each_close_reason_is_reported() {
+    for backend in backends() {
+        let mut cfg = config(backend, lines());
+        cfg.max_frame = 16;
+        let (server, recorder) = recording(cfg);
+
+        let mut bad_frame = connect(&server);
+        let mut failing = connect(&server);
+        let mut staying = connect(&server);
+        let bad_frame_id = recorder.id_of(&bad_frame);
+        let failing_id = recorder.id_of(&failing);
+        let staying_id = recorder.id_of(&staying);
+
+        bad_frame.write_all(&[b'x'; 100]).unwrap();
+        assert!(closed_by_server(&mut bad_frame), "{}", backend);
+        match recorder.reason_of(bad_frame_id) {
+            CloseReason::Frame(FrameError::TooLarge { .. }) => {}
+            other => panic!("{}: {:?}", backend, other),
+        }
+
+        failing.write_all(b"ok\n").unwrap();
+        assert_eq!(read_n(&mut failing, 3), b"ok\n");
+        failing.write_all(b"fail\n").unwrap();
+        assert!(closed_by_server(&mut failing), "{}", backend);
+        assert_eq!(
+            recorder.reason_of(failing_id),
+            CloseReason::HandlerFailed,
+            "{}",
+            backend
+        );
+
+        staying.write_all(b"still\n").unwrap();
+        assert_eq!(read_n(&mut staying, 6), b"still\n");
+        server.close().unwrap();
+        assert_eq!(
+            recorder.reason_of(staying_id),
+            CloseReason::Shutdown,
+            "{}",
+            backend
+        );
+        check_lifecycles(&recorder.seen());
+        assert!(closed_by_server(&mut staying), "{}", backend);
+
+        let mut cfg = config(backend, lines());
+        cfg.idle_timeout = Some(Duration::from_millis(200));
+        let (server, recorder) = recording(cfg);
+        let mut idle = connect(&server);
+        let idle_id = recorder.id_of(&idle);
+        assert!(closed_by_server(&mut idle), "{}", backend);
+        assert_eq!(
+            recorder.reason_of(idle_id),
+            CloseReason::IdleTimeout,
+            "{}",
+            backend
+        );
+        server.close().unwrap();
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+#[test]
+fn a_push_from_another_thread_arrives_framed_in_order_after_earlier_replies() {
+    for backend in backends() {
+        let mut cfg = config(backend, lines());
+        cfg.workers = 3;
+        let (server, recorder) = recording(cfg);
+        let sender = server.sender();
+        let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(&server)).collect();
+        for client in &mut clients {
+            // A reply queued in the turn the frame arrived, before the push.
+            client.write_all(b"first\n").unwrap();
+            let id = recorder.id_of(client);
+            recorder.wait_until("the first frame", |seen| {
+                seen.contains(&Seen::Frame(id, b"first".to_vec()))
+            });
+            let pusher = {
+                let sender = sender.clone();
+                thread::spawn(move || {
+                    for n in 0..100 {
+                        sender.send(id, format!("push {}", n).as_bytes()).unwrap();
+                    }
+                })
+            };
+            pusher.join().unwrap();
+            let mut want = b"first\n".to_vec();
+            for n in 0..100 {
+                want.extend_from_slice(format!("push {}\n", n).as_bytes());
+            }
+            assert!(read_n(client, want.len()) == want, "{}", backend);
+        }
+        server.close().unwrap();
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+#[test]
+fn a_push_to_a_closed_or_unknown_id_says_closed() {
+    for backend in backends() {
+        let (server, recorder) = recording(config(backend, lines()));
+        let sender = server.sender();
+        assert_eq!(sender.send(1_000_001, b"nobody"), Err(SendError::Closed));
+        let mut client = connect(&server);
+        let id = recorder.id_of(&client);
+        assert_eq!(
+            sender.send(id, b"two\nlines"),
+            Err(SendError::Unframable(FrameError::DelimiterInPayload)),
+            "{}",
+            backend
+        );
+        client.shutdown(Shutdown::Write).unwrap();
+        assert!(closed_by_server(&mut client), "{}", backend);
+        recorder.reason_of(id);
+        assert_eq!(
+            sender.send(id, b"late"),
+            Err(SendError::Closed),
+            "{}",
+            backend
+        );
+        assert_eq!(sender.close(id), Err(SendError::Closed), "{}", backend);
+        server.close().unwrap();
+        assert_eq!(sender.send(0, b"after close"), Err(SendError::Closed));
+
+        // A handler without events: no id is open for sending.
+        let echo = start(config(backend, lines()), None);
+        let mut client = connect(&echo);
+        client.write_all(b"hi\n").unwrap();
+        assert_eq!(read_n(&mut client, 3), b"hi\n");
+        assert_eq!(echo.sender().send(0, b"x"), Err(SendError::Closed));
+        assert_eq!(echo.sender().send(1, b"x"), Err(SendError::Closed));
+        echo.close().unwrap();
+    }
+}
+
+#[test]
+fn close_from_another_thread_flushes_then_closes() {
+    for backend in backends() {
+        let (server, recorder) = recording(config(backend, lines()));
+        let mut client = connect(&server);
+        let id = recorder.id_of(&client);
+        let sender = server.sender();
+        thread::spawn(move || {
+            sender.send(id, b"bye").unwrap();
+            sender.close(id).unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(read_n(&mut client, 4), b"bye\n", "{}", backend);
+        assert!(closed_by_server(&mut client), "{}", backend);
+        assert_eq!(
+            recorder.reason_of(id),
+            CloseReason::Requested,
+            "{}",
+            backend
+        );
+        server.close().unwrap();
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+/// Counts the events it is given without asking for them.
+#[derive(Default)]
+struct Plain {
+    events: Mutex<usize>,
+}
+
+impl Handler for Plain {
+    fn handle(&self, batch: &mut Batch) {
+        *self.events.lock().unwrap() += batch.events().len();
+        for i in 0..batch.len() {
+            let frame = batch.frame(i).to_vec();
+            batch.reply(i, &frame);
+        }
+    }
+}
+
+#[test]
+fn a_handler_that_does_not_ask_gets_no_events() {
+    for backend in backends() {
+        let plain = Arc::new(Plain::default());
+        let server = start(config(backend, lines()), Some(plain.clone()));
+        for _ in 0..3 {
+            let mut client = connect(&server);
+            client.write_all(b"x\n").unwrap();
+            assert_eq!(read_n(&mut client, 2), b"x\n");
+        }
+        server.close().unwrap();
+        assert_eq!(*plain.events.lock().unwrap(), 0, "{}", backend);
+    }
+}
