@@ -7,8 +7,11 @@
 //! **Events.** A handler whose [`Handler::wants_events`] is true also finds in
 //! the batch the connections that opened and closed ([`Batch::events`]), each
 //! placed among the frames: a connection's `Open` comes before its first frame,
-//! its `Close` after its last, and every `Open` gets exactly one `Close`. Other
-//! handlers pay nothing for them: no event is made.
+//! its `Close` after its last, and every `Open` gets exactly one `Close` (unless
+//! a worker fails, by a panic or a port error, which stops the server). Events
+//! of a turn come in the same call as its frames; a connection that opens or
+//! closes after that call has its event delivered in a second call before the
+//! turn ends. Other handlers pay nothing for them: no event is made.
 //!
 //! **Copies.** A frame lying whole inside a received chunk is not copied into the
 //! batch: the batch keeps that chunk until the turn ends and [`Batch::frame`] is a

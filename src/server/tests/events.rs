@@ -307,6 +307,12 @@ fn a_push_from_another_thread_arrives_framed_in_order_after_earlier_replies() {
 }
 
 #[test]
+fn the_sender_is_send_sync_and_cloneable() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<crate::server::ConnectionSender>();
+}
+
+#[test]
 fn a_push_to_a_closed_or_unknown_id_says_closed() {
     for backend in backends() {
         let (server, recorder) = recording(config(backend, lines()));
