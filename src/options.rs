@@ -160,7 +160,7 @@ pub const OPTIONS: &[ServerOption] = &[
         name: "workers",
         flag: "--workers",
         kind: Kind::Count { min: 1, max: 1024 },
-        help: "worker threads, each with its own completion port (default: the CPU count)",
+        help: "worker threads, each with its own completion port; one per CPU by default",
     },
     ServerOption {
         setting: Setting::Backend,
