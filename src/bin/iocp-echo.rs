@@ -163,13 +163,16 @@ fn parse_args() -> Result<Option<Options>, String> {
             other => return Err(format!("{}; {}", other.unexpected(), usage())),
         }
     }
-    let mut base = Config::default();
-    base.framing = match framing.as_str() {
+    let codec = match framing.as_str() {
         "lines" => Framing::lines(&delimiter).map_err(|e| format!("--delimiter: {}", e))?,
         "length" | "length_prefixed" => {
             Framing::length_prefixed(width, order).map_err(|e| format!("--length-width: {}", e))?
         }
         name => options::framing_by_name(name).map_err(|e| e.to_string())?,
+    };
+    let base = Config {
+        framing: codec,
+        ..Config::default()
     };
     let config =
         options::build(base, given.iter().map(|(o, v)| (*o, v))).map_err(|e| e.to_string())?;

@@ -222,13 +222,17 @@ fn bad_values_have_one_message_each() {
 
 #[test]
 fn none_keeps_the_default_but_sets_no_idle_timeout() {
-    let mut config = Config::default();
-    config.idle_timeout = Some(Duration::from_secs(1));
+    let mut config = Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
     for option in OPTIONS {
         option.apply(&mut config, &Value::None).unwrap();
     }
-    let mut expected = Config::default();
-    expected.idle_timeout = None;
+    let expected = Config {
+        idle_timeout: None,
+        ..Config::default()
+    };
     assert_eq!(config, expected);
 }
 
