@@ -101,7 +101,8 @@ pub(crate) fn options_tuple(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
 }
 
 /// The value `Server(...)` takes for `name`, from the text of its command-line
-/// flag; a text that is no number is returned as is (the server refuses it).
+/// flag. A number's value is checked here (`ValueError`, the message `Server`
+/// and the binary give); names and hosts are left to `Server`.
 #[pyfunction]
 pub(crate) fn option_from_text<'py>(
     py: Python<'py>,
@@ -110,7 +111,13 @@ pub(crate) fn option_from_text<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let option =
         by_name(name).ok_or_else(|| PyValueError::new_err(format!("no option {:?}", name)))?;
-    to_python(py, &option.parse_text(text))
+    let value = option.parse_text(text);
+    if let Kind::Count { .. } | Kind::Bytes { .. } | Kind::Seconds { .. } = option.kind {
+        option
+            .apply(&mut Config::default(), &value)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    }
+    to_python(py, &value)
 }
 
 /// A Python argument as the value of `option`; a type the option never takes is
