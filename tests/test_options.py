@@ -2,8 +2,8 @@
 
 The fronts are `Server(...)`, the Python command line (`python -m iocp_echo`) and the
 Rust binary (`target/release/iocp-echo`, built by `cargo build --release`; its tests are
-skipped if it is absent). Each front accepts a good value of each option, and a bad value
-gets the same one-line message on all three.
+skipped if it is absent or older than the sources). Each front accepts a good value of
+each option, and a bad value gets the same one-line message on all three.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def python_cli(*args: str) -> list[str]:
 def rust_cli(*args: str) -> list[str]:
     if not BINARY.exists():
         pytest.skip(f"{BINARY} is absent: build it with `cargo build --release`")
+    sources = [ROOT / "Cargo.toml", *(ROOT / "src").rglob("*.rs")]
+    if max(p.stat().st_mtime for p in sources) > BINARY.stat().st_mtime:
+        pytest.skip(f"{BINARY} is older than the sources: rebuild it with `cargo build --release`")
     return [str(BINARY), *args]
 
 
