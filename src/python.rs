@@ -23,10 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<framing::PyFraming>()?;
     m.add_class::<framing::PyDecoder>()?;
     m.add_class::<server::PyServer>()?;
-    m.add(
-        "DEFAULT_MAX_FRAME",
-        crate::server::Config::default().max_frame,
-    )?;
+    m.add("DEFAULT_MAX_FRAME", crate::config::DEFAULT_MAX_FRAME)?;
     m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
     m.add_class::<options::PyServerOption>()?;
     m.add("OPTIONS", options::options_tuple(py)?)?;

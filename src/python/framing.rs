@@ -6,9 +6,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::errors::frame_error;
+use crate::config::DEFAULT_MAX_FRAME as MAX_FRAME;
 use crate::framing::{ByteOrder, Decoder, Framing};
 use crate::options::framing_by_name;
-use crate::server::DEFAULT_MAX_FRAME as MAX_FRAME;
 
 /// The default payload limit, as the `i64` Python arguments take.
 const DEFAULT_MAX_FRAME: i64 = MAX_FRAME as i64;
