@@ -85,8 +85,11 @@ def python_cli(*args: str) -> list[str]:
 def rust_cli(*args: str) -> list[str]:
     if not BINARY.exists():
         pytest.skip(f"{BINARY} is absent: build it with `cargo build --release`")
-    sources = [ROOT / "Cargo.toml", *(ROOT / "src").rglob("*.rs")]
-    if max(p.stat().st_mtime for p in sources) > BINARY.stat().st_mtime:
+    # Cargo's dep-info beside the binary names the sources it was built from.
+    depinfo = BINARY.with_name(BINARY.name + ".d")
+    deps = depinfo.read_text().partition(":")[2] if depinfo.exists() else ""
+    sources = [Path(p) for p in deps.split()]
+    if any(not p.exists() or p.stat().st_mtime > BINARY.stat().st_mtime for p in sources):
         pytest.skip(f"{BINARY} is older than the sources: rebuild it with `cargo build --release`")
     return [str(BINARY), *args]
 
