@@ -1,7 +1,7 @@
 //! Helpers shared by the command-line programs (the server binary, `bench`):
 //! option values, host names, and Ctrl-C/SIGTERM as a flag.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -19,21 +19,10 @@ where
         .map_err(|e| format!("{}: invalid value {:?}: {}", name, text, e))
 }
 
-/// `host` as an IP address, or a name resolved to its first address.
+/// `host` as an IP address, or a name resolved to its first address; the
+/// error is the `host` option's message.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            format!(
-                "host must be an IP address or a resolvable name, got {:?}",
-                host
-            )
-        })
+    crate::options::resolve(host, port).map_err(|e| e.to_string())
 }
 
 /// A flag set by the first Ctrl-C or SIGTERM (Linux); the second ends the

@@ -1,4 +1,7 @@
 //! The server's settings ([`Config`]): defaults, limits and validation.
+//!
+//! How each setting is given (names, flags, per-value checks and their messages)
+//! is `crate::options`; [`Config::validate`] is the final check of the whole.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,7 +11,7 @@ use crate::framing::Framing;
 use crate::port::BackendChoice;
 
 /// Everything a server is configured with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where to listen; port 0 picks a free port.
     pub addr: SocketAddr,
@@ -31,7 +34,8 @@ pub struct Config {
     /// How long `close` lets connections finish sending queued replies.
     pub drain_timeout: Duration,
     /// Size of the worker's output buffers kept for reuse (receive memory is
-    /// the port's: see `CompletionPort::give_buffer`).
+    /// the port's: see `CompletionPort::give_buffer`). Not an option on any
+    /// front: a memory-reuse detail, not a behaviour (see `crate::options`).
     pub recv_buffer: usize,
     /// Queued output above which a connection stops reading.
     pub high_water: usize,
@@ -75,17 +79,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |name: &'static str, why: String| Err(ConfigError { name, why });
         if self.workers == 0 || self.workers > 1024 {
-            return bad("workers", format!("must be 1..=1024, got {}", self.workers));
+            return bad(
+                "workers",
+                format!("must be 1 to 1024, got {}", self.workers),
+            );
         }
         if self.max_frame == 0 {
-            return bad("max_frame", "must be at least 1".to_string());
+            return bad("max_frame", "must be at least 1, got 0".to_string());
         }
         if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1".to_string());
+            return bad("max_connections", "must be at least 1, got 0".to_string());
         }
         if let Some(t) = self.idle_timeout {
             if t.is_zero() {
-                return bad("idle_timeout", "must be positive, or None".to_string());
+                return bad(
+                    "idle_timeout",
+                    "must be a positive number of seconds or none, got 0".to_string(),
+                );
             }
         }
         if self.recv_buffer < 512 {
@@ -104,7 +114,10 @@ impl Config {
             );
         }
         if self.backlog <= 0 {
-            return bad("backlog", format!("must be positive, got {}", self.backlog));
+            return bad(
+                "backlog",
+                format!("must be at least 1, got {}", self.backlog),
+            );
         }
         Ok(())
     }

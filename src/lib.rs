@@ -6,13 +6,14 @@
 //!   Linux, `iocp` on Windows.
 //! * [`framing`]: the codecs (raw, lines, length-prefixed), pure functions over bytes.
 //! * [`server`]: listener, workers, connections, limits, stats and shutdown, on
-//!   any backend.
+//!   any backend; [`config`] its settings, [`options`] how every front gives them.
 //! * `python` (feature `python`): the `iocp_echo._native` extension module.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod framing;
+pub mod options;
 pub mod port;
 pub mod server;
 

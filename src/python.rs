@@ -1,5 +1,5 @@
 //! The `iocp_echo._native` extension module: the PyO3 face of the server and
-//! the codecs. Python-facing rules (DESIGN section 4 and 5): bad arguments are
+//! the codecs. Python-facing rules: bad arguments are
 //! `ValueError`/`TypeError` naming the argument, OS failures are `OSError` with
 //! the real errno, frame errors are `FramingError(ValueError)` subclasses.
 
@@ -7,6 +7,7 @@ mod bench;
 mod errors;
 mod framing;
 mod handler;
+mod options;
 mod server;
 
 use pyo3::prelude::*;
@@ -22,11 +23,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<framing::PyFraming>()?;
     m.add_class::<framing::PyDecoder>()?;
     m.add_class::<server::PyServer>()?;
-    m.add(
-        "DEFAULT_MAX_FRAME",
-        crate::server::Config::default().max_frame,
-    )?;
+    m.add("DEFAULT_MAX_FRAME", crate::config::DEFAULT_MAX_FRAME)?;
     m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
+    m.add_class::<options::PyServerOption>()?;
+    m.add("OPTIONS", options::options_tuple(py)?)?;
+    m.add_function(wrap_pyfunction!(options::option_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(server::resolve_backend, m)?)?;
     m.add_function(wrap_pyfunction!(bench::run_bench, m)?)?;
     Ok(())

@@ -20,23 +20,27 @@ from typing import Any, Union
 from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
+    OPTIONS,
     Decoder,
     FrameTooLarge,
     Framing,
     FramingError,
     Server,
+    ServerOption,
     resolve_backend,
 )
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_FRAME",
+    "OPTIONS",
     "Decoder",
     "FrameTooLarge",
     "Framing",
     "FramingError",
     "Handler",
     "Server",
+    "ServerOption",
     "resolve_backend",
     "serve",
 ]
@@ -59,9 +63,10 @@ def serve(
     """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
 
     ``handler=None`` echoes every message natively, without entering Python.
-    ``options`` are the other keyword arguments of :class:`Server`
-    (``workers``, ``backend``, ``max_frame``, ``max_connections``,
-    ``idle_timeout``, ``drain_timeout``, ``high_water``, ``low_water``).
+    ``options`` are the other keyword arguments of :class:`Server`, one per
+    entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
+    ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
+    ``low_water``, ``backlog``).
     """
     server = Server(handler, host=host, port=port, framing=framing, **options)
     with _sigterm_interrupts():

@@ -14,10 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import BACKENDS, DEFAULT_MAX_FRAME, Framing, Handler, Server
-from ._native import run_bench
+from . import BACKENDS, OPTIONS, Framing, Handler, Server, ServerOption
+from ._native import option_from_text, run_bench
 
 PROG = "iocp-echo"
+_DEFAULTS = {option.name: option.default for option in OPTIONS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,36 +35,24 @@ def _fail(message: str) -> NoReturn:
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="A TCP echo/message server on a completion port.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)")
-    p.add_argument(
-        "--framing",
-        choices=["raw", "lines", "length"],
-        default="raw",
-        help="how messages are cut: each chunk, lines, or length-prefixed (default raw)",
-    )
+    # Every server option, from the one definition the Rust binary and Server(...)
+    # share; its text goes to Server(...) as given, so Rust checks every value.
+    for option in OPTIONS:
+        p.add_argument(
+            option.flag,
+            dest=option.name,
+            default=argparse.SUPPRESS,
+            metavar=_metavar(option),
+            help=f"{option.help} (default {_shown(option.default)})".replace("%", "%%"),
+        )
     p.add_argument(
         "--delimiter", default="\\n", help="lines delimiter, escapes allowed (default \\n)"
     )
     p.add_argument(
-        "--length-width", type=int, choices=[1, 2, 4, 8], default=4, help="prefix bytes (default 4)"
+        "--length-width", default="4", metavar="1|2|4|8", help="prefix bytes (default 4)"
     )
     p.add_argument(
-        "--byteorder", choices=["big", "little"], default="big", help="prefix byte order"
-    )
-    p.add_argument("--workers", type=int, default=None, help="worker threads (default: CPU count)")
-    p.add_argument(
-        "--backend", choices=["auto", *BACKENDS], default="auto", help="I/O backend (default auto)"
-    )
-    p.add_argument(
-        "--max-frame", type=int, default=DEFAULT_MAX_FRAME, help="largest message, bytes"
-    )
-    p.add_argument("--max-connections", type=int, default=None, help="open connections at most")
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=None,
-        help="close clients that complete no message for this many seconds",
+        "--byteorder", default="big", metavar="big|little", help="prefix byte order (default big)"
     )
     p.add_argument(
         "--handler",
@@ -75,16 +64,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _framing(args: argparse.Namespace) -> Framing:
-    if args.framing == "lines":
+def _metavar(option: ServerOption) -> str:
+    if option.choices:
+        return "|".join(option.choices)
+    if option.kind == "seconds":
+        return "SECONDS|none" if option.optional else "SECONDS"
+    return {"host": "ADDR", "bytes": "BYTES"}.get(option.kind, "N")
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _framing(args: argparse.Namespace) -> Framing | str:
+    """The codec the framing flags ask for; other names go to Server as they are."""
+    try:
+        Framing.length_prefixed(4, args.byteorder)
+    except ValueError as e:
+        _fail(f"--byteorder: {e}")
+    name: str = getattr(args, "framing", "raw")
+    if name == "lines":
         try:
             delimiter = args.delimiter.encode("utf-8").decode("unicode_escape").encode("latin-1")
+            return Framing.lines(delimiter)
         except (UnicodeError, ValueError) as e:
             _fail(f"--delimiter: {e}")
-        return Framing.lines(delimiter)
-    if args.framing == "length":
-        return Framing.length_prefixed(args.length_width, args.byteorder)
-    return Framing.raw()
+    if name in ("length", "length_prefixed"):
+        try:
+            return Framing.length_prefixed(int(args.length_width), args.byteorder)
+        except ValueError as e:
+            _fail(f"--length-width: {e}")
+    return name
 
 
 def _handler(spec: str | None) -> Handler | None:
@@ -116,25 +130,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "backend": args.backend,
-        "max_frame": args.max_frame,
-    }
-    if args.workers is not None:
-        options["workers"] = args.workers
-    if args.max_connections is not None:
-        options["max_connections"] = args.max_connections
-    if args.idle_timeout is not None:
-        options["idle_timeout"] = args.idle_timeout
+    framing = _framing(args)
+    given = vars(args)
     try:
-        server = Server(_handler(args.handler), framing=_framing(args), **options)
+        options: dict[str, Any] = {
+            o.name: option_from_text(o.name, given[o.name])
+            for o in OPTIONS
+            if o.name in given and o.name != "framing"
+        }
+        server = Server(_handler(args.handler), framing=framing, **options)
         server.start()
     except (ValueError, TypeError) as e:
         _fail(str(e))
     except OSError as e:
-        _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+        host = given.get("host", _DEFAULTS["host"])
+        port = given.get("port", _DEFAULTS["port"])
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
     try:
         # Both stop the server cleanly, even where SIGINT was ignored at startup
@@ -145,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = server.address
         print(
             f"iocp_echo listening on {host}:{port} "
-            f"(backend {server.backend}, {server.workers} workers, framing {args.framing})",
+            f"(backend {server.backend}, {server.workers} workers, "
+            f"framing {getattr(args, 'framing', 'raw')})",
             flush=True,
         )
         server.serve_forever()

@@ -11,11 +11,14 @@ _Reply: TypeAlias = bytes | bytearray | memoryview | None
 __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_FRAME",
+    "OPTIONS",
     "Decoder",
     "FrameTooLarge",
     "Framing",
     "FramingError",
     "Server",
+    "ServerOption",
+    "option_from_text",
     "resolve_backend",
     "run_bench",
 ]
@@ -25,6 +28,47 @@ BACKENDS: Final[list[str]]
 
 DEFAULT_MAX_FRAME: Final[int]
 """The default payload limit of servers and decoders, in bytes."""
+
+@final
+class ServerOption:
+    """One server option: its keyword, its flag, the values it takes, its default and help."""
+
+    @property
+    def name(self) -> str:
+        """The keyword of ``Server(...)``, also the name in error messages: ``max_frame``."""
+    @property
+    def flag(self) -> str:
+        """The command-line flag: ``--max-frame``."""
+    @property
+    def kind(self) -> Literal["host", "count", "bytes", "seconds", "choice", "framing"]:
+        """What values it takes."""
+    @property
+    def optional(self) -> bool:
+        """Whether None (``none`` on the command line) is a value, not just "the default"."""
+    @property
+    def minimum(self) -> int | None:
+        """The smallest value of a count, else None."""
+    @property
+    def maximum(self) -> int | None:
+        """The largest value of a count, else None."""
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The names a choice or framing takes, else empty."""
+    @property
+    def default(self) -> int | float | str | None:
+        """The value a server has when the option is not given."""
+    @property
+    def help(self) -> str:
+        """One line of help."""
+
+OPTIONS: Final[tuple[ServerOption, ...]]
+"""Every server option, as ``Server(...)``, ``python -m iocp_echo`` and ``iocp-echo`` take them."""
+
+def option_from_text(name: str, text: str) -> int | float | str | None:
+    """The value ``Server(...)`` takes for option ``name`` from the text of its flag.
+
+    ``ValueError`` (the message ``Server`` gives) if a number is bad.
+    """
 
 class FramingError(ValueError):
     """A message cannot be framed or a byte stream cannot be decoded."""
@@ -90,6 +134,7 @@ class Server:
         drain_timeout: float | None = None,
         high_water: int | None = None,
         low_water: int | None = None,
+        backlog: int | None = None,
     ) -> Server: ...
     def start(self) -> None:
         """Bind and start the workers; ``OSError`` with the real errno if binding fails."""

@@ -1,14 +1,13 @@
 //! `iocp-echo`: the server as a pure-Rust program, without Python. The native
 //! speed reference, and the server the Windows tests run under Wine.
 //!
-//! It takes the options of `python -m iocp_echo` (bar `--handler`), prints one
-//! line when listening, and stops cleanly with exit code 0 on Ctrl-C, SIGTERM,
+//! It takes the server options of `iocp_echo::options::OPTIONS` (as `python -m
+//! iocp_echo` does, which adds `--handler`), prints one line when listening, and stops cleanly with exit code 0 on Ctrl-C, SIGTERM,
 //! or (with `--stop-on-stdin-eof`) when its standard input closes.
 //!
 //! `iocp-echo bench [options]` runs the load generator instead (`src/bench/cli.rs`).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,13 +15,29 @@ use std::time::Duration;
 
 use iocp_echo::cli::value;
 use iocp_echo::framing::{ByteOrder, Framing};
-use iocp_echo::port::BackendChoice;
+use iocp_echo::options::{self, Kind, Setting, Value, OPTIONS};
 use iocp_echo::server::{Config, Server, StartError};
 
-const USAGE: &str = "usage: iocp-echo [--host ADDR] [--port N] [--framing raw|lines|length] \
-[--delimiter STR] [--length-width 1|2|4|8] [--byteorder big|little] [--workers N] \
-[--backend auto|io_uring|epoll|iocp] [--max-frame BYTES] [--max-connections N] \
-[--idle-timeout SECONDS] [--drain-timeout SECONDS] [--stop-on-stdin-eof] [--log-level LEVEL]";
+/// The flags of this program alone (the server options come from `OPTIONS`).
+const OWN_FLAGS: &[(&str, &str)] = &[
+    (
+        "--delimiter STR",
+        "lines delimiter; escapes \\n \\r \\t \\0 \\\\ \\xHH (default \\n)",
+    ),
+    ("--length-width 1|2|4|8", "length prefix bytes (default 4)"),
+    (
+        "--byteorder big|little",
+        "length prefix byte order (default big)",
+    ),
+    (
+        "--stop-on-stdin-eof",
+        "stop cleanly when standard input closes",
+    ),
+    (
+        "--log-level LEVEL",
+        "error, warn, info, debug or trace (default warn)",
+    ),
+];
 
 struct Options {
     config: Config,
@@ -39,7 +54,7 @@ fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(Some(options)) => options,
         Ok(None) => {
-            println!("{}", USAGE);
+            print!("{}", help());
             return ExitCode::SUCCESS;
         }
         Err(message) => return fail(&message),
@@ -104,9 +119,7 @@ fn fail(message: &str) -> ExitCode {
 
 fn parse_args() -> Result<Option<Options>, String> {
     use lexopt::prelude::*;
-    let mut config = Config::default();
-    let mut host: IpAddr = [127, 0, 0, 1].into();
-    let mut port: u16 = 8080;
+    let mut given: Vec<(&'static options::ServerOption, options::Value)> = Vec::new();
     let mut framing = "raw".to_string();
     let mut delimiter = b"\n".to_vec();
     let mut width: u64 = 4;
@@ -116,11 +129,21 @@ fn parse_args() -> Result<Option<Options>, String> {
 
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let option = match &arg {
+            Long(name) => options::by_flag(&format!("--{}", name)),
+            _ => None,
+        };
+        if let Some(option) = option {
+            let text: String = value(&mut parser, option.flag)?;
+            if option.setting == Setting::Framing {
+                framing = text;
+            } else {
+                given.push((option, option.parse_text(&text)));
+            }
+            continue;
+        }
         match arg {
             Long("help") | Short('h') => return Ok(None),
-            Long("host") => host = value(&mut parser, "--host")?,
-            Long("port") => port = value(&mut parser, "--port")?,
-            Long("framing") => framing = value(&mut parser, "--framing")?,
             Long("delimiter") => {
                 let text: String = value(&mut parser, "--delimiter")?;
                 delimiter = unescape(&text);
@@ -130,22 +153,6 @@ fn parse_args() -> Result<Option<Options>, String> {
                 let name: String = value(&mut parser, "--byteorder")?;
                 order = ByteOrder::parse(&name).map_err(|e| format!("--byteorder: {}", e))?;
             }
-            Long("workers") => config.workers = value(&mut parser, "--workers")?,
-            Long("backend") => {
-                let name: String = value(&mut parser, "--backend")?;
-                config.backend =
-                    BackendChoice::parse(&name).map_err(|e| format!("--backend: {}", e))?;
-            }
-            Long("max-frame") => config.max_frame = value(&mut parser, "--max-frame")?,
-            Long("max-connections") => {
-                config.max_connections = value(&mut parser, "--max-connections")?
-            }
-            Long("idle-timeout") => {
-                config.idle_timeout = Some(seconds(value(&mut parser, "--idle-timeout")?)?)
-            }
-            Long("drain-timeout") => {
-                config.drain_timeout = seconds(value(&mut parser, "--drain-timeout")?)?
-            }
             Long("stop-on-stdin-eof") => stop_on_stdin_eof = true,
             Long("log-level") => {
                 let name: String = value(&mut parser, "--log-level")?;
@@ -153,26 +160,22 @@ fn parse_args() -> Result<Option<Options>, String> {
                     .parse()
                     .map_err(|_| format!("--log-level: unknown level {:?}", name))?;
             }
-            other => return Err(format!("{}; {}", other.unexpected(), USAGE)),
+            other => return Err(format!("{}; {}", other.unexpected(), usage())),
         }
     }
-    config.addr = SocketAddr::new(host, port);
-    config.framing = match framing.as_str() {
-        "raw" => Framing::raw(),
+    let codec = match framing.as_str() {
         "lines" => Framing::lines(&delimiter).map_err(|e| format!("--delimiter: {}", e))?,
-        "length" => {
+        "length" | "length_prefixed" => {
             Framing::length_prefixed(width, order).map_err(|e| format!("--length-width: {}", e))?
         }
-        other => {
-            return Err(format!(
-                "--framing must be raw, lines or length, got {:?}",
-                other
-            ))
-        }
+        name => options::framing_by_name(name).map_err(|e| e.to_string())?,
     };
-    config
-        .validate()
-        .map_err(|e| format!("--{}", e).replace('_', "-"))?;
+    let base = Config {
+        framing: codec,
+        ..Config::default()
+    };
+    let config =
+        options::build(base, given.iter().map(|(o, v)| (*o, v))).map_err(|e| e.to_string())?;
     Ok(Some(Options {
         config,
         framing_name: framing,
@@ -181,11 +184,49 @@ fn parse_args() -> Result<Option<Options>, String> {
     }))
 }
 
-fn seconds(value: f64) -> Result<Duration, String> {
-    if value.is_finite() && value > 0.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(format!("timeouts must be positive seconds, got {}", value))
+/// The one-line usage: every flag.
+fn usage() -> String {
+    let mut line = "usage: iocp-echo".to_string();
+    for option in OPTIONS {
+        line += &format!(" [{} {}]", option.flag, metavar(option.kind));
+    }
+    for (flag, _) in OWN_FLAGS {
+        line += &format!(" [{}]", flag);
+    }
+    line
+}
+
+/// `--help`: the usage, then every flag with its default.
+fn help() -> String {
+    let defaults = Config::default();
+    let mut text = format!(
+        "{}\n\nA TCP echo server on a completion port (`iocp-echo bench --help`: the load generator).\n\n",
+        usage()
+    );
+    for option in OPTIONS {
+        let default = match option.current(&defaults) {
+            Value::None => "none".to_string(),
+            Value::Text(t) => t,
+            other => other.to_string(),
+        };
+        let flag = format!("{} {}", option.flag, metavar(option.kind));
+        text += &format!("  {:<34} {} (default {})\n", flag, option.help, default);
+    }
+    for (flag, help) in OWN_FLAGS {
+        text += &format!("  {:<34} {}\n", flag, help);
+    }
+    text
+}
+
+/// What a flag's value is, for the usage: `N`, `BYTES`, `auto|io_uring|...`.
+fn metavar(kind: Kind) -> String {
+    match kind {
+        Kind::Host => "ADDR".to_string(),
+        Kind::Count { .. } => "N".to_string(),
+        Kind::Bytes { .. } => "BYTES".to_string(),
+        Kind::Seconds { optional: true } => "SECONDS|none".to_string(),
+        Kind::Seconds { optional: false } => "SECONDS".to_string(),
+        Kind::Choice(names) | Kind::Framing(names) => names.join("|"),
     }
 }
 

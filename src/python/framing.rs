@@ -6,8 +6,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::errors::frame_error;
+use crate::config::DEFAULT_MAX_FRAME as MAX_FRAME;
 use crate::framing::{ByteOrder, Decoder, Framing};
-use crate::server::DEFAULT_MAX_FRAME as MAX_FRAME;
+use crate::options::framing_by_name;
 
 /// The default payload limit, as the `i64` Python arguments take.
 const DEFAULT_MAX_FRAME: i64 = MAX_FRAME as i64;
@@ -106,23 +107,14 @@ fn bytes_repr(bytes: &[u8]) -> String {
 }
 
 /// Turn the `framing=` argument (a `Framing`, or one of the names `"raw"`,
-/// `"lines"`, `"length"`/`"length_prefixed"`) into a codec.
+/// `"lines"`, `"length"`/`"length_prefixed"`, read by the options' shared
+/// `framing_by_name`) into a codec.
 pub(crate) fn framing_arg(value: &Bound<'_, PyAny>) -> PyResult<Framing> {
     if let Ok(framing) = value.cast::<PyFraming>() {
         return Ok(framing.get().inner.clone());
     }
     match value.extract::<String>() {
-        Ok(name) => match name.as_str() {
-            "raw" => Ok(Framing::raw()),
-            "lines" => Ok(Framing::lines(b"\n").expect("newline is a valid delimiter")),
-            "length" | "length_prefixed" => {
-                Ok(Framing::length_prefixed(4, ByteOrder::Big).expect("4 is a valid width"))
-            }
-            other => Err(PyValueError::new_err(format!(
-                "framing must be \"raw\", \"lines\", \"length\" or a Framing, got {:?}",
-                other
-            ))),
-        },
+        Ok(name) => framing_by_name(&name).map_err(|e| PyValueError::new_err(e.to_string())),
         Err(_) => Err(PyTypeError::new_err(format!(
             "framing must be a str or a Framing, not {}",
             value.get_type().name()?

@@ -2,7 +2,6 @@
 //! while waiting, Ctrl-C honoured, and the handler dropped with the interpreter
 //! attached.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +12,8 @@ use pyo3::types::{PyDict, PyList};
 use super::errors::os_error;
 use super::framing::framing_arg;
 use super::handler::PyHandler;
+use super::options::from_python;
+use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
 use crate::server::{lock, Config, Handler, Server, StartError, Stats};
 
@@ -32,27 +33,14 @@ pub(crate) struct PyServer {
 
 #[pymethods]
 impl PyServer {
+    /// `Server(handler=None, **options)`: every option of `OPTIONS` by its
+    /// name; `framing` also takes a `Framing`. None leaves an option at its
+    /// default (for `idle_timeout`, the default: no timeout).
     #[new]
-    #[pyo3(signature = (
-        handler = None, *, host = "127.0.0.1", port = 8080, framing = None,
-        workers = None, backend = "auto", max_frame = None,
-        max_connections = None, idle_timeout = None, drain_timeout = None,
-        high_water = None, low_water = None,
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (handler = None, **options))]
     fn new(
         handler: Option<Py<PyAny>>,
-        host: &str,
-        port: i128,
-        framing: Option<&Bound<'_, PyAny>>,
-        workers: Option<i128>,
-        backend: &str,
-        max_frame: Option<i128>,
-        max_connections: Option<i128>,
-        idle_timeout: Option<f64>,
-        drain_timeout: Option<f64>,
-        high_water: Option<i128>,
-        low_water: Option<i128>,
+        options: Option<&Bound<'_, PyDict>>,
         py: Python<'_>,
     ) -> PyResult<PyServer> {
         if let Some(h) = &handler {
@@ -63,44 +51,23 @@ impl PyServer {
                 )));
             }
         }
-        let mut config = Config::default();
-        if !(0..=65535).contains(&port) {
-            return Err(PyValueError::new_err(format!(
-                "port must be 0..=65535, got {}",
-                port
-            )));
+        let mut base = Config::default();
+        let mut given = Vec::new();
+        for (key, value) in options.into_iter().flat_map(|d| d.iter()) {
+            let key: String = key.extract()?;
+            let option = by_name(&key).ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "Server() got an unexpected keyword argument '{}'",
+                    key
+                ))
+            })?;
+            if option.setting == Setting::Framing && !value.is_none() {
+                base.framing = framing_arg(&value)?;
+            } else {
+                given.push((option, from_python(option, &value)?));
+            }
         }
-        config.addr = resolve_host(host, port as u16)?;
-        if let Some(f) = framing {
-            config.framing = framing_arg(f)?;
-        }
-        if let Some(w) = workers {
-            config.workers = positive("workers", w)?;
-        }
-        config.backend = BackendChoice::parse(backend)
-            .map_err(|e| PyValueError::new_err(format!("backend: {}", e)))?;
-        if let Some(m) = max_frame {
-            config.max_frame = positive("max_frame", m)?;
-        }
-        if let Some(m) = max_connections {
-            config.max_connections = positive("max_connections", m)?;
-        }
-        config.idle_timeout = idle_timeout
-            .map(|t| seconds("idle_timeout", t))
-            .transpose()?;
-        if let Some(t) = drain_timeout {
-            config.drain_timeout = seconds("drain_timeout", t)?;
-        }
-        if let Some(h) = high_water {
-            config.high_water = positive("high_water", h)?;
-            config.low_water = config.low_water.min(config.high_water / 4);
-        }
-        if let Some(l) = low_water {
-            config.low_water = usize::try_from(l)
-                .map_err(|_| PyValueError::new_err(format!("low_water must be >= 0, got {}", l)))?;
-        }
-        config
-            .validate()
+        let config = crate::options::build(base, given.iter().map(|(o, v)| (*o, v)))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyServer {
             config,
@@ -356,16 +323,6 @@ pub(crate) fn resolve_backend(backend: &str) -> PyResult<&'static str> {
         .map_err(|e| os_error(&e, backend))
 }
 
-fn positive(name: &str, value: i128) -> PyResult<usize> {
-    if value < 1 {
-        return Err(PyValueError::new_err(format!(
-            "{} must be a positive integer, got {}",
-            name, value
-        )));
-    }
-    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{} is too large", name)))
-}
-
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     if !(value.is_finite() && value > 0.0) {
         return Err(PyValueError::new_err(format!(
@@ -374,9 +331,4 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(value))
-}
-
-/// `host` as an IP address; a name such as "localhost" is resolved.
-fn resolve_host(host: &str, port: u16) -> PyResult<SocketAddr> {
-    crate::cli::resolve(host, port).map_err(PyValueError::new_err)
 }

@@ -1,0 +1,504 @@
+//! The server's options, defined once ([`OPTIONS`]): for each, its Python keyword
+//! (`max_frame`), its command-line flag (`--max-frame`), the values it takes
+//! ([`Kind`]), its help text, its default (read from [`Config::default`]) and the one
+//! function that checks a value and applies it to a [`Config`]
+//! ([`ServerOption::apply`]).
+//!
+//! Rules:
+//! * Every front (`Server(...)` in Python, `python -m iocp_echo`, the `iocp-echo`
+//!   binary) reads its options from this table, so no option exists on one front only.
+//! * A bad value has one message, the same on every front, naming the option by its
+//!   Python name: `max_frame must be at least 1, got 0`. The command lines hand the
+//!   text of a flag to [`ServerOption::parse_text`], which never fails: a text that
+//!   is no number is kept as text and [`ServerOption::apply`] refuses it.
+//! * [`Value::None`] keeps an option's current value, except for an option that may
+//!   be none (`idle_timeout`), where it means none.
+//! * Rules between options ([`build`]): when `high_water` is given without
+//!   `low_water`, the default `low_water` is lowered to a quarter of it; `low_water`
+//!   must stay below `high_water`. [`Config::validate`] is the final check.
+//! * `Config::recv_buffer` is not an option: it caps the size of the output buffers a
+//!   worker keeps for reuse, a memory-reuse detail with no bearing on behaviour.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::framing::{ByteOrder, Framing};
+use crate::port::BackendChoice;
+
+#[cfg(test)]
+mod tests;
+
+/// The largest number of seconds a timeout takes (about 31 years).
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// The largest byte count or connection count (what a `usize` holds).
+const UNBOUNDED: i128 = usize::MAX as i128;
+
+/// The values an option takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An IP address, or a host name resolved to its first address.
+    Host,
+    /// A whole number from `min` to `max`.
+    Count {
+        /// The smallest value allowed.
+        min: i128,
+        /// The largest value allowed.
+        max: i128,
+    },
+    /// A number of bytes from `min` to `max`.
+    Bytes {
+        /// The smallest value allowed.
+        min: i128,
+        /// The largest value allowed.
+        max: i128,
+    },
+    /// A positive number of seconds, at most [`MAX_SECONDS`].
+    Seconds {
+        /// Whether none (Python `None`, `none` on a command line) is allowed.
+        optional: bool,
+    },
+    /// One of the names.
+    Choice(&'static [&'static str]),
+    /// A framing by name; Python also takes a `Framing`, and the command lines
+    /// have flags of their own for the delimiter and the length prefix.
+    Framing(&'static [&'static str]),
+}
+
+impl Kind {
+    /// The kind's name as the Python fronts see it: `host`, `count`, `bytes`,
+    /// `seconds`, `choice` or `framing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Host => "host",
+            Kind::Count { .. } => "count",
+            Kind::Bytes { .. } => "bytes",
+            Kind::Seconds { .. } => "seconds",
+            Kind::Choice(_) => "choice",
+            Kind::Framing(_) => "framing",
+        }
+    }
+}
+
+/// Which setting of a [`Config`] an option sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// The address's IP (`Config::addr`).
+    Host,
+    /// The address's port (`Config::addr`).
+    Port,
+    /// `Config::framing`.
+    Framing,
+    /// `Config::workers`.
+    Workers,
+    /// `Config::backend`.
+    Backend,
+    /// `Config::max_frame`.
+    MaxFrame,
+    /// `Config::max_connections`.
+    MaxConnections,
+    /// `Config::idle_timeout`.
+    IdleTimeout,
+    /// `Config::drain_timeout`.
+    DrainTimeout,
+    /// `Config::high_water`.
+    HighWater,
+    /// `Config::low_water`.
+    LowWater,
+    /// `Config::backlog`.
+    Backlog,
+}
+
+/// One server option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerOption {
+    /// What it sets.
+    pub setting: Setting,
+    /// Its Python keyword, also the name in error messages: `max_frame`.
+    pub name: &'static str,
+    /// Its command-line flag: `--max-frame`.
+    pub flag: &'static str,
+    /// The values it takes.
+    pub kind: Kind,
+    /// One line for `--help` (the default is added by the front).
+    pub help: &'static str,
+}
+
+/// The backends `backend` takes.
+const BACKEND_NAMES: &[&str] = &["auto", "io_uring", "epoll", "iocp"];
+
+/// The framing names the command lines take (Python also takes `length_prefixed`).
+pub const FRAMING_NAMES: &[&str] = &["raw", "lines", "length"];
+
+/// Every server option, in the order `--help` lists them.
+pub const OPTIONS: &[ServerOption] = &[
+    ServerOption {
+        setting: Setting::Host,
+        name: "host",
+        flag: "--host",
+        kind: Kind::Host,
+        help: "address to listen on: an IP address or a host name",
+    },
+    ServerOption {
+        setting: Setting::Port,
+        name: "port",
+        flag: "--port",
+        kind: Kind::Count { min: 0, max: 65535 },
+        help: "port to listen on; 0 picks a free one (the banner names it)",
+    },
+    ServerOption {
+        setting: Setting::Framing,
+        name: "framing",
+        flag: "--framing",
+        kind: Kind::Framing(FRAMING_NAMES),
+        help: "how messages are cut: each chunk (raw), lines, or length-prefixed (length)",
+    },
+    ServerOption {
+        setting: Setting::Workers,
+        name: "workers",
+        flag: "--workers",
+        kind: Kind::Count { min: 1, max: 1024 },
+        help: "worker threads, each with its own completion port; one per CPU by default",
+    },
+    ServerOption {
+        setting: Setting::Backend,
+        name: "backend",
+        flag: "--backend",
+        kind: Kind::Choice(BACKEND_NAMES),
+        help: "I/O backend; auto probes io_uring and falls back to epoll",
+    },
+    ServerOption {
+        setting: Setting::MaxFrame,
+        name: "max_frame",
+        flag: "--max-frame",
+        kind: Kind::Bytes {
+            min: 1,
+            max: UNBOUNDED,
+        },
+        help: "largest message payload, in bytes",
+    },
+    ServerOption {
+        setting: Setting::MaxConnections,
+        name: "max_connections",
+        flag: "--max-connections",
+        kind: Kind::Count {
+            min: 1,
+            max: UNBOUNDED,
+        },
+        help: "connections open at once; more are closed as soon as accepted",
+    },
+    ServerOption {
+        setting: Setting::IdleTimeout,
+        name: "idle_timeout",
+        flag: "--idle-timeout",
+        kind: Kind::Seconds { optional: true },
+        help: "close a connection that completes no message for this many seconds",
+    },
+    ServerOption {
+        setting: Setting::DrainTimeout,
+        name: "drain_timeout",
+        flag: "--drain-timeout",
+        kind: Kind::Seconds { optional: false },
+        help: "seconds a stopping server lets queued replies go out",
+    },
+    ServerOption {
+        setting: Setting::HighWater,
+        name: "high_water",
+        flag: "--high-water",
+        kind: Kind::Bytes {
+            min: 1,
+            max: UNBOUNDED,
+        },
+        help: "queued output bytes above which a connection stops reading \
+               (alone, it lowers low_water to at most a quarter of it)",
+    },
+    ServerOption {
+        setting: Setting::LowWater,
+        name: "low_water",
+        flag: "--low-water",
+        kind: Kind::Bytes {
+            min: 0,
+            max: UNBOUNDED,
+        },
+        help: "queued output bytes below which a paused connection reads again",
+    },
+    ServerOption {
+        setting: Setting::Backlog,
+        name: "backlog",
+        flag: "--backlog",
+        kind: Kind::Count {
+            min: 1,
+            max: i32::MAX as i128,
+        },
+        help: "length of the kernel's queue of connections waiting to be accepted",
+    },
+];
+
+/// The option with Python name `name`.
+pub fn by_name(name: &str) -> Option<&'static ServerOption> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// The option with command-line flag `flag` (`--max-frame`).
+pub fn by_flag(flag: &str) -> Option<&'static ServerOption> {
+    OPTIONS.iter().find(|o| o.flag == flag)
+}
+
+/// A value given for an option, before it is checked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Python `None` (`none` on a command line, for an option that may be none).
+    None,
+    /// A whole number.
+    Int(i128),
+    /// A number with a fraction.
+    Float(f64),
+    /// Text: a name, or what a command line gave that is no number.
+    Text(String),
+}
+
+impl fmt::Display for Value {
+    /// As error messages show it: text quoted, numbers bare.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::None => f.write_str("None"),
+            Value::Int(i) => write!(f, "{}", i),
+            Value::Float(x) => write!(f, "{}", x),
+            Value::Text(t) => write!(f, "{:?}", t),
+        }
+    }
+}
+
+impl ServerOption {
+    /// The value of a command-line flag. Never fails: a text that is no number
+    /// of the option's kind stays text, which [`ServerOption::apply`] refuses with
+    /// the option's message.
+    pub fn parse_text(&self, text: &str) -> Value {
+        match self.kind {
+            Kind::Count { .. } | Kind::Bytes { .. } => match text.parse::<i128>() {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Text(text.to_string()),
+            },
+            Kind::Seconds { optional } => {
+                if optional && text.eq_ignore_ascii_case("none") {
+                    return Value::None;
+                }
+                match text.parse::<f64>() {
+                    Ok(x) => Value::Float(x),
+                    Err(_) => Value::Text(text.to_string()),
+                }
+            }
+            Kind::Host | Kind::Choice(_) | Kind::Framing(_) => Value::Text(text.to_string()),
+        }
+    }
+
+    /// Check `value` and set it in `config`; the error names the option and the
+    /// value. [`Value::None`] keeps the current value, but sets none where the
+    /// option may be none.
+    pub fn apply(&self, config: &mut Config, value: &Value) -> Result<(), ConfigError> {
+        if *value == Value::None && self.kind != (Kind::Seconds { optional: true }) {
+            return Ok(());
+        }
+        match self.setting {
+            Setting::Host => {
+                let host = self.name_in(value, &[])?;
+                config.addr = resolve(host, config.addr.port())?;
+            }
+            Setting::Port => config.addr.set_port(self.count(value)? as u16),
+            Setting::Framing => config.framing = framing_by_name(self.name_in(value, &[])?)?,
+            Setting::Workers => config.workers = self.count(value)? as usize,
+            Setting::Backend => {
+                let name = self.name_in(value, BACKEND_NAMES)?;
+                config.backend = BackendChoice::parse(name).map_err(|why| self.error(why))?;
+            }
+            Setting::MaxFrame => config.max_frame = self.count(value)? as usize,
+            Setting::MaxConnections => config.max_connections = self.count(value)? as usize,
+            Setting::IdleTimeout => config.idle_timeout = self.seconds(value)?,
+            Setting::DrainTimeout => {
+                if let Some(d) = self.seconds(value)? {
+                    config.drain_timeout = d;
+                }
+            }
+            Setting::HighWater => config.high_water = self.count(value)? as usize,
+            Setting::LowWater => config.low_water = self.count(value)? as usize,
+            Setting::Backlog => config.backlog = self.count(value)? as i32,
+        }
+        Ok(())
+    }
+
+    /// The option's value in `config`: [`OPTIONS`]' defaults are those of
+    /// `Config::default()`.
+    pub fn current(&self, config: &Config) -> Value {
+        let int = |n: usize| Value::Int(n as i128);
+        match self.setting {
+            Setting::Host => Value::Text(config.addr.ip().to_string()),
+            Setting::Port => Value::Int(i128::from(config.addr.port())),
+            Setting::Framing => Value::Text(framing_name(&config.framing).to_string()),
+            Setting::Workers => int(config.workers),
+            Setting::Backend => Value::Text(
+                match config.backend {
+                    BackendChoice::Auto => "auto",
+                    BackendChoice::Forced(backend) => backend.name(),
+                }
+                .to_string(),
+            ),
+            Setting::MaxFrame => int(config.max_frame),
+            Setting::MaxConnections => int(config.max_connections),
+            Setting::IdleTimeout => match config.idle_timeout {
+                Some(d) => Value::Float(d.as_secs_f64()),
+                None => Value::None,
+            },
+            Setting::DrainTimeout => Value::Float(config.drain_timeout.as_secs_f64()),
+            Setting::HighWater => int(config.high_water),
+            Setting::LowWater => int(config.low_water),
+            Setting::Backlog => Value::Int(i128::from(config.backlog)),
+        }
+    }
+
+    fn error(&self, why: String) -> ConfigError {
+        ConfigError {
+            name: self.name,
+            why,
+        }
+    }
+
+    /// A whole number within the kind's bounds.
+    fn count(&self, value: &Value) -> Result<i128, ConfigError> {
+        let (min, max) = match self.kind {
+            Kind::Count { min, max } | Kind::Bytes { min, max } => (min, max),
+            _ => unreachable!("{} is not a count", self.name),
+        };
+        let out_of_range = |got: &dyn fmt::Display, below: bool| {
+            let why = if max < UNBOUNDED {
+                format!("must be {} to {}, got {}", min, max, got)
+            } else if below {
+                format!("must be at least {}, got {}", min, got)
+            } else {
+                format!("must be at most {}, got {}", max, got)
+            };
+            self.error(why)
+        };
+        match value {
+            Value::Int(i) if *i < min => Err(out_of_range(i, true)),
+            Value::Int(i) if *i > max => Err(out_of_range(i, false)),
+            Value::Int(i) => Ok(*i),
+            // Digits too many for an i128: out of range, not a bad spelling.
+            Value::Text(t) if is_integer(t) => Err(out_of_range(t, t.starts_with('-'))),
+            other => Err(self.error(format!("must be an integer, got {}", other))),
+        }
+    }
+
+    /// A positive number of seconds (none where allowed).
+    fn seconds(&self, value: &Value) -> Result<Option<Duration>, ConfigError> {
+        let optional = self.kind == Kind::Seconds { optional: true };
+        let x = match value {
+            Value::None => return Ok(None),
+            Value::Int(i) => *i as f64,
+            Value::Float(x) => *x,
+            Value::Text(_) => f64::NAN,
+        };
+        if x.is_nan() || x <= 0.0 {
+            let or_none = if optional { " or none" } else { "" };
+            return Err(self.error(format!(
+                "must be a positive number of seconds{}, got {}",
+                or_none, value
+            )));
+        }
+        if x > MAX_SECONDS {
+            return Err(self.error(format!(
+                "must be at most {} seconds, got {}",
+                MAX_SECONDS, value
+            )));
+        }
+        Ok(Some(Duration::from_secs_f64(x)))
+    }
+
+    /// The text of `value`, which must be one of `names` (any text if empty).
+    fn name_in<'v>(&self, value: &'v Value, names: &[&str]) -> Result<&'v str, ConfigError> {
+        match value {
+            Value::Text(t) if names.is_empty() || names.contains(&t.as_str()) => Ok(t),
+            other if !names.is_empty() => Err(self.error(format!(
+                "must be one of {}, got {}",
+                names.join(", "),
+                other
+            ))),
+            other => Err(self.error(format!("must be text, got {}", other))),
+        }
+    }
+}
+
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(|c| c == '-' || c == '+').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A framing by name: `raw`, `lines` (newline-delimited), `length` or
+/// `length_prefixed` (4-byte big-endian prefix).
+pub fn framing_by_name(name: &str) -> Result<Framing, ConfigError> {
+    match name {
+        "raw" => Ok(Framing::raw()),
+        "lines" => Ok(Framing::lines(b"\n").expect("newline is a valid delimiter")),
+        "length" | "length_prefixed" => {
+            Ok(Framing::length_prefixed(4, ByteOrder::Big).expect("4 is a valid width"))
+        }
+        other => Err(ConfigError {
+            name: "framing",
+            why: format!(
+                "must be one of {}, got {:?}",
+                FRAMING_NAMES.join(", "),
+                other
+            ),
+        }),
+    }
+}
+
+/// The name [`framing_by_name`] takes for this kind of framing.
+pub fn framing_name(framing: &Framing) -> &'static str {
+    match framing {
+        Framing::Raw => "raw",
+        Framing::Lines { .. } => "lines",
+        Framing::LengthPrefixed { .. } => "length",
+    }
+}
+
+/// `host` as an IP address, or a name resolved to its first address.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError {
+            name: "host",
+            why: format!("must be an IP address or a resolvable name, got {:?}", host),
+        })
+}
+
+/// `base` with the `given` options applied in order, then the rules between
+/// options (see the module doc) and [`Config::validate`]. The framing is set in
+/// `base` by the front (a Python `Framing`, or the command lines' own flags), or
+/// given by name.
+pub fn build<'a, I>(base: Config, given: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = (&'a ServerOption, &'a Value)>,
+{
+    let mut config = base;
+    let mut high_given = false;
+    let mut low_given = false;
+    for (option, value) in given {
+        option.apply(&mut config, value)?;
+        if *value != Value::None {
+            high_given |= option.setting == Setting::HighWater;
+            low_given |= option.setting == Setting::LowWater;
+        }
+    }
+    if high_given && !low_given {
+        config.low_water = config.low_water.min(config.high_water / 4);
+    }
+    config.validate()?;
+    Ok(config)
+}

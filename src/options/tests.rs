@@ -1,0 +1,277 @@
+//! The definition of the options: complete, consistent with `Config::default()`,
+//! and one message per bad value.
+
+use std::time::Duration;
+
+use super::{build, by_flag, by_name, Kind, Setting, Value, OPTIONS};
+use crate::config::Config;
+use crate::framing::Framing;
+use crate::port::{Backend, BackendChoice};
+
+fn text(t: &str) -> Value {
+    Value::Text(t.to_string())
+}
+
+/// A good value for every option, none of them its default.
+fn example(setting: Setting) -> Value {
+    match setting {
+        Setting::Host => text("127.0.0.2"),
+        Setting::Port => Value::Int(9000),
+        Setting::Framing => text("lines"),
+        Setting::Workers => Value::Int(3),
+        Setting::Backend => text("epoll"),
+        Setting::MaxFrame => Value::Int(1 << 10),
+        Setting::MaxConnections => Value::Int(7),
+        Setting::IdleTimeout => Value::Float(1.5),
+        Setting::DrainTimeout => Value::Int(5),
+        Setting::HighWater => Value::Int(1 << 16),
+        Setting::LowWater => Value::Int(1 << 12),
+        Setting::Backlog => Value::Int(16),
+    }
+}
+
+fn message(name: &str, value: Value) -> String {
+    let option = by_name(name).unwrap();
+    let mut config = Config::default();
+    option.apply(&mut config, &value).unwrap_err().to_string()
+}
+
+#[test]
+fn names_and_flags_are_unique_and_spelled_alike() {
+    for (i, option) in OPTIONS.iter().enumerate() {
+        assert_eq!(option.flag, format!("--{}", option.name.replace('_', "-")));
+        assert_eq!(by_name(option.name), Some(option));
+        assert_eq!(by_flag(option.flag), Some(option));
+        for other in &OPTIONS[i + 1..] {
+            assert_ne!(option.setting, other.setting);
+            assert_ne!(option.name, other.name);
+        }
+        assert!(!option.help.is_empty());
+    }
+}
+
+#[test]
+fn every_config_field_is_an_option() {
+    // A new field of Config fails to compile here until it is listed.
+    let Config {
+        addr: _,            // host and port
+        framing: _,         // framing
+        workers: _,         // workers
+        backend: _,         // backend
+        max_frame: _,       // max_frame
+        max_connections: _, // max_connections
+        idle_timeout: _,    // idle_timeout
+        drain_timeout: _,   // drain_timeout
+        recv_buffer: _,     // not an option: see the module doc
+        high_water: _,      // high_water
+        low_water: _,       // low_water
+        backlog: _,         // backlog
+    } = Config::default();
+    let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+    assert_eq!(
+        names,
+        [
+            "host",
+            "port",
+            "framing",
+            "workers",
+            "backend",
+            "max_frame",
+            "max_connections",
+            "idle_timeout",
+            "drain_timeout",
+            "high_water",
+            "low_water",
+            "backlog"
+        ]
+    );
+}
+
+#[test]
+fn every_option_changes_its_setting_and_its_default_restores_it() {
+    let defaults = Config::default();
+    let mut changed = Config::default();
+    for option in OPTIONS {
+        let before = changed.clone();
+        option
+            .apply(&mut changed, &example(option.setting))
+            .unwrap();
+        assert_ne!(changed, before, "{} changed nothing", option.name);
+        assert_eq!(option.current(&changed), read_back(example(option.setting)));
+    }
+    assert!(changed.validate().is_ok());
+    for option in OPTIONS {
+        option
+            .apply(&mut changed, &option.current(&defaults))
+            .unwrap();
+    }
+    assert_eq!(changed, defaults);
+}
+
+/// An example as `current` reads it back (seconds are floats).
+fn read_back(value: Value) -> Value {
+    match value {
+        Value::Int(5) => Value::Float(5.0),
+        other => other,
+    }
+}
+
+#[test]
+fn command_line_text_parses_to_the_values_python_gives() {
+    let port = by_name("port").unwrap();
+    assert_eq!(port.parse_text("80"), Value::Int(80));
+    assert_eq!(port.parse_text("x"), text("x"));
+    let idle = by_name("idle_timeout").unwrap();
+    assert_eq!(idle.parse_text("none"), Value::None);
+    assert_eq!(idle.parse_text("2.5"), Value::Float(2.5));
+    let drain = by_name("drain_timeout").unwrap();
+    assert_eq!(drain.parse_text("none"), text("none"));
+    assert_eq!(
+        by_name("backend").unwrap().parse_text("epoll"),
+        text("epoll")
+    );
+}
+
+#[test]
+fn bad_values_have_one_message_each() {
+    let cases: &[(&str, Value, &str)] = &[
+        (
+            "port",
+            Value::Int(70000),
+            "port must be 0 to 65535, got 70000",
+        ),
+        ("port", Value::Int(-1), "port must be 0 to 65535, got -1"),
+        ("port", text("x"), "port must be an integer, got \"x\""),
+        ("port", text("1.5"), "port must be an integer, got \"1.5\""),
+        (
+            "port",
+            text("99999999999999999999999999999999999999999"),
+            "port must be 0 to 65535, got 99999999999999999999999999999999999999999",
+        ),
+        (
+            "max_frame",
+            text("-99999999999999999999999999999999999999999"),
+            "max_frame must be at least 1, got -99999999999999999999999999999999999999999",
+        ),
+        ("workers", Value::Int(0), "workers must be 1 to 1024, got 0"),
+        (
+            "max_frame",
+            Value::Int(0),
+            "max_frame must be at least 1, got 0",
+        ),
+        (
+            "max_connections",
+            Value::Int(0),
+            "max_connections must be at least 1, got 0",
+        ),
+        (
+            "idle_timeout",
+            Value::Int(-1),
+            "idle_timeout must be a positive number of seconds or none, got -1",
+        ),
+        (
+            "idle_timeout",
+            Value::Float(f64::NAN),
+            "idle_timeout must be a positive number of seconds or none, got NaN",
+        ),
+        (
+            "drain_timeout",
+            Value::Int(0),
+            "drain_timeout must be a positive number of seconds, got 0",
+        ),
+        (
+            "drain_timeout",
+            Value::Float(1e30),
+            "drain_timeout must be at most 1000000000 seconds, got 1000000000000000000000000000000",
+        ),
+        (
+            "high_water",
+            Value::Int(0),
+            "high_water must be at least 1, got 0",
+        ),
+        (
+            "low_water",
+            Value::Int(-1),
+            "low_water must be at least 0, got -1",
+        ),
+        (
+            "backlog",
+            Value::Int(0),
+            "backlog must be 1 to 2147483647, got 0",
+        ),
+        (
+            "backend",
+            text("bogus"),
+            "backend must be one of auto, io_uring, epoll, iocp, got \"bogus\"",
+        ),
+        (
+            "framing",
+            text("bogus"),
+            "framing must be one of raw, lines, length, got \"bogus\"",
+        ),
+        (
+            "host",
+            text("no such host!"),
+            "host must be an IP address or a resolvable name, got \"no such host!\"",
+        ),
+    ];
+    for (name, value, expected) in cases {
+        assert_eq!(message(name, value.clone()), *expected);
+    }
+}
+
+#[test]
+fn none_keeps_the_default_but_sets_no_idle_timeout() {
+    let mut config = Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    for option in OPTIONS {
+        option.apply(&mut config, &Value::None).unwrap();
+    }
+    let expected = Config {
+        idle_timeout: None,
+        ..Config::default()
+    };
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn high_water_alone_lowers_low_water_and_low_water_must_stay_below() {
+    let high = by_name("high_water").unwrap();
+    let low = by_name("low_water").unwrap();
+    let config = build(Config::default(), [(high, &Value::Int(1000))]).unwrap();
+    assert_eq!((config.high_water, config.low_water), (1000, 250));
+    let config = build(Config::default(), [(high, &Value::Int(1 << 30))]).unwrap();
+    assert_eq!(config.low_water, Config::default().low_water);
+    let both = [(high, &Value::Int(1000)), (low, &Value::Int(100))];
+    assert_eq!(build(Config::default(), both).unwrap().low_water, 100);
+    let err = build(
+        Config::default(),
+        [(high, &Value::Int(1000)), (low, &Value::Int(2000))],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "low_water must be below high_water (1000), got 2000"
+    );
+}
+
+#[test]
+fn framing_and_backend_names_are_the_shared_parsers() {
+    let mut config = Config::default();
+    let framing = by_name("framing").unwrap();
+    framing
+        .apply(&mut config, &text("length_prefixed"))
+        .unwrap();
+    assert!(matches!(
+        config.framing,
+        Framing::LengthPrefixed { width: 4, .. }
+    ));
+    assert!(matches!(framing.kind, Kind::Framing(_)));
+    by_name("backend")
+        .unwrap()
+        .apply(&mut config, &text("epoll"))
+        .unwrap();
+    assert_eq!(config.backend, BackendChoice::Forced(Backend::Epoll));
+}

@@ -1,0 +1,207 @@
+"""Every server option on every front, from the one definition (`iocp_echo.OPTIONS`).
+
+The fronts are `Server(...)`, the Python command line (`python -m iocp_echo`) and the
+Rust binary (`target/release/iocp-echo`, built by `cargo build --release`; its tests are
+skipped if it is absent or older than the sources). Each front accepts a good value of
+each option, and a bad value gets the same one-line message on all three.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from iocp_echo import OPTIONS, Server, resolve_backend
+from server_process import START_TIMEOUT, running
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "iocp-echo"
+
+# A good value of each option, none of them its default.
+GOOD: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "framing": "lines",
+    "workers": 2,
+    "backend": resolve_backend(),
+    "max_frame": 65536,
+    "max_connections": 100,
+    "idle_timeout": 30.5,
+    "drain_timeout": 1.5,
+    "high_water": 65536,
+    "low_water": 1024,
+    "backlog": 64,
+}
+
+# A bad value of each option and its message, the same on every front.
+BAD: dict[str, tuple[Any, str]] = {
+    "host": (
+        "no such host!",
+        'host must be an IP address or a resolvable name, got "no such host!"',
+    ),
+    "port": (70000, "port must be 0 to 65535, got 70000"),
+    "framing": ("bogus", 'framing must be one of raw, lines, length, got "bogus"'),
+    "workers": (0, "workers must be 1 to 1024, got 0"),
+    "backend": ("bogus", 'backend must be one of auto, io_uring, epoll, iocp, got "bogus"'),
+    "max_frame": (0, "max_frame must be at least 1, got 0"),
+    "max_connections": (0, "max_connections must be at least 1, got 0"),
+    "idle_timeout": (-1, "idle_timeout must be a positive number of seconds or none, got -1"),
+    "drain_timeout": (0, "drain_timeout must be a positive number of seconds, got 0"),
+    "high_water": (0, "high_water must be at least 1, got 0"),
+    "low_water": (-1, "low_water must be at least 0, got -1"),
+    "backlog": (0, "backlog must be 1 to 2147483647, got 0"),
+}
+
+# Bad combinations: the rules between options.
+BAD_TOGETHER: list[tuple[dict[str, Any], str]] = [
+    (
+        {"high_water": 1000, "low_water": 2000},
+        "low_water must be below high_water (1000), got 2000",
+    ),
+    (
+        {"high_water": 1000, "low_water": 1000},
+        "low_water must be below high_water (1000), got 1000",
+    ),
+]
+
+NAMES = [option.name for option in OPTIONS]
+
+
+def flags(options: dict[str, Any]) -> list[str]:
+    """``options`` as command-line flags."""
+    by_name = {option.name: option for option in OPTIONS}
+    return [arg for name, value in options.items() for arg in (by_name[name].flag, str(value))]
+
+
+def python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "iocp_echo", *args]
+
+
+def rust_cli(*args: str) -> list[str]:
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} is absent: build it with `cargo build --release`")
+    # Cargo's dep-info beside the binary names the sources it was built from.
+    depinfo = BINARY.with_name(BINARY.name + ".d")
+    deps = depinfo.read_text().partition(":")[2] if depinfo.exists() else ""
+    sources = [Path(p) for p in deps.split()]
+    if any(not p.exists() or p.stat().st_mtime > BINARY.stat().st_mtime for p in sources):
+        pytest.skip(f"{BINARY} is older than the sources: rebuild it with `cargo build --release`")
+    return [str(BINARY), *args]
+
+
+CLIS = [pytest.param(python_cli, id="python -m iocp_echo"), pytest.param(rust_cli, id="iocp-echo")]
+
+
+def test_the_tables_cover_every_option() -> None:
+    assert set(GOOD) == set(NAMES)
+    assert set(BAD) == set(NAMES)
+    assert len(set(NAMES)) == len(NAMES)
+
+
+def test_the_definition_is_consistent() -> None:
+    for option in OPTIONS:
+        assert option.flag == "--" + option.name.replace("_", "-")
+        assert option.help
+        if option.kind in ("count", "bytes"):
+            assert option.minimum is not None and option.maximum is not None
+            assert isinstance(option.default, int)
+            assert option.minimum <= option.default <= option.maximum
+        if option.kind in ("choice", "framing"):
+            assert option.default in option.choices
+        assert option.optional == (option.default is None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_server_accepts_each_option(name: str) -> None:
+    Server(None, **{name: GOOD[name]})
+
+
+def test_server_runs_with_every_option_at_once() -> None:
+    with Server(None, **GOOD) as server:
+        assert server.address[1] > 0
+        assert server.workers == GOOD["workers"]
+        assert server.backend == GOOD["backend"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_server_refuses_each_bad_value_with_its_message(name: str) -> None:
+    value, message = BAD[name]
+    with pytest.raises(ValueError) as raised:
+        Server(None, **{name: value})
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_TOGETHER)
+def test_server_refuses_bad_combinations(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        Server(None, **options)
+    assert str(raised.value) == message
+
+
+def test_high_water_alone_lowers_the_default_low_water() -> None:
+    Server(None, high_water=1000)  # the default low_water (256 KiB) would be above it
+
+
+def test_an_unknown_keyword_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="no_such_option"):
+        Server(None, no_such_option=1)  # type: ignore[call-arg]
+
+
+def stops_cleanly(args: list[str]) -> None:
+    with running(args) as server:
+        code, stderr = server.stop(signal.SIGINT)
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_cli_accepts_every_option(cli: Any) -> None:
+    stops_cleanly(cli(*flags(GOOD)))
+    stops_cleanly(cli("--port", "0", "--high-water", "1000", "--idle-timeout", "none"))
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_cli_refuses_each_bad_value_with_the_servers_message(cli: Any) -> None:
+    cases = [({name: value}, message) for name, (value, message) in BAD.items()]
+    cases += BAD_TOGETHER
+    # All at once: each process only parses its options and exits.
+    procs = [
+        (
+            options,
+            message,
+            subprocess.Popen(
+                cli(*flags({"port": 0, **options})),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for options, message in cases
+    ]
+    wrong = []
+    for options, message, proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            wrong.append(f"{options}: still running instead of refusing its options")
+            continue
+        expected = f"iocp-echo: error: {message}\n"
+        if (proc.returncode, stdout, stderr) != (2, "", expected):
+            wrong.append(f"{options}: exit {proc.returncode}, stdout {stdout!r}, stderr {stderr!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_cli_help_lists_every_option_with_its_default(cli: Any) -> None:
+    done = subprocess.run(cli("--help"), capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for option in OPTIONS:
+        assert option.flag in text
+    assert text.count("(default ") >= len(OPTIONS)
