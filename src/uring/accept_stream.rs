@@ -1,7 +1,7 @@
 //! Multishot accepts: one armed SQE per listening socket that keeps accepting,
 //! fitted to the port's one-completion-per-accept contract.
 //!
-//! An [`crate::port::Op::Accept`] is not posted as an SQE of its own. The
+//! An [`crate::contract::Op::Accept`] is not posted as an SQE of its own. The
 //! listener's *stream* keeps a multishot accept (`IORING_ACCEPT_MULTISHOT`,
 //! Linux 5.19) armed in the kernel, so the poll behind it stays registered
 //! between connections instead of being set up and torn down for every accept.
@@ -29,7 +29,7 @@
 //! when the listener is cancelled or deregistered, when the ring is dropped,
 //! and when they arrive for a listener already cancelled or deregistered.
 //!
-//! Each stream has its own `user_data` ([`ACCEPT_TAG`] plus its key), so the
+//! Each stream has its own `user_data` (`ACCEPT_TAG` plus its key), so the
 //! CQEs of a multishot still ending after its listener was deregistered (and
 //! its descriptor number perhaps reused) never reach the next stream.
 
@@ -43,18 +43,12 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::finish::with_peer;
-use super::multishot::{cancel_multishot, Armed, Plan, STREAM_TAG};
-use super::{CANCEL, WAKE};
-use crate::port::{Completion, Outcome, RawSocket, Token};
+use super::keys::ACCEPT_TAG;
+use super::multishot::{cancel_multishot, Armed, Plan};
+use crate::contract::{Completion, Outcome, RawSocket, Ready, Token};
 
-/// Set in the `user_data` of every multishot accept; below it are op slot keys.
-pub(super) const ACCEPT_TAG: u64 = 1 << 61;
 /// Connections a stream queues for its caller before it stops accepting.
 pub(super) const QUEUE_LIMIT: usize = 16;
-
-// Every reserved `user_data` is told apart from the others and from slot keys.
-const _: () = assert!(ACCEPT_TAG & STREAM_TAG == 0);
-const _: () = assert!(WAKE & ACCEPT_TAG != 0 && CANCEL & ACCEPT_TAG != 0);
 
 /// One listener's multishot accept and the connections it produced.
 struct Stream {
@@ -114,6 +108,7 @@ impl AcceptStreams {
     }
 
     /// Accepts waiting for a connection.
+    #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
     }
@@ -268,7 +263,7 @@ impl AcceptStreams {
     /// A cancel of `listener`: its waiting accepts complete with `ECANCELED`
     /// (into `ready`) and its queued connections are closed. The ring's cancel
     /// by descriptor ends the multishot in the kernel.
-    pub(super) fn cancel(&mut self, listener: RawSocket, ready: &mut VecDeque<Completion>) {
+    pub(super) fn cancel(&mut self, listener: RawSocket, ready: &mut Ready) {
         let Some(&key) = self.by_listener.get(&listener) else {
             return;
         };
@@ -288,7 +283,7 @@ impl AcceptStreams {
     pub(super) fn deregister(
         &mut self,
         listener: RawSocket,
-        ready: &mut VecDeque<Completion>,
+        ready: &mut Ready,
     ) -> Option<squeue::Entry> {
         let key = self.by_listener.remove(&listener)?;
         let stream = &mut self.streams[key];

@@ -26,7 +26,7 @@
 //! stops its multishot and serves recvs with plain recvs into pooled buffers,
 //! until one of those returns less than that with nothing left waiting.
 //!
-//! Each stream has its own `user_data` ([`STREAM_TAG`] plus its key), so the
+//! Each stream has its own `user_data` (`STREAM_TAG` plus its key), so the
 //! CQEs of a multishot still ending after its socket was deregistered (and its
 //! descriptor number perhaps reused) never reach the socket's next stream.
 
@@ -39,11 +39,8 @@ use slab::Slab;
 
 use super::buf_ring::{RecvMemory, GROUP};
 use super::finish::result;
-use super::CANCEL;
-use crate::port::{Completion, Outcome, RawSocket, Token};
-
-/// Set in the `user_data` of every multishot recv; below it are op slot keys.
-pub(super) const STREAM_TAG: u64 = 1 << 62;
+use super::keys::{CANCEL, STREAM_TAG};
+use crate::contract::{Completion, Outcome, RawSocket, Token};
 /// Completions a stream queues for its caller before it stops receiving.
 pub(super) const QUEUE_LIMIT: usize = 2;
 /// Bytes in one completion from which a stream counts as a bulk transfer.
@@ -136,6 +133,7 @@ impl Streams {
     }
 
     /// Recvs waiting for a completion.
+    #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
     }

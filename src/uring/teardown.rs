@@ -8,7 +8,11 @@ use std::time::Instant;
 use io_uring::opcode;
 use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 
-use super::{buf_ring, transient, Ring, ACCEPT_TAG, CANCEL, WAKE};
+use super::buf_ring;
+use super::keys::{Key, CANCEL};
+use super::queue::transient;
+use super::Ring;
+use crate::contract::Ready;
 
 impl Drop for Ring {
     /// Cancel whatever is still in flight and wait briefly for it; ops whose
@@ -27,17 +31,15 @@ impl Drop for Ring {
             );
         }
         // Backlogged SQEs never reached the kernel: their memory is ours again.
-        for sqe in mem::take(&mut self.backlog) {
-            match sqe.get_user_data() {
-                WAKE => self.wake_armed = false,
-                CANCEL => {}
-                tagged if tagged & ACCEPT_TAG != 0 => {
-                    self.accepts.unposted((tagged & !ACCEPT_TAG) as usize)
-                }
-                key => drop(self.slots.try_remove(key as usize)),
+        for sqe in mem::take(&mut self.queues.backlog) {
+            match Key::of(sqe.get_user_data()) {
+                Key::Wake => self.wake_armed = false,
+                Key::Cancel | Key::Stream(_) => {}
+                Key::Accept(key) => self.accepts.unposted(key),
+                Key::Slot(key) => drop(self.slots.try_remove(key)),
             }
         }
-        self.push(
+        self.queues.push(
             opcode::AsyncCancel2::new(CancelBuilder::any())
                 .build()
                 .user_data(CANCEL),
@@ -57,7 +59,7 @@ impl Drop for Ring {
             }
             let ts = Timespec::from(left);
             let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
+            match self.queues.ring.submitter().submit_with_args(1, &args) {
                 Err(e) if !transient(&e) => {
                     log::warn!("io_uring wait while dropping the ring failed: {}", e);
                     break;
@@ -66,7 +68,8 @@ impl Drop for Ring {
             }
             // The kernel is done with these: dropping them frees their buffers
             // and closes accepted sockets (multishot accepts close theirs).
-            self.reap(&mut finished, usize::MAX);
+            let mut ready = Ready::new();
+            self.reap_cqes(&mut finished, usize::MAX, &mut ready);
             finished.clear();
         }
         let leaked = !self.slots.is_empty() || self.streams.armed() > 0;
@@ -84,7 +87,12 @@ impl Drop for Ring {
         }
         if let Some(buf_ring) = self.memory.ring.take() {
             if !leaked {
-                if let Err(e) = self.ring.submitter().unregister_buf_ring(buf_ring::GROUP) {
+                if let Err(e) = self
+                    .queues
+                    .ring
+                    .submitter()
+                    .unregister_buf_ring(buf_ring::GROUP)
+                {
                     log::debug!("io_uring: unregistering the buffer ring: {}", e);
                 }
                 drop(buf_ring);
