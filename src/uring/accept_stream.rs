@@ -66,6 +66,22 @@ struct Stream {
     orphan: bool,
 }
 
+impl Stream {
+    /// Hand an accept result to the oldest waiting accept (its completion),
+    /// or queue it; one accepted while the listener's cancel was on its way
+    /// is closed.
+    fn deliver(&mut self, item: io::Result<Socket>) -> Option<Completion> {
+        match self.waiting.pop_front() {
+            Some(token) => Some(accepted(token, item)),
+            None if self.cancelled => None,
+            None => {
+                self.queued.push_back(item);
+                None
+            }
+        }
+    }
+}
+
 /// What a stream's CQE asks of the ring.
 pub(super) enum AcceptFollow {
     /// Nothing.
@@ -178,10 +194,10 @@ impl AcceptStreams {
         flags: u32,
         out: &mut Vec<Completion>,
     ) -> AcceptFollow {
-        let item = if res >= 0 {
+        let connection = if res >= 0 {
             // SAFETY: a successful accept CQE carries a new descriptor that
             // nothing else owns; the `Socket` closes it when dropped.
-            Some(Ok(unsafe { Socket::from_raw_fd(res) }))
+            Some(unsafe { Socket::from_raw_fd(res) })
         } else {
             None
         };
@@ -196,17 +212,11 @@ impl AcceptStreams {
         if res >= 0 || more {
             self.proven = true;
         }
-        let item = match res {
-            _ if item.is_some() => item,
-            // Ended by a cancel: nothing to report.
-            e if e == -libc::ECANCELED => None,
-            e if e == -libc::EINVAL && !self.proven => {
-                log::debug!("io_uring refused a multishot accept; accepts go one-shot");
-                self.enabled = false;
-                None
-            }
-            e => Some(Err(io::Error::from_raw_os_error(-e))),
+        let item = match connection {
+            Some(socket) => Some(Ok(socket)),
+            None => self.error_item(res),
         };
+        let stream = &mut self.streams[key];
         if stream.orphan {
             drop(item);
             if !more {
@@ -214,16 +224,9 @@ impl AcceptStreams {
             }
             return AcceptFollow::None;
         }
-        if let Some(item) = item {
-            match stream.waiting.pop_front() {
-                Some(token) => {
-                    self.waiting -= 1;
-                    out.push(accepted(token, item));
-                }
-                // Accepted while the listener's cancel was on its way.
-                None if stream.cancelled => drop(item),
-                None => stream.queued.push_back(item),
-            }
+        if let Some(completion) = item.and_then(|item| stream.deliver(item)) {
+            self.waiting -= 1;
+            out.push(completion);
         }
         if !more {
             stream.cancelled = false;
@@ -234,6 +237,28 @@ impl AcceptStreams {
             stream.armed = Armed::Ending;
             return AcceptFollow::Post(cancel(key));
         }
+        self.follow_up(key)
+    }
+
+    /// What a failed CQE (`res < 0`) reports: nothing for a cancel, nothing
+    /// either (multishot accepts turned off) for an `EINVAL` before any
+    /// multishot accept worked, else the error.
+    fn error_item(&mut self, res: i32) -> Option<io::Result<Socket>> {
+        match res {
+            e if e == -libc::ECANCELED => None,
+            e if e == -libc::EINVAL && !self.proven => {
+                log::debug!("io_uring refused a multishot accept; accepts go one-shot");
+                self.enabled = false;
+                None
+            }
+            e => Some(Err(io::Error::from_raw_os_error(-e))),
+        }
+    }
+
+    /// What stream `key`, its multishot ended, does for the accepts still
+    /// waiting: arm it again, or post them one-shot (multishots are off).
+    fn follow_up(&mut self, key: usize) -> AcceptFollow {
+        let stream = &mut self.streams[key];
         if stream.armed != Armed::No || stream.waiting.is_empty() {
             return AcceptFollow::None;
         }

@@ -81,6 +81,29 @@ struct Stream {
     small_run: u8,
 }
 
+impl Stream {
+    /// Note a CQE of `res` bytes: [`BULK`] or more starts a bulk transfer,
+    /// which goes one-shot; true if the armed multishot must be cancelled.
+    fn note_bulk(&mut self, res: i32) -> bool {
+        if res < BULK as i32 {
+            return false;
+        }
+        self.bulk = true;
+        self.armed == Armed::Yes
+    }
+
+    /// Hand a received item to the waiting recv (its completion), or queue it.
+    fn deliver(&mut self, buf: Vec<u8>, result: io::Result<usize>) -> Option<Completion> {
+        match self.waiting.take() {
+            Some(token) => Some(received(token, buf, result)),
+            None => {
+                self.queued.push_back((buf, result));
+                None
+            }
+        }
+    }
+}
+
 /// How the ring serves an op that a multishot stream answers (a port-chosen
 /// recv here, an accept in [`super::accept_stream`]).
 pub(super) enum Plan {
@@ -217,31 +240,16 @@ impl Streams {
             return Follow::None;
         };
         let more = cqueue::more(flags);
-        let mut follow_cancel = false;
         if !more {
             stream.armed = Armed::No;
         }
-        let selected = cqueue::buffer_select(flags);
-        let item = match (res, selected) {
-            (n, Some(bid)) if n > 0 => {
-                Some((memory.take_selected(bid, n as usize), Ok(n as usize)))
-            }
-            (n, None) if n > 0 => {
-                log::error!("io_uring multishot recv of {} bytes named no buffer", n);
-                Some((Vec::new(), Err(io::Error::from_raw_os_error(libc::EIO))))
-            }
-            // Ended by our own cancel, or out of provided buffers: nothing to report.
-            (e, _) if e == -libc::ECANCELED || e == -libc::ENOBUFS => None,
-            (e, _) if e == -libc::EINVAL && stream.queued.is_empty() => {
-                log::debug!("io_uring refused a multishot recv; recvs go one-shot");
-                self.enabled = false;
-                None
-            }
-            (res, _) => Some((Vec::new(), result(res))),
-        };
-        if let Some(bid) = selected.filter(|_| res <= 0) {
-            memory.recycle(bid);
-        }
+        let item = carried(
+            res,
+            flags,
+            memory,
+            stream.queued.is_empty(),
+            &mut self.enabled,
+        );
         if stream.orphan {
             if let Some((buf, _)) = item {
                 memory.pool.give(buf);
@@ -251,39 +259,37 @@ impl Streams {
             }
             return Follow::None;
         }
-        if res >= BULK as i32 {
-            // A bulk transfer: it goes one-shot, with fewer and fuller recvs.
-            stream.bulk = true;
-            if stream.armed == Armed::Yes {
-                stream.armed = Armed::Ending;
-                follow_cancel = true;
-            }
-        }
+        let mut stop = stream.note_bulk(res);
         if let Some((buf, result)) = item {
-            match stream.waiting.take() {
-                Some(token) => {
-                    self.waiting -= 1;
-                    out.push(received(token, buf, result));
-                }
-                None => stream.queued.push_back((buf, result)),
+            if let Some(completion) = stream.deliver(buf, result) {
+                self.waiting -= 1;
+                out.push(completion);
             }
         }
         if stream.armed == Armed::Yes && stream.queued.len() >= QUEUE_LIMIT {
             // The caller is not reading: stop receiving until it does.
-            stream.armed = Armed::Ending;
-            follow_cancel = true;
+            stop = true;
         }
-        if follow_cancel {
+        if stop {
+            stream.armed = Armed::Ending;
             return Follow::Post(cancel(key));
         }
+        self.follow_up(key, res == -libc::ENOBUFS)
+    }
+
+    /// What stream `key`, its multishot ended, does for a recv still waiting:
+    /// arm it again, or post the recv one-shot (the multishot ran out of
+    /// provided buffers, multishots are off, or the stream went bulk).
+    fn follow_up(&mut self, key: usize, starved: bool) -> Follow {
+        let stream = &mut self.streams[key];
         match (stream.armed, stream.waiting) {
-            (Armed::No, Some(token)) if res == -libc::ENOBUFS || !self.enabled || stream.bulk => {
+            (Armed::No, Some(token)) if starved || !self.enabled || stream.bulk => {
                 stream.waiting = None;
                 self.waiting -= 1;
                 Follow::Direct {
                     token,
                     socket: stream.socket,
-                    starved: res == -libc::ENOBUFS,
+                    starved,
                 }
             }
             (Armed::No, Some(_)) => {
@@ -350,6 +356,39 @@ impl Streams {
             stream.orphan = true;
         }
         self.waiting = 0;
+    }
+}
+
+/// What a multishot recv's CQE carries for the caller: bytes in the buffer
+/// the kernel selected (taken out of the ring), an error, or nothing (the
+/// multishot ended by a cancel, for want of buffers, or because the kernel
+/// refuses multishot recvs: then `enabled` is cleared). A selected buffer that
+/// received nothing goes back to the ring.
+fn carried(
+    res: i32,
+    flags: u32,
+    memory: &mut RecvMemory,
+    nothing_queued: bool,
+    enabled: &mut bool,
+) -> Option<(Vec<u8>, io::Result<usize>)> {
+    let selected = cqueue::buffer_select(flags);
+    if let Some(bid) = selected.filter(|_| res <= 0) {
+        memory.recycle(bid);
+    }
+    match (res, selected) {
+        (n, Some(bid)) if n > 0 => Some((memory.take_selected(bid, n as usize), Ok(n as usize))),
+        (n, None) if n > 0 => {
+            log::error!("io_uring multishot recv of {} bytes named no buffer", n);
+            Some((Vec::new(), Err(io::Error::from_raw_os_error(libc::EIO))))
+        }
+        // Ended by our own cancel, or out of provided buffers: nothing to report.
+        (e, _) if e == -libc::ECANCELED || e == -libc::ENOBUFS => None,
+        (e, _) if e == -libc::EINVAL && nothing_queued => {
+            log::debug!("io_uring refused a multishot recv; recvs go one-shot");
+            *enabled = false;
+            None
+        }
+        (res, _) => Some((Vec::new(), result(res))),
     }
 }
 

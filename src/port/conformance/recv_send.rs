@@ -5,8 +5,10 @@ use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use socket2::{Domain, Socket, Type};
+
 use super::support::{
-    assert_nothing_ready, listener, one, open, raw, received, registered_pair, sent, wait_for,
+    assert_nothing_ready, one, open, raw, received, registered_pair, sent, wait_for,
 };
 use crate::port::{Backend, CompletionPort, Op, Port, Token};
 
@@ -230,23 +232,25 @@ pub(super) fn many_connections_each_get_their_own_bytes_and_echo(backend: Backen
     }
 }
 
-/// An op the kernel refuses (a recv on a listening socket) is a completion
-/// with the kernel's error.
+/// An op the kernel refuses (a send on a socket never connected) is a
+/// completion with the kernel's error, and its buffer.
 pub(super) fn a_kernel_error_is_an_error_completion(backend: Backend) {
     let mut port = open(backend);
-    let listener = listener();
-    port.register(raw(&listener)).unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    port.register(raw(&socket)).unwrap();
     port.submit(
         4,
-        Op::Recv {
-            socket: raw(&listener),
-            buf: Vec::with_capacity(8),
+        Op::Send {
+            socket: raw(&socket),
+            buf: b"nobody".to_vec(),
+            pos: 0,
         },
     );
     let completion = one(&mut port);
     assert_eq!(completion.token, 4);
-    let (buf, result) = received(completion);
+    let (buf, pos, result) = sent(completion);
     assert!(result.is_err(), "got {:?}", result);
-    assert_eq!(buf.capacity(), 8);
+    assert_eq!((&buf[..], pos), (&b"nobody"[..], 0));
     assert_eq!(port.in_flight(), 0);
 }
