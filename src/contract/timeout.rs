@@ -7,8 +7,9 @@ use std::time::Duration;
 ///
 /// Rounding 0.4 ms down to 0 would turn a caller's short wait into a busy
 /// loop that polls without sleeping until its deadline passes.
+// `u32::div_ceil` needs Rust 1.73; the Windows build uses Rust 1.63.
+#[allow(clippy::manual_div_ceil)]
 pub fn whole_millis(timeout: Duration) -> u64 {
-    // `u64::div_ceil` needs Rust 1.73; the Windows build uses Rust 1.63.
     let part = u64::from((timeout.subsec_nanos() + 999_999) / 1_000_000);
     timeout.as_secs().saturating_mul(1000).saturating_add(part)
 }

@@ -32,9 +32,12 @@ impl FdSet {
 
     /// Remove `fd`; false if it was not there.
     pub(super) fn remove(&mut self, fd: RawSocket) -> bool {
-        usize::try_from(fd)
+        match usize::try_from(fd)
             .ok()
             .and_then(|i| self.members.get_mut(i))
-            .map_or(false, |member| std::mem::replace(member, false))
+        {
+            Some(member) => std::mem::replace(member, false),
+            None => false,
+        }
     }
 }

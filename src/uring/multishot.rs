@@ -20,9 +20,9 @@
 //! sees nothing), like the one-shot path does.
 //!
 //! Bulk transfers go one-shot: a multishot recv fires as soon as any bytes
-//! arrive, so a large message comes in many small pieces (measured: 3.6 CQEs
-//! per 100 KiB message against 2 for one-shot recvs posted after the previous
-//! one was handled). Once a CQE carries [`BULK`] bytes or more, the stream
+//! arrive, so a large message comes in many small pieces (bench/README.md,
+//! "Why the port's buffers are sized as they are"). Once a CQE carries
+//! [`BULK`] bytes or more, the stream
 //! stops its multishot and serves recvs with plain recvs into pooled buffers,
 //! until one of those returns less than that with nothing left waiting.
 //!
@@ -47,10 +47,9 @@ pub(super) const QUEUE_LIMIT: usize = 2;
 pub(super) const BULK: usize = 16 << 10;
 /// Small one-shot recvs in a row after which a bulk transfer counts as over.
 ///
-/// Large messages arrive in pieces of every size (at 1,000 connections a
-/// 100 KiB message came as 36, 28, 8 and 7 KiB recvs), so ending a bulk
-/// transfer at its first small recv re-armed and cancelled a multishot for
-/// nearly every message.
+/// Large messages arrive in pieces of every size, so a bulk transfer does not
+/// end at its first small recv (which would re-arm and cancel a multishot for
+/// nearly every message).
 pub(super) const BULK_EXIT: u8 = 4;
 
 /// Where a stream's multishot recv stands in the kernel.

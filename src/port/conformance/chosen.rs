@@ -87,7 +87,7 @@ pub(super) fn many_chosen_recvs_each_get_their_own_bytes(backend: Backend) {
     for (i, (client, _)) in pairs.iter_mut().enumerate() {
         client.write_all(format!("m{}", i).as_bytes()).unwrap();
     }
-    let mut seen = vec![false; N];
+    let mut seen = [false; N];
     for completion in wait_for(&mut port, N) {
         let token = completion.token as usize;
         let (buf, result) = received(completion);

@@ -110,7 +110,9 @@ fn cancel_ends_the_waiting_recv_and_loses_no_bytes() {
     let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     idle(&mut ring);
+    assert_eq!(ring.driver().streams.waiting(), 1);
     ring.cancel(server.as_raw_fd());
+    assert_eq!(ring.driver().streams.waiting(), 0);
     let completion = one(&mut ring);
     assert_eq!(completion.token, 1);
     let error = received(completion).1.unwrap_err();
