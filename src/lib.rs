@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod contract;
 pub mod framing;
 pub mod front;

@@ -22,8 +22,6 @@ use crate::front::Front;
 pub use choice::{Backend, BackendChoice, BACKEND_ENV};
 
 mod choice;
-#[cfg(test)]
-mod conformance;
 
 /// The port a worker owns: one of the backends compiled into this build.
 pub enum Port {

@@ -1,6 +1,6 @@
 //! What is peculiar to the epoll driver: parking, FIFO order per side, edge
 //! triggering, the drained mark. The contract itself is checked for every
-//! backend by `crate::port::conformance`.
+//! backend by `crate::conformance`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

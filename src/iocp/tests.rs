@@ -1,7 +1,7 @@
 //! What is peculiar to the IOCP driver (run under Wine in CI): timeouts below
 //! `INFINITE`, sockets closed under pending ops, drops that leak, the pool,
 //! skip-on-success. The contract itself is checked for every backend by
-//! `crate::port::conformance`.
+//! `crate::conformance`.
 
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};

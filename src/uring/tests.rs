@@ -1,6 +1,6 @@
 //! What is peculiar to the io_uring driver: the probe, full and tiny queues,
 //! drops that leak, the buffer ring and the multishots. The contract itself is
-//! checked for every backend by `crate::port::conformance`.
+//! checked for every backend by `crate::conformance`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -3,13 +3,13 @@
 //! Linux, IOCP on Windows (under Wine in CI).
 //!
 //! Each property is a function of the [`Backend`] in a child module, driving
-//! the public [`Port`](super::Port) over real loopback sockets; the macro below
-//! makes one `#[test]` per property and backend, named
-//! `port::conformance::<backend>::<property>`. A backend's own test file keeps
+//! the public [`Port`](crate::port::Port) over real loopback sockets; the macro
+//! below makes one `#[test]` per property and backend, named
+//! `conformance::<backend>::<property>`. A backend's own test file keeps
 //! only what is peculiar to it. Rust 1.63 code: the suite also builds for
 //! Windows.
 
-use super::Backend;
+use crate::port::Backend;
 
 mod accept_connect;
 mod cancel_register;
