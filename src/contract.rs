@@ -14,8 +14,8 @@
 //!   them; the server always drains first, so this is a last resort.
 //! * Sockets are registered once with [`CompletionPort::register`] before their
 //!   first op and are already nonblocking. An op on a socket that is not
-//!   registered fails (as its completion) with [`io::ErrorKind::NotFound`];
-//!   registering twice fails with [`io::ErrorKind::AlreadyExists`]. Accepted
+//!   registered fails (as its completion) with [`std::io::ErrorKind::NotFound`];
+//!   registering twice fails with [`std::io::ErrorKind::AlreadyExists`]. Accepted
 //!   sockets come back nonblocking and close-on-exec (not inheritable).
 //! * [`CompletionPort::cancel`] asks the kernel to stop every op in flight on a
 //!   socket; their completions still arrive (with an error such as

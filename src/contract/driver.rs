@@ -8,7 +8,7 @@
 //!
 //! * An op given to [`Driver::start`] has passed the front's checks (its
 //!   buffer is usable); the driver still answers for registration, with
-//!   [`not_registered`](super::errors::not_registered).
+//!   `errors::not_registered`.
 //! * Every started op yields exactly one completion, either appended to `out`
 //!   by [`Driver::reap`] or pushed to the front's ready queue (by any method
 //!   that is given it): a failure found without the kernel, an op that
@@ -30,7 +30,7 @@ pub type Ready = VecDeque<Completion>;
 /// What a backend provides to [`crate::front::Front`]. See the module doc.
 pub trait Driver {
     /// Associate a socket with the port; once, before its first op. A second
-    /// time is [`already_registered`](super::errors::already_registered).
+    /// time fails with `AlreadyExists` (`errors::already_registered`).
     fn register(&mut self, socket: RawSocket) -> io::Result<()>;
 
     /// Forget a socket (before it is closed). An op still in flight on it
