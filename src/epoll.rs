@@ -1,12 +1,12 @@
-//! Linux fallback backend: epoll readiness turned into completions.
+//! The Linux fallback driver: epoll readiness turned into completions.
 //!
 //! Used where io_uring is refused (old kernels, seccomp sandboxes). It keeps the
-//! rules of [`crate::port`] with a reactor underneath:
+//! rules of [`crate::contract`] with a reactor underneath:
 //!
-//! * **Try the syscall first, arm epoll only on `EAGAIN`.** [`Poller::submit`]
-//!   runs `accept4`, `recv`, `send` or `connect` at once. Any result other than
-//!   "would block" (success or error) becomes a completion in a ready queue that
-//!   the next [`Poller::wait`] hands out. On `EAGAIN` the op is *parked* on its
+//! * **Try the syscall first, arm epoll only on `EAGAIN`.** [`Poller`]'s
+//!   `start` runs `accept4`, `recv`, `send` or `connect` at once. Any result
+//!   other than "would block" (success or error) becomes a completion in the
+//!   front's ready queue. On `EAGAIN` the op is *parked* on its
 //!   socket: read-side ops (accept, recv) and write-side ops (send, connect) in
 //!   two FIFO queues.
 //! * **Edge-triggered, registered once.** [`Poller::register`] adds the socket
@@ -20,11 +20,11 @@
 //!   during a syscall made here, so a parked op's buffer is ours to return on
 //!   cancel or to free on drop.
 //! * **No recv that is known to find nothing.** A recv that returned less than
-//!   its buffer could hold emptied the socket, so the next recv is parked
-//!   straight away instead of trying a syscall that would say `EAGAIN` (an
-//!   echo's next recv is posted right after its reply, long before the peer
-//!   answers: that was one wasted `recvfrom` per message). Bytes that arrive
-//!   after that short read raise a new edge, which clears the mark.
+//!   its buffer could hold emptied the socket (the *drained* mark), so the next
+//!   recv is parked straight away instead of trying a syscall that would say
+//!   `EAGAIN` (an echo's next recv is posted right after its reply, long before
+//!   the peer answers). Bytes that arrive after that short read raise a new
+//!   edge, which clears the mark.
 //! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 parks
 //!   holding nothing: each try takes a pooled `Vec` (refilled by
 //!   `give_buffer`), receives straight into it, and puts it back on `EAGAIN`,
@@ -41,15 +41,17 @@ use std::time::Duration;
 
 use sys::{accept, finish_connect, recv, send, start_connect};
 
-use crate::port::{
-    BufferPool, Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+use crate::contract::errors::{already_registered, canceled, not_registered};
+use crate::contract::{
+    whole_millis, BufferPool, Completion, Driver, Op, Outcome, RawSocket, Ready, Token, Waker,
 };
+use crate::linux::{cvt, EventFd, LINUX_RECV_SIZE};
 
 /// The epoll data of the waker's eventfd; sockets use their fd, which is never negative.
 const WAKER_KEY: u64 = u64::MAX;
 
 /// The capacity of a port-chosen recv's buffer: the most one such recv returns.
-const RECV_SIZE: usize = crate::port::LINUX_RECV_SIZE;
+const RECV_SIZE: usize = LINUX_RECV_SIZE;
 
 /// How many epoll events one `epoll_wait` may return.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -74,8 +76,6 @@ pub struct Poller {
     waker: Arc<EventFd>,
     /// Registered sockets and the ops parked on each, by fd.
     sockets: HashMap<RawSocket, ParkedOps>,
-    /// Finished ops not yet handed out by `wait`, in completion order.
-    ready: VecDeque<Completion>,
     /// How many ops are parked over all sockets.
     parked: usize,
     /// Scratch space for `epoll_wait`.
@@ -129,7 +129,7 @@ impl Poller {
         epoll_ctl(
             epoll.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
-            waker.fd.as_raw_fd(),
+            waker.as_raw_fd(),
             libc::EPOLLIN as u32,
             WAKER_KEY,
         )?;
@@ -137,7 +137,6 @@ impl Poller {
             epoll,
             waker,
             sockets: HashMap::new(),
-            ready: VecDeque::new(),
             parked: 0,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             pool: BufferPool::new(RECV_SIZE),
@@ -145,16 +144,15 @@ impl Poller {
     }
 
     /// Move every op parked on `ops` into the ready queue, failed with `ECANCELED`.
-    fn cancel_parked(&mut self, ops: ParkedOps) {
+    fn cancel_parked(&mut self, ops: ParkedOps, ready: &mut Ready) {
         for pending in ops.reads.into_iter().chain(ops.writes) {
             self.parked -= 1;
-            self.ready
-                .push_back(pending.op.fail(pending.token, canceled()));
+            ready.push_back(pending.op.fail(pending.token, canceled()));
         }
     }
 
     /// Retry what is parked on the socket an event names.
-    fn on_event(&mut self, key: u64, events: u32) {
+    fn on_event(&mut self, key: u64, events: u32, ready: &mut Ready) {
         if key == WAKER_KEY {
             self.waker.drain();
             return;
@@ -173,25 +171,19 @@ impl Poller {
         }
         if events & READ_EVENTS != 0 {
             ops.drained = false;
-            self.parked -= retry(ops, &mut self.ready, &mut self.pool, hangup);
+            self.parked -= retry(ops, ready, &mut self.pool, hangup);
         }
         if events & WRITE_EVENTS != 0 {
             let writes = &mut ops.writes;
-            self.parked -= retry_side(writes, None, &mut self.ready, &mut self.pool, hangup);
+            self.parked -= retry_side(writes, None, ready, &mut self.pool, hangup);
         }
     }
 }
 
-impl CompletionPort for Poller {
+impl Driver for Poller {
     fn register(&mut self, socket: RawSocket) -> io::Result<()> {
         if self.sockets.contains_key(&socket) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "socket {} is already registered with this epoll port",
-                    socket
-                ),
-            ));
+            return Err(already_registered(socket));
         }
         let key = u64::try_from(socket).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
         epoll_ctl(
@@ -205,26 +197,22 @@ impl CompletionPort for Poller {
         Ok(())
     }
 
-    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+    fn deregister(&mut self, socket: RawSocket, ready: &mut Ready) -> io::Result<()> {
         let Some(ops) = self.sockets.remove(&socket) else {
             return Err(not_registered(socket));
         };
         // The contract says no op is in flight by now; if one is, it still gets
         // its one completion rather than vanishing with the state.
-        self.cancel_parked(ops);
+        self.cancel_parked(ops, ready);
         epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, socket, 0, 0)
     }
 
-    fn submit(&mut self, token: Token, op: Op) {
+    fn start(&mut self, token: Token, op: Op, ready: &mut Ready) {
         let socket = op.socket();
         let Some(ops) = self.sockets.get_mut(&socket) else {
-            self.ready.push_back(op.fail(token, not_registered(socket)));
+            ready.push_back(op.fail(token, not_registered(socket)));
             return;
         };
-        if let Some(error) = check_buffer(&op) {
-            self.ready.push_back(op.fail(token, error));
-            return;
-        }
         let is_recv = matches!(op, Op::Recv { .. });
         let drained = &mut ops.drained;
         let queue = match op {
@@ -249,7 +237,7 @@ impl CompletionPort for Poller {
                 if let Some(drained) = drain_mark(drained, ops.ended).filter(|_| is_recv) {
                     *drained = emptied(&completion);
                 }
-                self.ready.push_back(completion)
+                ready.push_back(completion)
             }
             Attempt::Blocked(pending) => {
                 queue.push_back(pending);
@@ -258,20 +246,23 @@ impl CompletionPort for Poller {
         }
     }
 
-    fn cancel(&mut self, socket: RawSocket) {
+    fn cancel(&mut self, socket: RawSocket, ready: &mut Ready) {
         if let Some(ops) = self.sockets.get_mut(&socket) {
             let ops = mem::take(ops);
-            self.cancel_parked(ops);
+            self.cancel_parked(ops, ready);
         }
     }
 
-    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout_ms = if self.ready.is_empty() {
-            epoll_timeout(timeout)
-        } else {
-            // Completions are already waiting: only pick up new readiness.
-            0
-        };
+    /// Retried ops complete into `ready` (the front hands them out), so
+    /// nothing is appended to `out` here.
+    fn reap(
+        &mut self,
+        _out: &mut Vec<Completion>,
+        _limit: usize,
+        timeout: Option<Duration>,
+        ready: &mut Ready,
+    ) -> io::Result<()> {
+        let timeout_ms = epoll_timeout(timeout);
         self.events.clear();
         let capacity = i32::try_from(self.events.capacity()).unwrap_or(i32::MAX);
         // SAFETY: the pointer and `capacity` describe the vector's allocation, which
@@ -296,19 +287,13 @@ impl CompletionPort for Poller {
         }
         for i in 0..self.events.len() {
             let event = self.events[i];
-            self.on_event(event.u64, event.events);
+            self.on_event(event.u64, event.events, ready);
         }
-        let count = self.ready.len().min(MAX_BATCH);
-        out.extend(self.ready.drain(..count));
         Ok(())
     }
 
     fn waker(&self) -> Waker {
         self.waker.clone()
-    }
-
-    fn in_flight(&self) -> usize {
-        self.parked + self.ready.len()
     }
 
     fn give_buffer(&mut self, buf: Vec<u8>) {
@@ -321,10 +306,10 @@ impl Drop for Poller {
         // Unlike io_uring or IOCP, epoll never writes into user buffers on its own:
         // the kernel touches a buffer only inside a recv/send made by this poller.
         // So buffers of ops still parked are simply freed with the state.
-        if self.in_flight() > 0 {
+        if self.parked > 0 {
             log::debug!(
-                "epoll port dropped with {} ops in flight; freeing their buffers",
-                self.in_flight()
+                "epoll port dropped with {} ops parked; freeing their buffers",
+                self.parked
             );
         }
     }
@@ -332,12 +317,7 @@ impl Drop for Poller {
 
 /// Retry the read side of a socket (accepts or recvs); see [`retry_side`]. A
 /// socket that has ended is never marked emptied.
-fn retry(
-    ops: &mut ParkedOps,
-    ready: &mut VecDeque<Completion>,
-    pool: &mut BufferPool,
-    hangup: bool,
-) -> usize {
+fn retry(ops: &mut ParkedOps, ready: &mut Ready, pool: &mut BufferPool, hangup: bool) -> usize {
     let drained = drain_mark(&mut ops.drained, ops.ended);
     retry_side(&mut ops.reads, drained, ready, pool, hangup)
 }
@@ -353,7 +333,7 @@ fn drain_mark(drained: &mut bool, ended: bool) -> Option<&mut bool> {
 fn retry_side(
     queue: &mut VecDeque<Pending>,
     mut drained: Option<&mut bool>,
-    ready: &mut VecDeque<Completion>,
+    ready: &mut Ready,
     pool: &mut BufferPool,
     hangup: bool,
 ) -> usize {
@@ -453,58 +433,6 @@ fn attempt(pending: Pending, pool: &mut BufferPool, hangup: bool) -> Attempt {
     Attempt::Done(Completion { token, outcome })
 }
 
-/// Why an op's buffer cannot be used, if it cannot (a caller bug reported as a
-/// completion rather than a panic, a fake end of stream or an endless zero-byte send).
-fn check_buffer(op: &Op) -> Option<io::Error> {
-    let problem = match op {
-        Op::Recv { buf, .. } if buf.capacity() > 0 && buf.len() == buf.capacity() => {
-            "recv buffer has no spare capacity"
-        }
-        Op::Send { buf, pos, .. } if *pos >= buf.len() => "send buffer has nothing after pos",
-        _ => return None,
-    };
-    Some(io::Error::new(io::ErrorKind::InvalidInput, problem))
-}
-
-/// The waker: an eventfd whose counter going above 0 makes `epoll_wait` return.
-struct EventFd {
-    fd: OwnedFd,
-}
-
-impl EventFd {
-    fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; the flags are valid constants.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(EventFd { fd })
-    }
-
-    /// Reset the counter to 0 (nothing to read is fine: another drain got there).
-    fn drain(&self) {
-        let mut value: u64 = 0;
-        let _ = retry_eintr(|| {
-            // SAFETY: reads 8 bytes into `value`, which is 8 bytes and valid for writes.
-            cvt(unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })
-        });
-    }
-}
-
-impl Wake for EventFd {
-    fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        let written = retry_eintr(|| {
-            // SAFETY: writes the 8 bytes of `one`, which outlives the call.
-            cvt(unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) })
-        });
-        match written {
-            // A full counter already means "wake up".
-            Err(e) if would_block(&e) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-}
-
 /// `epoll_ctl` with the event mask and data for `op` (ignored by `EPOLL_CTL_DEL`).
 fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
     let mut event = libc::epoll_event { events, u64: key };
@@ -512,55 +440,17 @@ fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, key: u64) ->
     cvt(unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) }).map(|_| ())
 }
 
-/// The `epoll_wait` timeout in milliseconds, `-1` for none.
-///
-/// Rounded *up*: rounding 0.4 ms down to 0 would turn a caller's short wait
-/// into a busy loop that polls without sleeping until its deadline passes.
+/// The `epoll_wait` timeout in milliseconds (rounded up), `-1` for none.
 fn epoll_timeout(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
-        Some(timeout) => {
-            let ms = timeout.as_nanos().div_ceil(1_000_000);
-            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-        }
+        Some(timeout) => libc::c_int::try_from(whole_millis(timeout)).unwrap_or(libc::c_int::MAX),
     }
 }
 
 /// Whether an error means "try again when ready".
 fn would_block(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::WouldBlock
-}
-
-/// Run a syscall again while it fails with `EINTR`.
-fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match call() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            result => return result,
-        }
-    }
-}
-
-/// A libc return value as a result: `-1` means `errno`.
-fn cvt<T: Copy + PartialOrd + Default>(value: T) -> io::Result<T> {
-    if value < T::default() {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(value)
-    }
-}
-
-#[cold]
-fn canceled() -> io::Error {
-    io::Error::from_raw_os_error(libc::ECANCELED)
-}
-
-#[cold]
-fn not_registered(socket: RawSocket) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("socket {} is not registered with this epoll port", socket),
-    )
 }
 
 mod sys;

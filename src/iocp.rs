@@ -1,7 +1,7 @@
-//! Windows backend: an I/O completion port (IOCP) driven through `windows-sys`.
+//! The Windows driver: an I/O completion port (IOCP) driven through `windows-sys`.
 //!
-//! [`Iocp`] owns one completion port and implements the contract of
-//! [`crate::port`] directly on it, since IOCP *is* a completion model:
+//! [`Iocp`] owns one completion port and implements the [`Driver`] of
+//! [`crate::contract`] directly on it, since IOCP *is* a completion model:
 //!
 //! * **Ops are overlapped Winsock calls.** Accept is `AcceptEx` into a socket the
 //!   port creates beforehand; then `SO_UPDATE_ACCEPT_CONTEXT`,
@@ -16,12 +16,12 @@
 //!   whose first field is its `OVERLAPPED` (`#[repr(C)]`), so the pointer a
 //!   completion carries leads back to the slot, its token and its buffer. Slots
 //!   are pooled; every field is written before the call that starts the op.
-//! * **Batches.** [`Iocp::wait`] dequeues up to [`MAX_BATCH`] completions with
-//!   one `GetQueuedCompletionStatusEx`.
+//! * **Batches.** A reap dequeues up to [`MAX_BATCH`] completions with one
+//!   `GetQueuedCompletionStatusEx`.
 //! * **Inline completions.** Sockets are registered with
 //!   `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: an op that finishes inside its call
-//!   queues no packet, so its completion goes to a ready queue that the next
-//!   `wait` hands out first. Where that mode cannot be set, the packet comes as
+//!   queues no packet, so its completion goes to the front's ready queue, which
+//!   the next `wait` hands out first. Where that mode cannot be set, the packet comes as
 //!   usual and the inline result is ignored. A call that fails at once (not
 //!   `WSA_IO_PENDING`) also becomes a completion in the ready queue: one
 //!   submission, exactly one completion, always.
@@ -31,7 +31,7 @@
 //!   stream, error, cancellation) the buffer goes back to the pool and the
 //!   completion carries an empty `Vec`. (Zero-byte receives, which would hold
 //!   nothing while waiting, are not used yet.)
-//! * **Cancel and close.** [`Iocp::cancel`] is `CancelIoEx` on the socket; each
+//! * **Cancel and close.** A cancel is `CancelIoEx` on the socket; each
 //!   cancelled op still completes (with `ERROR_OPERATION_ABORTED`), and any
 //!   error on a closed or cancelled socket is simply that op's completion with
 //!   its error (Wine reports a recv on a socket closed under it as
@@ -67,7 +67,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::mem;
 use std::ptr;
@@ -84,8 +84,10 @@ use windows_sys::Win32::System::IO::{
     OVERLAPPED_ENTRY,
 };
 
-use crate::port::{
-    BufferPool, Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+use crate::contract::errors::{already_registered, not_registered};
+use crate::contract::{
+    whole_millis, BufferPool, Completion, Driver, Op, Outcome, RawSocket, Ready, Token, Wake,
+    Waker, MAX_BATCH,
 };
 use slots::{Slots, State};
 use sys::{Extensions, PortHandle};
@@ -133,8 +135,6 @@ pub struct Iocp {
     sockets: HashMap<RawSocket, Registered>,
     /// Ops in flight.
     slots: Slots,
-    /// Completions already known (inline or failed at submission), handed out first.
-    ready: VecDeque<Completion>,
     /// Scratch space for `GetQueuedCompletionStatusEx`.
     entries: Vec<Entry>,
     /// `AcceptEx`, `GetAcceptExSockaddrs` and `ConnectEx`, once looked up.
@@ -195,7 +195,6 @@ impl Iocp {
             }),
             sockets: HashMap::new(),
             slots: Slots::default(),
-            ready: VecDeque::new(),
             entries: (0..MAX_BATCH).map(|_| Entry::zeroed()).collect(),
             extensions: Extensions::default(),
             pool: BufferPool::new(RECV_SIZE),
@@ -208,7 +207,8 @@ impl Iocp {
 
     /// Record that the op in slot `index` has started, given what its call
     /// returned: `Ok(bytes)` when it finished inline, else the call's error.
-    fn started(&mut self, index: usize, inline: io::Result<u32>) {
+    /// An op that finished (or failed) inside its call completes into `ready`.
+    fn started(&mut self, index: usize, inline: io::Result<u32>, ready: &mut Ready) {
         let socket = self.slots.get_mut(index).socket;
         // (`Option::is_some_and` is too new for Rust 1.63.)
         let skip = matches!(self.sockets.get(&socket), Some(r) if r.skip_on_success);
@@ -219,14 +219,14 @@ impl Iocp {
             // Finished inside the call, and no packet will come: complete now.
             Ok(bytes) if skip => {
                 let completion = self.finish(index, Ok(bytes));
-                self.ready.push_back(completion);
+                ready.push_back(completion);
             }
             // Finished, but the packet still comes (skip mode off): wait for it.
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => {}
             Err(e) => {
                 let completion = self.finish(index, Err(e));
-                self.ready.push_back(completion);
+                ready.push_back(completion);
             }
         }
     }
@@ -311,40 +311,21 @@ impl Iocp {
     }
 }
 
-/// A timeout in whole milliseconds, rounded *up*: rounding down would turn a
-/// 0.5 ms wait into a busy poll that returns before the deadline.
-// `u32::div_ceil` needs Rust 1.73; the Windows build uses 1.63.
-#[allow(clippy::manual_div_ceil)]
+/// The `GetQueuedCompletionStatusEx` timeout: whole milliseconds, rounded up
+/// ([`whole_millis`]), `INFINITE` for none.
 fn timeout_ms(timeout: Option<Duration>) -> u32 {
     match timeout {
         None => u32::MAX, // INFINITE
-        Some(t) => {
-            let ms = t
-                .as_secs()
-                .saturating_mul(1000)
-                .saturating_add(u64::from((t.subsec_nanos() + 999_999) / 1_000_000));
-            u32::try_from(ms)
-                .unwrap_or(MAX_TIMEOUT_MS)
-                .min(MAX_TIMEOUT_MS)
-        }
+        Some(t) => u32::try_from(whole_millis(t))
+            .unwrap_or(MAX_TIMEOUT_MS)
+            .min(MAX_TIMEOUT_MS),
     }
 }
 
-#[cold]
-fn not_registered(socket: RawSocket) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("socket {} is not registered with this port", socket),
-    )
-}
-
-impl CompletionPort for Iocp {
+impl Driver for Iocp {
     fn register(&mut self, socket: RawSocket) -> io::Result<()> {
         if self.sockets.contains_key(&socket) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("socket {} is already registered with this port", socket),
-            ));
+            return Err(already_registered(socket));
         }
         let handle = socket as HANDLE;
         // SAFETY: `socket` is an open socket handle of the caller's; the port
@@ -373,7 +354,7 @@ impl CompletionPort for Iocp {
         Ok(())
     }
 
-    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+    fn deregister(&mut self, socket: RawSocket, _ready: &mut Ready) -> io::Result<()> {
         // A socket stays associated with its port until it is closed; forgetting
         // it here lets a new socket with the same handle value register again.
         match self.sockets.remove(&socket) {
@@ -382,20 +363,20 @@ impl CompletionPort for Iocp {
         }
     }
 
-    fn submit(&mut self, token: Token, op: Op) {
+    fn start(&mut self, token: Token, op: Op, ready: &mut Ready) {
         let socket = op.socket();
         if !self.sockets.contains_key(&socket) {
-            return self.ready.push_back(op.fail(token, not_registered(socket)));
+            return ready.push_back(op.fail(token, not_registered(socket)));
         }
         match op {
-            Op::Accept { listener } => self.submit_accept(token, listener),
-            Op::Recv { socket, buf } => self.submit_recv(token, socket, buf),
-            Op::Send { socket, buf, pos } => self.submit_send(token, socket, buf, pos),
-            Op::Connect { socket, addr } => self.submit_connect(token, socket, addr),
+            Op::Accept { listener } => self.submit_accept(token, listener, ready),
+            Op::Recv { socket, buf } => self.submit_recv(token, socket, buf, ready),
+            Op::Send { socket, buf, pos } => self.submit_send(token, socket, buf, pos, ready),
+            Op::Connect { socket, addr } => self.submit_connect(token, socket, addr, ready),
         }
     }
 
-    fn cancel(&mut self, socket: RawSocket) {
+    fn cancel(&mut self, socket: RawSocket, _ready: &mut Ready) {
         match self.sockets.get(&socket) {
             Some(registered) if registered.in_flight > 0 => {}
             _ => return,
@@ -408,24 +389,15 @@ impl CompletionPort for Iocp {
         }
     }
 
-    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
-        let mut room = MAX_BATCH;
-        while room > 0 {
-            match self.ready.pop_front() {
-                Some(completion) => out.push(completion),
-                None => break,
-            }
-            room -= 1;
-        }
-        if room == 0 {
-            return Ok(());
-        }
-        // Completions already in hand: only pick up what is queued, don't block.
-        let ms = if room < MAX_BATCH {
-            0
-        } else {
-            timeout_ms(timeout)
-        };
+    fn reap(
+        &mut self,
+        out: &mut Vec<Completion>,
+        limit: usize,
+        timeout: Option<Duration>,
+        _ready: &mut Ready,
+    ) -> io::Result<()> {
+        let room = limit.min(MAX_BATCH);
+        let ms = timeout_ms(timeout);
         let mut removed = 0u32;
         // SAFETY: `entries` has MAX_BATCH initialised entries and `room` is at
         // most that; `Entry` is a transparent OVERLAPPED_ENTRY; not alertable.
@@ -458,10 +430,6 @@ impl CompletionPort for Iocp {
 
     fn waker(&self) -> Waker {
         Arc::clone(&self.shared) as Waker
-    }
-
-    fn in_flight(&self) -> usize {
-        self.slots.used() + self.ready.len()
     }
 
     fn give_buffer(&mut self, buf: Vec<u8>) {

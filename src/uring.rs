@@ -1,22 +1,19 @@
-//! The Linux io_uring backend of the completion-port contract ([`crate::port`]).
+//! The Linux io_uring driver of the completion-port contract ([`crate::contract`]).
 //!
 //! An [`Op`] not served by a multishot (below) becomes one submission queue
-//! entry (SQE) whose `user_data` is the key of its slot in a [`Slab`]; the slot owns the op (and so its buffer) until
-//! the kernel posts the matching completion queue entry (CQE). Two `user_data`
-//! values are reserved: [`WAKE`] for the read that is always posted on the
-//! waker's eventfd, and [`CANCEL`] for cancel requests, whose own CQEs are
-//! swallowed (the cancelled ops still complete under their own keys). Two tag
-//! bits mark the multishot SQEs that serve many ops: `STREAM_TAG` (recvs,
-//! `multishot`) and `ACCEPT_TAG` (accepts, `accept_stream`).
+//! entry (SQE) whose `user_data` is the key of its slot in a [`Slab`]; the slot
+//! owns the op (and so its buffer) until the kernel posts the matching
+//! completion queue entry (CQE). The `user_data` values are laid out in
+//! `keys`; SQEs that find the submission queue full wait in a backlog
+//! (`queue`), so nothing is dropped and a cancel never overtakes its ops.
 //!
-//! Ops that cannot be placed in the submission queue (full, and the kernel did
-//! not take any entries when asked) wait in a backlog, in order, so nothing is
-//! dropped and a cancel never overtakes the ops it targets. Ops found invalid
-//! before reaching the kernel complete through a local queue with `EINVAL`.
+//! **Registration.** io_uring takes any descriptor per op; the ring keeps the
+//! set of registered sockets (`fd_set`, one indexed load per op) only so that
+//! an op on any other socket fails as it does on every backend.
 //!
 //! **Port-chosen receive memory.** A recv whose buffer has capacity 0 is posted
 //! with `IOSQE_BUFFER_SELECT` on the ring's provided-buffer ring
-//! ([`buf_ring`]): it holds no memory while it waits, the kernel picks a buffer
+//! (`buf_ring`): it holds no memory while it waits, the kernel picks a buffer
 //! (a `Vec` the ring holds) when bytes arrive, and at completion that `Vec`
 //! goes to the caller as it is while a pooled one (the pool is refilled by
 //! `give_buffer`) takes its place in the ring at once.
@@ -35,35 +32,45 @@
 //! The ring is made with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel takes
 //! it (each worker builds and drives its own ring), else `COOP_TASKRUN`, else no
 //! flags. Because of `SINGLE_ISSUER` a [`Ring`] is not `Send`: it lives and dies
-//! on the thread that made it.
+//! on the thread that made it. Dropping it cancels what is in flight, waits
+//! briefly for those completions, and leaks (rather than frees) whatever the
+//! kernel may still write; connections that multishot accepts made and nobody
+//! claimed are closed.
 
-use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::mem;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use io_uring::opcode;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{opcode, squeue, IoUring};
 use slab::Slab;
-use socket2::SockAddr;
 
-use crate::port::{Completion, CompletionPort, Op, RawSocket, Token, Waker, MAX_BATCH};
-use accept_stream::{AcceptFollow, AcceptStreams, ACCEPT_TAG};
+use crate::contract::errors::{already_registered, not_registered};
+use crate::contract::{Completion, Driver, Op, RawSocket, Ready, Token, Waker};
+use crate::linux::EventFd;
+use accept_stream::{AcceptFollow, AcceptStreams};
 use buf_ring::RecvMemory;
-use finish::{finish, recv_sqe};
-use multishot::{Follow, Plan, Streams, STREAM_TAG};
+use fd_set::FdSet;
+use finish::{finish, prepare, recv_sqe};
+use keys::{Key, ACCEPT_TAG, CANCEL, WAKE};
+use multishot::{Follow, Plan, Streams};
+use queue::{transient, Cqe, Queues, CQE_BATCH};
 pub use setup::probe;
-use setup::{build_ring, check_features, EventFd};
+use setup::{build_ring, check_features};
+use slot::{RecvBuf, Slot};
 
 mod accept_stream;
 mod buf_ring;
+mod fd_set;
 mod finish;
+mod keys;
 mod multishot;
+mod queue;
 mod setup;
-mod teardown;
+mod slot;
 #[cfg(test)]
 mod tests;
 
@@ -72,54 +79,23 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue size: larger than the SQ because the server keeps one recv
 /// posted per connection, and thousands of connections may finish at once.
 const CQ_ENTRIES: u32 = 8192;
-/// `user_data` of the read posted on the waker's eventfd.
-const WAKE: u64 = u64::MAX;
-/// `user_data` of cancel requests; their CQEs are swallowed.
-const CANCEL: u64 = u64::MAX - 1;
 /// How long dropping a ring waits for the completions of the ops it cancels.
 const DROP_GRACE: Duration = Duration::from_secs(1);
 
-/// An op the kernel (or the backlog) holds, with the memory its SQE points to.
-struct Slot {
-    token: Token,
-    /// Owns the buffer of a recv or send: its heap block never moves while the
-    /// slot lives, even when the slab grows.
-    op: Op,
-    /// The peer address of a connect, at a stable address.
-    addr: Option<Box<SockAddr>>,
-    /// How a recv's memory was chosen.
-    memory: RecvBuf,
-}
-
-/// Where a recv receives into.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum RecvBuf {
-    /// The caller's buffer (and every op other than a recv).
-    Caller,
-    /// A buffer the kernel selects from the provided-buffer ring; `cancelled`:
-    /// a cancel of its socket was requested (so an `ENOBUFS` is not retried).
-    Selected { cancelled: bool },
-    /// A pooled `Vec` the port put in the op for a port-chosen recv.
-    Pooled,
-}
-
-/// A completion port on Linux io_uring.
+/// The io_uring driver of a completion port.
 ///
 /// Not `Send`: the ring may be set up `SINGLE_ISSUER`, so every submission must
 /// come from the thread that built it.
 pub struct Ring {
-    /// Boxed: the queues' bookkeeping is large, and [`crate::port::Port`] holds a
-    /// `Ring` inline beside smaller backends.
-    ring: Box<IoUring>,
+    /// The ring and the backlog of its submission queue.
+    queues: Queues,
     /// Ops submitted and not yet completed; the SQE `user_data` is the key.
     slots: Slab<Slot>,
-    /// SQEs that found the submission queue full, in submission order.
-    backlog: VecDeque<squeue::Entry>,
-    /// Completions decided without the kernel (invalid ops), not yet returned.
-    ready: VecDeque<Completion>,
+    /// Registered sockets.
+    registered: FdSet,
     /// The provided-buffer ring and the pool for port-chosen recvs.
     memory: RecvMemory,
-    /// The multishot recvs that serve port-chosen recvs (boxed, like `ring`).
+    /// The multishot recvs that serve port-chosen recvs (boxed: large).
     streams: Box<Streams>,
     /// The multishot accepts that serve accepts.
     accepts: Box<AcceptStreams>,
@@ -173,10 +149,9 @@ impl Ring {
         let memory = RecvMemory::new(&ring, ring_buffers, buffer_size);
         let multishot = memory.ring.is_some() && multishot_wanted();
         let mut ring = Ring {
-            ring: Box::new(ring),
+            queues: Queues::new(ring),
             slots: Slab::new(),
-            backlog: VecDeque::new(),
-            ready: VecDeque::new(),
+            registered: FdSet::default(),
             streams: Box::new(Streams::new(multishot)),
             accepts: Box::new(AcceptStreams::new(multishot_wanted())),
             memory,
@@ -202,183 +177,136 @@ impl Ring {
     /// Post the read on the waker's eventfd.
     fn arm_wake(&mut self) {
         let read = opcode::Read::new(
-            Fd(self.waker.0.as_raw_fd()),
+            Fd(self.waker.as_raw_fd()),
             self.wake_buf.as_mut_ptr(),
             self.wake_buf.len() as u32,
         )
         .build()
         .user_data(WAKE);
         self.wake_armed = true;
-        self.push(read);
+        self.queues.push(read);
     }
 
-    /// Queue an SQE behind any backlog, making room in a full queue by
-    /// submitting. Every SQE given here points only into a slot of `slots` or
-    /// into `wake_buf`, which stay put until its CQE is reaped (or are leaked).
-    fn push(&mut self, sqe: squeue::Entry) {
-        if self.backlog.is_empty() {
-            if self.try_push(&sqe) {
-                return;
-            }
-            if self.submit_pending() && self.try_push(&sqe) {
-                return;
-            }
-        }
-        self.backlog.push_back(sqe);
-    }
-
-    fn try_push(&mut self, sqe: &squeue::Entry) -> bool {
-        // SAFETY: by the rule of `push`, the memory the SQE names stays valid and
-        // unmoved until the kernel posts its CQE.
-        unsafe { self.ring.submission().push(sqe) }.is_ok()
-    }
-
-    /// Hand the submission queue to the kernel; false if it refused.
-    fn submit_pending(&mut self) -> bool {
-        match self.ring.submit() {
-            Ok(_) => true,
-            Err(e) => {
-                log::debug!("io_uring submit failed, keeping ops queued: {}", e);
-                false
-            }
-        }
-    }
-
-    /// Move backlogged SQEs into the submission queue, submitting as it fills.
-    fn flush_backlog(&mut self) {
-        while let Some(sqe) = self.backlog.pop_front() {
-            if self.try_push(&sqe) {
-                continue;
-            }
-            if !(self.submit_pending() && self.try_push(&sqe)) {
-                self.backlog.push_front(sqe);
-                return;
-            }
-        }
-    }
-
-    /// Move up to `limit` completions from the completion queue to `out`;
-    /// returns how many were appended.
-    fn reap(&mut self, out: &mut Vec<Completion>, limit: usize) -> usize {
+    /// Move up to `limit` completions from the completion queue to `out`
+    /// (completions decided without the kernel go to `ready`); returns how
+    /// many were appended. Each CQE gives at most one completion.
+    fn reap_cqes(&mut self, out: &mut Vec<Completion>, limit: usize, ready: &mut Ready) -> usize {
         let mut appended = 0;
-        let mut rearm = false;
-        let mut retries = Vec::new();
-        let mut follows = Vec::new();
-        let mut accept_follows = Vec::new();
-        let mut cq = self.ring.completion();
+        let mut batch = [Cqe::default(); CQE_BATCH];
         while appended < limit {
-            let Some(cqe) = cq.next() else { break };
-            match cqe.user_data() {
-                WAKE => {
-                    self.wake_armed = false;
-                    rearm = true;
-                    let res = cqe.result();
-                    if res < 0 && res != -libc::ECANCELED {
-                        log::warn!(
-                            "io_uring waker read failed: {}",
-                            io::Error::from_raw_os_error(-res)
-                        );
-                    }
-                }
-                CANCEL => {}
-                tagged if tagged & STREAM_TAG != 0 => {
-                    let key = (tagged & !STREAM_TAG) as usize;
-                    let before = out.len();
-                    let follow = self.streams.complete(
-                        key,
-                        cqe.result(),
-                        cqe.flags(),
-                        &mut self.memory,
-                        out,
-                    );
-                    appended += out.len() - before;
-                    follows.push(follow);
-                }
-                tagged if tagged & ACCEPT_TAG != 0 => {
-                    let key = (tagged & !ACCEPT_TAG) as usize;
-                    let before = out.len();
-                    let follow = self.accepts.complete(key, cqe.result(), cqe.flags(), out);
-                    appended += out.len() - before;
-                    accept_follows.push(follow);
-                }
-                key => {
-                    let Some(slot) = self.slots.get_mut(key as usize) else {
-                        log::error!("io_uring completion for unknown op {}", key);
-                        continue;
-                    };
-                    let starved = cqe.result() == -libc::ENOBUFS
-                        && slot.memory == RecvBuf::Selected { cancelled: false }
-                        && !self.closing;
-                    if starved {
-                        // The provided-buffer ring was empty: post the recv again
-                        // into a pooled buffer of its own (the caller sees nothing).
-                        if let Op::Recv { socket, buf } = &mut slot.op {
-                            *buf = self.memory.pool.take();
-                            slot.memory = RecvBuf::Pooled;
-                            retries.push(recv_sqe(*socket, buf, key));
-                            self.starved += 1;
-                            continue;
-                        }
-                    }
-                    let slot = self.slots.remove(key as usize);
-                    if let Op::Recv { socket, buf } = &slot.op {
-                        let room = match slot.memory {
-                            RecvBuf::Caller => None,
-                            RecvBuf::Selected { .. } => Some(self.memory.buffer_size()),
-                            RecvBuf::Pooled => Some(buf.capacity() - buf.len()),
-                        };
-                        if let Some(room) = room {
-                            self.memory
-                                .note_recv(*socket, cqe.result(), cqe.flags(), room);
-                        }
-                        if slot.memory == RecvBuf::Pooled {
-                            self.streams
-                                .note_one_shot(*socket, cqe.result(), cqe.flags());
-                        }
-                    }
-                    out.push(finish(slot, cqe.result(), cqe.flags(), &mut self.memory));
-                    appended += 1;
-                }
+            let want = (limit - appended).min(CQE_BATCH);
+            let n = self.queues.take_cqes(&mut batch[..want]);
+            if n == 0 {
+                break;
             }
-        }
-        drop(cq);
-        for sqe in retries {
-            self.push(sqe);
-        }
-        for follow in follows {
-            match follow {
-                Follow::None => {}
-                Follow::Post(sqe) => self.push(sqe),
-                Follow::Direct {
-                    token,
-                    socket,
-                    starved,
-                } => {
-                    self.starved += u64::from(starved);
-                    let buf = self.memory.pool.take();
-                    self.submit_direct(token, socket, buf);
+            for cqe in &batch[..n] {
+                let before = out.len();
+                match Key::of(cqe.user_data) {
+                    Key::Wake => self.on_wake(cqe.res),
+                    Key::Cancel => {}
+                    Key::Stream(key) => self.on_stream(key, cqe, out),
+                    Key::Accept(key) => self.on_accept(key, cqe, out, ready),
+                    Key::Slot(key) => self.on_slot(key, cqe, out),
                 }
+                appended += out.len() - before;
             }
-        }
-        for follow in accept_follows {
-            match follow {
-                AcceptFollow::None => {}
-                AcceptFollow::Post(sqe) => self.push(sqe),
-                AcceptFollow::OneShot { listener, tokens } => {
-                    for token in tokens {
-                        self.submit_slot(token, Op::Accept { listener });
-                    }
-                }
-            }
-        }
-        if rearm && !self.closing {
-            self.arm_wake();
         }
         appended
     }
 
+    /// The waker's read completed: post it again (unless closing).
+    fn on_wake(&mut self, res: i32) {
+        self.wake_armed = false;
+        if res < 0 && res != -libc::ECANCELED {
+            log::warn!(
+                "io_uring waker read failed: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+        }
+        if !self.closing {
+            self.arm_wake();
+        }
+    }
+
+    /// A CQE of multishot recv stream `key`.
+    fn on_stream(&mut self, key: usize, cqe: &Cqe, out: &mut Vec<Completion>) {
+        let follow = self
+            .streams
+            .complete(key, cqe.res, cqe.flags, &mut self.memory, out);
+        match follow {
+            Follow::None => {}
+            Follow::Post(sqe) => self.queues.push(sqe),
+            Follow::Direct {
+                token,
+                socket,
+                starved,
+            } => {
+                self.starved += u64::from(starved);
+                let buf = self.memory.pool.take();
+                self.submit_direct(token, socket, buf);
+            }
+        }
+    }
+
+    /// A CQE of multishot accept stream `key`.
+    fn on_accept(&mut self, key: usize, cqe: &Cqe, out: &mut Vec<Completion>, ready: &mut Ready) {
+        match self.accepts.complete(key, cqe.res, cqe.flags, out) {
+            AcceptFollow::None => {}
+            AcceptFollow::Post(sqe) => self.queues.push(sqe),
+            AcceptFollow::OneShot { listener, tokens } => {
+                for token in tokens {
+                    self.submit_slot(token, Op::Accept { listener }, ready);
+                }
+            }
+        }
+    }
+
+    /// The CQE of the op in slot `key`: its completion, or (a recv that found
+    /// the provided-buffer ring empty) the same op posted again.
+    fn on_slot(&mut self, key: usize, cqe: &Cqe, out: &mut Vec<Completion>) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            log::error!("io_uring completion for unknown op {}", key);
+            return;
+        };
+        let starved = cqe.res == -libc::ENOBUFS
+            && slot.memory == RecvBuf::Selected { cancelled: false }
+            && !self.closing;
+        if starved {
+            // The provided-buffer ring was empty: post the recv again into a
+            // pooled buffer of its own (the caller sees nothing).
+            if let Op::Recv { socket, buf } = &mut slot.op {
+                *buf = self.memory.pool.take();
+                slot.memory = RecvBuf::Pooled;
+                let sqe = recv_sqe(*socket, buf, key as u64);
+                self.starved += 1;
+                self.queues.push(sqe);
+                return;
+            }
+        }
+        let slot = self.slots.remove(key);
+        if let Op::Recv { socket, buf } = &slot.op {
+            let room = match slot.memory {
+                RecvBuf::Caller => None,
+                RecvBuf::Selected { .. } => Some(self.memory.buffer_size()),
+                RecvBuf::Pooled => Some(buf.capacity() - buf.len()),
+            };
+            if let Some(room) = room {
+                self.memory.note_recv(*socket, cqe.res, cqe.flags, room);
+            }
+            if slot.memory == RecvBuf::Pooled {
+                self.streams.note_one_shot(*socket, cqe.res, cqe.flags);
+            }
+        }
+        out.push(finish(slot, cqe.res, cqe.flags, &mut self.memory));
+    }
+
     /// Post `op` as one SQE of its own, in a slot.
-    fn submit_slot(&mut self, token: Token, op: Op) {
+    fn submit_slot(&mut self, token: Token, op: Op, ready: &mut Ready) {
+        let socket = op.socket();
+        if !self.registered.contains(socket) {
+            ready.push_back(op.fail(token, not_registered(socket)));
+            return;
+        }
         let key = self.slots.insert(Slot {
             token,
             op,
@@ -389,13 +317,8 @@ impl Ring {
             (key as u64) < ACCEPT_TAG,
             "slab key collides with a reserved user_data"
         );
-        match self.prepare(key) {
-            Ok(sqe) => self.push(sqe),
-            Err(error) => {
-                let slot = self.slots.remove(key);
-                self.ready.push_back(slot.op.fail(token, error));
-            }
-        }
+        let sqe = prepare(&mut self.slots[key], key, &mut self.memory);
+        self.queues.push(sqe);
     }
 
     /// Post a one-shot recv of `socket` into the pooled `buf` (which has
@@ -409,7 +332,7 @@ impl Ring {
         });
         if let Op::Recv { buf, .. } = &mut self.slots[key].op {
             let sqe = recv_sqe(socket, buf, key as u64);
-            self.push(sqe);
+            self.queues.push(sqe);
         }
     }
 }
@@ -420,66 +343,76 @@ fn multishot_wanted() -> bool {
     !matches!(std::env::var_os("IOCP_ECHO_URING_MULTISHOT"), Some(v) if v == "0")
 }
 
-/// Whether an `io_uring_enter` error only means "woken up without completions".
-fn transient(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-    )
-}
-
-impl CompletionPort for Ring {
-    /// Nothing to do: io_uring takes any descriptor per op.
-    fn register(&mut self, _socket: RawSocket) -> io::Result<()> {
+impl Driver for Ring {
+    /// io_uring takes any descriptor per op; the ring only notes the socket,
+    /// so that ops on others fail alike on every backend.
+    fn register(&mut self, socket: RawSocket) -> io::Result<()> {
+        if socket < 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        if !self.registered.insert(socket) {
+            return Err(already_registered(socket));
+        }
         Ok(())
     }
 
     /// Drops the socket's multishot state (closing connections a listener
     /// accepted and did not hand out).
-    fn deregister(&mut self, socket: RawSocket) -> io::Result<()> {
+    fn deregister(&mut self, socket: RawSocket, ready: &mut Ready) -> io::Result<()> {
+        if !self.registered.remove(socket) {
+            return Err(not_registered(socket));
+        }
         self.memory.forget(socket);
         if let Some(sqe) = self.streams.deregister(socket, &mut self.memory) {
-            self.push(sqe);
+            self.queues.push(sqe);
         }
-        if let Some(sqe) = self.accepts.deregister(socket, &mut self.ready) {
-            self.push(sqe);
+        if let Some(sqe) = self.accepts.deregister(socket, ready) {
+            self.queues.push(sqe);
         }
         Ok(())
     }
 
-    fn submit(&mut self, token: Token, op: Op) {
-        if let Op::Recv { socket, buf } = &op {
-            if buf.capacity() == 0 && self.streams.enabled && !self.closing {
+    fn start(&mut self, token: Token, op: Op, ready: &mut Ready) {
+        if self.closing {
+            return self.submit_slot(token, op, ready);
+        }
+        match &op {
+            Op::Recv { socket, buf } if buf.capacity() == 0 && self.streams.enabled => {
                 let socket = *socket;
+                if !self.registered.contains(socket) {
+                    return ready.push_back(op.fail(token, not_registered(socket)));
+                }
                 match self.streams.recv(socket, token) {
-                    Plan::Ready(completion) => self.ready.push_back(completion),
-                    Plan::Arm(sqe) => self.push(sqe),
+                    Plan::Ready(completion) => ready.push_back(completion),
+                    Plan::Arm(sqe) => self.queues.push(sqe),
                     Plan::Wait => {}
                     Plan::OneShot => {
                         let buf = self.memory.pool.take();
                         self.submit_direct(token, socket, buf);
                     }
                 }
-                return;
             }
-        }
-        if let (Op::Accept { listener }, false) = (&op, self.closing) {
-            match self.accepts.accept(*listener, token) {
-                Plan::Ready(completion) => self.ready.push_back(completion),
-                Plan::Arm(sqe) => self.push(sqe),
-                Plan::Wait => {}
-                Plan::OneShot => self.submit_slot(token, op),
+            Op::Accept { listener } => {
+                let listener = *listener;
+                if !self.registered.contains(listener) {
+                    return ready.push_back(op.fail(token, not_registered(listener)));
+                }
+                match self.accepts.accept(listener, token) {
+                    Plan::Ready(completion) => ready.push_back(completion),
+                    Plan::Arm(sqe) => self.queues.push(sqe),
+                    Plan::Wait => {}
+                    Plan::OneShot => self.submit_slot(token, op, ready),
+                }
             }
-            return;
+            _ => self.submit_slot(token, op, ready),
         }
-        self.submit_slot(token, op);
     }
 
-    fn cancel(&mut self, socket: RawSocket) {
+    fn cancel(&mut self, socket: RawSocket, ready: &mut Ready) {
         if let Some(completion) = self.streams.cancel(socket) {
-            self.ready.push_back(completion);
+            ready.push_back(completion);
         }
-        self.accepts.cancel(socket, &mut self.ready);
+        self.accepts.cancel(socket, ready);
         if self.memory.ring.is_some() {
             // A recv of this socket that fails for want of a provided buffer must
             // not be posted again behind this cancel's back.
@@ -496,42 +429,31 @@ impl CompletionPort for Ring {
         let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(socket)).all())
             .build()
             .user_data(CANCEL);
-        self.push(sqe);
+        self.queues.push(sqe);
     }
 
-    fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
-        let mut appended = self.ready.len().min(MAX_BATCH);
-        out.extend(self.ready.drain(..appended));
-        self.flush_backlog();
-        // Do not block when there is already something to return or to submit.
-        let timeout = if appended > 0 || !self.backlog.is_empty() {
-            Some(Duration::ZERO)
+    fn reap(
+        &mut self,
+        out: &mut Vec<Completion>,
+        limit: usize,
+        timeout: Option<Duration>,
+        ready: &mut Ready,
+    ) -> io::Result<()> {
+        self.queues.flush_backlog();
+        // Do not block while there is something left to submit.
+        let timeout = if self.queues.backlog.is_empty() {
+            timeout
         } else {
-            // A timeout too large for the kernel's timespec is no limit.
-            timeout.filter(|t| t.as_secs() < i64::MAX as u64)
+            Some(Duration::ZERO)
         };
-        let entered = match timeout {
-            None => self.ring.submit_and_wait(1),
-            Some(timeout) => {
-                let ts = Timespec::from(timeout);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-        };
-        match entered {
-            Err(e) if !transient(&e) => return Err(e),
-            _ => {}
-        }
+        self.queues.enter(timeout)?;
+        let mut appended = 0;
         loop {
-            appended += self.reap(out, MAX_BATCH - appended);
+            appended += self.reap_cqes(out, limit - appended, ready);
             // CQEs the kernel kept aside when the completion queue was full come
             // back only through another enter; fetch them while there is room.
-            if appended == MAX_BATCH || !self.ring.submission().cq_overflow() {
+            if appended == limit || !self.queues.flush_overflow()? {
                 return Ok(());
-            }
-            match self.ring.submit() {
-                Err(e) if !transient(&e) => return Err(e),
-                _ => {}
             }
         }
     }
@@ -540,11 +462,97 @@ impl CompletionPort for Ring {
         self.waker.clone()
     }
 
-    fn in_flight(&self) -> usize {
-        self.slots.len() + self.ready.len() + self.streams.waiting() + self.accepts.waiting()
-    }
-
     fn give_buffer(&mut self, buf: Vec<u8>) {
         self.memory.pool.give(buf);
+    }
+}
+
+impl Drop for Ring {
+    /// Cancel whatever is still in flight and wait briefly for it; ops whose
+    /// completion does not arrive leak their buffers, which the kernel may still
+    /// write.
+    fn drop(&mut self) {
+        self.closing = true;
+        let mut abandoned = Vec::new();
+        self.streams.close(&mut abandoned);
+        // Closes the connections queued for accepts nobody will post.
+        self.accepts.close(&mut abandoned);
+        if !self.slots.is_empty() {
+            log::warn!(
+                "io_uring ring dropped with {} ops in flight; cancelling them",
+                self.slots.len()
+            );
+        }
+        // Backlogged SQEs never reached the kernel: their memory is ours again.
+        for sqe in mem::take(&mut self.queues.backlog) {
+            match Key::of(sqe.get_user_data()) {
+                Key::Wake => self.wake_armed = false,
+                Key::Cancel | Key::Stream(_) => {}
+                Key::Accept(key) => self.accepts.unposted(key),
+                Key::Slot(key) => drop(self.slots.try_remove(key)),
+            }
+        }
+        self.queues.push(
+            opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(CANCEL),
+        );
+        let deadline = Instant::now() + self.drop_grace;
+        let mut finished = Vec::new();
+        // A multishot accept still armed points to no memory of ours, but its
+        // last CQE may carry a connection to close.
+        while self.wake_armed
+            || !self.slots.is_empty()
+            || self.streams.armed() > 0
+            || self.accepts.armed() > 0
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let ts = Timespec::from(left);
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.queues.ring.submitter().submit_with_args(1, &args) {
+                Err(e) if !transient(&e) => {
+                    log::warn!("io_uring wait while dropping the ring failed: {}", e);
+                    break;
+                }
+                _ => {}
+            }
+            // The kernel is done with these: dropping them frees their buffers
+            // and closes accepted sockets (multishot accepts close theirs).
+            let mut ready = Ready::new();
+            self.reap_cqes(&mut finished, usize::MAX, &mut ready);
+            finished.clear();
+        }
+        let leaked = !self.slots.is_empty() || self.streams.armed() > 0;
+        if leaked {
+            log::warn!(
+                "io_uring ring dropped: leaking the buffers of {} ops that did not complete",
+                self.slots.len()
+            );
+            for slot in self.slots.drain() {
+                mem::forget(slot);
+            }
+        }
+        if self.wake_armed {
+            mem::forget(mem::take(&mut self.wake_buf));
+        }
+        if let Some(buf_ring) = self.memory.ring.take() {
+            if !leaked {
+                if let Err(e) = self
+                    .queues
+                    .ring
+                    .submitter()
+                    .unregister_buf_ring(buf_ring::GROUP)
+                {
+                    log::debug!("io_uring: unregistering the buffer ring: {}", e);
+                }
+                drop(buf_ring);
+            } else {
+                // Recvs that never completed may still be given its buffers.
+                mem::forget(buf_ring);
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::{FromRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
-use super::{cvt, retry_eintr};
+use crate::linux::{cvt, retry_eintr};
 
 /// `accept4` a nonblocking, close-on-exec connection and its peer address.
 pub(super) fn accept(listener: RawFd) -> io::Result<(Socket, SocketAddr)> {

@@ -9,7 +9,7 @@ use windows_sys::Win32::Networking::WinSock::WSABUF;
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::sys::ACCEPT_BUFFER;
-use crate::port::{RawSocket, Token};
+use crate::contract::{RawSocket, Token};
 
 /// What an op in flight owns until its completion.
 pub(super) enum State {

@@ -10,7 +10,7 @@ use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET};
 
 use super::slots::State;
 use super::{sys, Iocp};
-use crate::port::{Op, RawSocket, Token};
+use crate::contract::{Op, RawSocket, Ready, Token};
 
 impl Iocp {
     /// The address family of a listener, asked once and remembered.
@@ -28,7 +28,7 @@ impl Iocp {
         Ok(domain)
     }
 
-    pub(super) fn submit_accept(&mut self, token: Token, listener: RawSocket) {
+    pub(super) fn submit_accept(&mut self, token: Token, listener: RawSocket, ready: &mut Ready) {
         let prepared = self.listener_domain(listener).and_then(|domain| {
             let accept_ex = self.extensions.accept_ex(listener as SOCKET)?;
             let accepted = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
@@ -36,7 +36,7 @@ impl Iocp {
         });
         let (accept_ex, accepted) = match prepared {
             Ok(prepared) => prepared,
-            Err(e) => return self.ready.push_back(Op::Accept { listener }.fail(token, e)),
+            Err(e) => return ready.push_back(Op::Accept { listener }.fail(token, e)),
         };
         let accepted_raw = accepted.as_raw_socket() as SOCKET;
         let index = self
@@ -64,23 +64,21 @@ impl Iocp {
         } else {
             Err(io::Error::last_os_error())
         };
-        self.started(index, inline);
+        self.started(index, inline, ready);
     }
 
-    pub(super) fn submit_recv(&mut self, token: Token, socket: RawSocket, buf: Vec<u8>) {
+    /// A recv whose buffer has spare capacity, or capacity 0 (checked by the front).
+    pub(super) fn submit_recv(
+        &mut self,
+        token: Token,
+        socket: RawSocket,
+        buf: Vec<u8>,
+        ready: &mut Ready,
+    ) {
         // Capacity 0: the port chooses the memory, a buffer from its pool.
         let pooled = buf.capacity() == 0;
         let buf = if pooled { self.pool.take() } else { buf };
         let spare = buf.capacity() - buf.len();
-        if spare == 0 {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "recv buffer has no spare capacity",
-            );
-            return self
-                .ready
-                .push_back(Op::Recv { socket, buf }.fail(token, e));
-        }
         let index = self
             .slots
             .insert(token, socket, State::Recv { buf, pooled });
@@ -111,22 +109,18 @@ impl Iocp {
         } else {
             Err(io::Error::last_os_error())
         };
-        self.started(index, inline);
+        self.started(index, inline, ready);
     }
 
+    /// A send with bytes after `pos` (checked by the front).
     pub(super) fn submit_send(
         &mut self,
         token: Token,
         socket: RawSocket,
         buf: Vec<u8>,
         pos: usize,
+        ready: &mut Ready,
     ) {
-        if pos >= buf.len() {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "nothing to send");
-            return self
-                .ready
-                .push_back(Op::Send { socket, buf, pos }.fail(token, e));
-        }
         let index = self.slots.insert(token, socket, State::Send { buf, pos });
         let slot = self.slots.get_mut(index);
         if let State::Send { buf, pos } = &mut slot.state {
@@ -154,19 +148,21 @@ impl Iocp {
         } else {
             Err(io::Error::last_os_error())
         };
-        self.started(index, inline);
+        self.started(index, inline, ready);
     }
 
-    pub(super) fn submit_connect(&mut self, token: Token, socket: RawSocket, addr: SocketAddr) {
+    pub(super) fn submit_connect(
+        &mut self,
+        token: Token,
+        socket: RawSocket,
+        addr: SocketAddr,
+        ready: &mut Ready,
+    ) {
         let connect_ex = match sys::bind_wildcard(socket as SOCKET, &addr)
             .and_then(|()| self.extensions.connect_ex(socket as SOCKET))
         {
             Ok(f) => f,
-            Err(e) => {
-                return self
-                    .ready
-                    .push_back(Op::Connect { socket, addr }.fail(token, e))
-            }
+            Err(e) => return ready.push_back(Op::Connect { socket, addr }.fail(token, e)),
         };
         let index = self.slots.insert(token, socket, State::Connect);
         let slot = self.slots.get_mut(index);
@@ -190,7 +186,7 @@ impl Iocp {
         } else {
             Err(io::Error::last_os_error())
         };
-        self.started(index, inline);
+        self.started(index, inline, ready);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Multishot accepts: one armed SQE per listening socket that keeps accepting,
 //! fitted to the port's one-completion-per-accept contract.
 //!
-//! An [`crate::port::Op::Accept`] is not posted as an SQE of its own. The
+//! An [`crate::contract::Op::Accept`] is not posted as an SQE of its own. The
 //! listener's *stream* keeps a multishot accept (`IORING_ACCEPT_MULTISHOT`,
 //! Linux 5.19) armed in the kernel, so the poll behind it stays registered
 //! between connections instead of being set up and torn down for every accept.
@@ -29,7 +29,7 @@
 //! when the listener is cancelled or deregistered, when the ring is dropped,
 //! and when they arrive for a listener already cancelled or deregistered.
 //!
-//! Each stream has its own `user_data` ([`ACCEPT_TAG`] plus its key), so the
+//! Each stream has its own `user_data` (`ACCEPT_TAG` plus its key), so the
 //! CQEs of a multishot still ending after its listener was deregistered (and
 //! its descriptor number perhaps reused) never reach the next stream.
 
@@ -43,18 +43,12 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::finish::with_peer;
-use super::multishot::{cancel_multishot, Armed, Plan, STREAM_TAG};
-use super::{CANCEL, WAKE};
-use crate::port::{Completion, Outcome, RawSocket, Token};
+use super::keys::ACCEPT_TAG;
+use super::multishot::{cancel_multishot, Armed, Plan};
+use crate::contract::{Completion, Outcome, RawSocket, Ready, Token};
 
-/// Set in the `user_data` of every multishot accept; below it are op slot keys.
-pub(super) const ACCEPT_TAG: u64 = 1 << 61;
 /// Connections a stream queues for its caller before it stops accepting.
 pub(super) const QUEUE_LIMIT: usize = 16;
-
-// Every reserved `user_data` is told apart from the others and from slot keys.
-const _: () = assert!(ACCEPT_TAG & STREAM_TAG == 0);
-const _: () = assert!(WAKE & ACCEPT_TAG != 0 && CANCEL & ACCEPT_TAG != 0);
 
 /// One listener's multishot accept and the connections it produced.
 struct Stream {
@@ -70,6 +64,22 @@ struct Stream {
     cancelled: bool,
     /// The listener was deregistered: the stream goes once its multishot ends.
     orphan: bool,
+}
+
+impl Stream {
+    /// Hand an accept result to the oldest waiting accept (its completion),
+    /// or queue it; one accepted while the listener's cancel was on its way
+    /// is closed.
+    fn deliver(&mut self, item: io::Result<Socket>) -> Option<Completion> {
+        match self.waiting.pop_front() {
+            Some(token) => Some(accepted(token, item)),
+            None if self.cancelled => None,
+            None => {
+                self.queued.push_back(item);
+                None
+            }
+        }
+    }
 }
 
 /// What a stream's CQE asks of the ring.
@@ -114,6 +124,7 @@ impl AcceptStreams {
     }
 
     /// Accepts waiting for a connection.
+    #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
     }
@@ -183,10 +194,10 @@ impl AcceptStreams {
         flags: u32,
         out: &mut Vec<Completion>,
     ) -> AcceptFollow {
-        let item = if res >= 0 {
+        let connection = if res >= 0 {
             // SAFETY: a successful accept CQE carries a new descriptor that
             // nothing else owns; the `Socket` closes it when dropped.
-            Some(Ok(unsafe { Socket::from_raw_fd(res) }))
+            Some(unsafe { Socket::from_raw_fd(res) })
         } else {
             None
         };
@@ -201,17 +212,11 @@ impl AcceptStreams {
         if res >= 0 || more {
             self.proven = true;
         }
-        let item = match res {
-            _ if item.is_some() => item,
-            // Ended by a cancel: nothing to report.
-            e if e == -libc::ECANCELED => None,
-            e if e == -libc::EINVAL && !self.proven => {
-                log::debug!("io_uring refused a multishot accept; accepts go one-shot");
-                self.enabled = false;
-                None
-            }
-            e => Some(Err(io::Error::from_raw_os_error(-e))),
+        let item = match connection {
+            Some(socket) => Some(Ok(socket)),
+            None => self.error_item(res),
         };
+        let stream = &mut self.streams[key];
         if stream.orphan {
             drop(item);
             if !more {
@@ -219,16 +224,9 @@ impl AcceptStreams {
             }
             return AcceptFollow::None;
         }
-        if let Some(item) = item {
-            match stream.waiting.pop_front() {
-                Some(token) => {
-                    self.waiting -= 1;
-                    out.push(accepted(token, item));
-                }
-                // Accepted while the listener's cancel was on its way.
-                None if stream.cancelled => drop(item),
-                None => stream.queued.push_back(item),
-            }
+        if let Some(completion) = item.and_then(|item| stream.deliver(item)) {
+            self.waiting -= 1;
+            out.push(completion);
         }
         if !more {
             stream.cancelled = false;
@@ -239,6 +237,28 @@ impl AcceptStreams {
             stream.armed = Armed::Ending;
             return AcceptFollow::Post(cancel(key));
         }
+        self.follow_up(key)
+    }
+
+    /// What a failed CQE (`res < 0`) reports: nothing for a cancel, nothing
+    /// either (multishot accepts turned off) for an `EINVAL` before any
+    /// multishot accept worked, else the error.
+    fn error_item(&mut self, res: i32) -> Option<io::Result<Socket>> {
+        match res {
+            e if e == -libc::ECANCELED => None,
+            e if e == -libc::EINVAL && !self.proven => {
+                log::debug!("io_uring refused a multishot accept; accepts go one-shot");
+                self.enabled = false;
+                None
+            }
+            e => Some(Err(io::Error::from_raw_os_error(-e))),
+        }
+    }
+
+    /// What stream `key`, its multishot ended, does for the accepts still
+    /// waiting: arm it again, or post them one-shot (multishots are off).
+    fn follow_up(&mut self, key: usize) -> AcceptFollow {
+        let stream = &mut self.streams[key];
         if stream.armed != Armed::No || stream.waiting.is_empty() {
             return AcceptFollow::None;
         }
@@ -268,7 +288,7 @@ impl AcceptStreams {
     /// A cancel of `listener`: its waiting accepts complete with `ECANCELED`
     /// (into `ready`) and its queued connections are closed. The ring's cancel
     /// by descriptor ends the multishot in the kernel.
-    pub(super) fn cancel(&mut self, listener: RawSocket, ready: &mut VecDeque<Completion>) {
+    pub(super) fn cancel(&mut self, listener: RawSocket, ready: &mut Ready) {
         let Some(&key) = self.by_listener.get(&listener) else {
             return;
         };
@@ -288,7 +308,7 @@ impl AcceptStreams {
     pub(super) fn deregister(
         &mut self,
         listener: RawSocket,
-        ready: &mut VecDeque<Completion>,
+        ready: &mut Ready,
     ) -> Option<squeue::Entry> {
         let key = self.by_listener.remove(&listener)?;
         let stream = &mut self.streams[key];

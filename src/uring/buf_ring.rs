@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, IoUring};
 
-use crate::port::{BufferPool, RawSocket, LINUX_RECV_SIZE};
+use crate::contract::{BufferPool, RawSocket};
+use crate::linux::LINUX_RECV_SIZE;
 
 /// The buffer group id of a ring's provided buffers (one group per ring).
 pub(super) const GROUP: u16 = 0;

@@ -10,13 +10,8 @@ use io_uring::{cqueue, opcode, squeue};
 use socket2::{SockAddr, Socket};
 
 use super::buf_ring::{self, RecvMemory};
-use super::{RecvBuf, Ring, Slot};
-use crate::port::{Completion, Op, Outcome, RawSocket};
-
-#[cold]
-pub(super) fn invalid(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, message)
-}
+use super::slot::{RecvBuf, Slot};
+use crate::contract::{Completion, Op, Outcome, RawSocket};
 
 /// A CQE result as a count, or the error it encodes.
 pub(super) fn result(res: i32) -> io::Result<usize> {
@@ -36,54 +31,44 @@ pub(super) fn recv_sqe(socket: RawSocket, buf: &mut Vec<u8>, key: u64) -> squeue
         .user_data(key)
 }
 
-impl Ring {
-    /// The SQE of an op whose slot is `key`, or why the op is invalid.
-    pub(super) fn prepare(&mut self, key: usize) -> Result<squeue::Entry, io::Error> {
-        let slot = &mut self.slots[key];
-        let sqe = match &mut slot.op {
-            Op::Accept { listener } => {
-                opcode::Accept::new(Fd(*listener), std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+/// The SQE of the op in `slot`, whose key is `key`; its buffers were checked
+/// by the front (a recv has spare capacity or capacity 0, a send has bytes).
+pub(super) fn prepare(slot: &mut Slot, key: usize, memory: &mut RecvMemory) -> squeue::Entry {
+    let sqe = match &mut slot.op {
+        Op::Accept { listener } => {
+            opcode::Accept::new(Fd(*listener), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                .build()
+        }
+        Op::Recv { socket, buf } if buf.capacity() == 0 => {
+            if memory.ring.is_some() && !memory.is_hot(*socket) {
+                slot.memory = RecvBuf::Selected { cancelled: false };
+                opcode::Recv::new(Fd(*socket), std::ptr::null_mut(), 0)
+                    .buf_group(buf_ring::GROUP)
                     .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            } else {
+                // No ring, or bytes are known to be waiting: a pooled buffer,
+                // received into directly (it is not held while idle).
+                *buf = memory.pool.take();
+                slot.memory = RecvBuf::Pooled;
+                return recv_sqe(*socket, buf, key as u64);
             }
-            Op::Recv { socket, buf } if buf.capacity() == 0 => {
-                if self.memory.ring.is_some() && !self.memory.is_hot(*socket) {
-                    slot.memory = RecvBuf::Selected { cancelled: false };
-                    opcode::Recv::new(Fd(*socket), std::ptr::null_mut(), 0)
-                        .buf_group(buf_ring::GROUP)
-                        .build()
-                        .flags(squeue::Flags::BUFFER_SELECT)
-                } else {
-                    // No ring, or bytes are known to be waiting: a pooled buffer,
-                    // received into directly (it is not held while idle).
-                    *buf = self.memory.pool.take();
-                    slot.memory = RecvBuf::Pooled;
-                    return Ok(recv_sqe(*socket, buf, key as u64));
-                }
-            }
-            Op::Recv { socket, buf } => {
-                if buf.len() == buf.capacity() {
-                    return Err(invalid("recv buffer has no spare capacity"));
-                }
-                return Ok(recv_sqe(*socket, buf, key as u64));
-            }
-            Op::Send { socket, buf, pos } => {
-                let rest = buf.get(*pos..).unwrap_or_default();
-                if rest.is_empty() {
-                    return Err(invalid("send of no bytes"));
-                }
-                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                opcode::Send::new(Fd(*socket), rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
-            Op::Connect { socket, addr } => {
-                let addr = slot.addr.insert(Box::new(SockAddr::from(*addr)));
-                opcode::Connect::new(Fd(*socket), addr.as_ptr(), addr.len()).build()
-            }
-        };
-        Ok(sqe.user_data(key as u64))
-    }
+        }
+        Op::Recv { socket, buf } => return recv_sqe(*socket, buf, key as u64),
+        Op::Send { socket, buf, pos } => {
+            let rest = buf.get(*pos..).unwrap_or_default();
+            let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            opcode::Send::new(Fd(*socket), rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        Op::Connect { socket, addr } => {
+            let addr = slot.addr.insert(Box::new(SockAddr::from(*addr)));
+            opcode::Connect::new(Fd(*socket), addr.as_ptr(), addr.len()).build()
+        }
+    };
+    sqe.user_data(key as u64)
 }
 
 /// The completion of the op in `slot`, whose CQE carried `res` and `flags`. The

@@ -20,13 +20,13 @@
 //! sees nothing), like the one-shot path does.
 //!
 //! Bulk transfers go one-shot: a multishot recv fires as soon as any bytes
-//! arrive, so a large message comes in many small pieces (measured: 3.6 CQEs
-//! per 100 KiB message against 2 for one-shot recvs posted after the previous
-//! one was handled). Once a CQE carries [`BULK`] bytes or more, the stream
+//! arrive, so a large message comes in many small pieces (bench/README.md,
+//! "Why the port's buffers are sized as they are"). Once a CQE carries
+//! [`BULK`] bytes or more, the stream
 //! stops its multishot and serves recvs with plain recvs into pooled buffers,
 //! until one of those returns less than that with nothing left waiting.
 //!
-//! Each stream has its own `user_data` ([`STREAM_TAG`] plus its key), so the
+//! Each stream has its own `user_data` (`STREAM_TAG` plus its key), so the
 //! CQEs of a multishot still ending after its socket was deregistered (and its
 //! descriptor number perhaps reused) never reach the socket's next stream.
 
@@ -39,21 +39,17 @@ use slab::Slab;
 
 use super::buf_ring::{RecvMemory, GROUP};
 use super::finish::result;
-use super::CANCEL;
-use crate::port::{Completion, Outcome, RawSocket, Token};
-
-/// Set in the `user_data` of every multishot recv; below it are op slot keys.
-pub(super) const STREAM_TAG: u64 = 1 << 62;
+use super::keys::{CANCEL, STREAM_TAG};
+use crate::contract::{Completion, Outcome, RawSocket, Token};
 /// Completions a stream queues for its caller before it stops receiving.
 pub(super) const QUEUE_LIMIT: usize = 2;
 /// Bytes in one completion from which a stream counts as a bulk transfer.
 pub(super) const BULK: usize = 16 << 10;
 /// Small one-shot recvs in a row after which a bulk transfer counts as over.
 ///
-/// Large messages arrive in pieces of every size (at 1,000 connections a
-/// 100 KiB message came as 36, 28, 8 and 7 KiB recvs), so ending a bulk
-/// transfer at its first small recv re-armed and cancelled a multishot for
-/// nearly every message.
+/// Large messages arrive in pieces of every size, so a bulk transfer does not
+/// end at its first small recv (which would re-arm and cancel a multishot for
+/// nearly every message).
 pub(super) const BULK_EXIT: u8 = 4;
 
 /// Where a stream's multishot recv stands in the kernel.
@@ -82,6 +78,29 @@ struct Stream {
     /// One-shot recvs in a row that returned less than [`BULK`] bytes with
     /// nothing left waiting (a bulk transfer ends at [`BULK_EXIT`] of them).
     small_run: u8,
+}
+
+impl Stream {
+    /// Note a CQE of `res` bytes: [`BULK`] or more starts a bulk transfer,
+    /// which goes one-shot; true if the armed multishot must be cancelled.
+    fn note_bulk(&mut self, res: i32) -> bool {
+        if res < BULK as i32 {
+            return false;
+        }
+        self.bulk = true;
+        self.armed == Armed::Yes
+    }
+
+    /// Hand a received item to the waiting recv (its completion), or queue it.
+    fn deliver(&mut self, buf: Vec<u8>, result: io::Result<usize>) -> Option<Completion> {
+        match self.waiting.take() {
+            Some(token) => Some(received(token, buf, result)),
+            None => {
+                self.queued.push_back((buf, result));
+                None
+            }
+        }
+    }
 }
 
 /// How the ring serves an op that a multishot stream answers (a port-chosen
@@ -136,6 +155,7 @@ impl Streams {
     }
 
     /// Recvs waiting for a completion.
+    #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {
         self.waiting
     }
@@ -219,31 +239,16 @@ impl Streams {
             return Follow::None;
         };
         let more = cqueue::more(flags);
-        let mut follow_cancel = false;
         if !more {
             stream.armed = Armed::No;
         }
-        let selected = cqueue::buffer_select(flags);
-        let item = match (res, selected) {
-            (n, Some(bid)) if n > 0 => {
-                Some((memory.take_selected(bid, n as usize), Ok(n as usize)))
-            }
-            (n, None) if n > 0 => {
-                log::error!("io_uring multishot recv of {} bytes named no buffer", n);
-                Some((Vec::new(), Err(io::Error::from_raw_os_error(libc::EIO))))
-            }
-            // Ended by our own cancel, or out of provided buffers: nothing to report.
-            (e, _) if e == -libc::ECANCELED || e == -libc::ENOBUFS => None,
-            (e, _) if e == -libc::EINVAL && stream.queued.is_empty() => {
-                log::debug!("io_uring refused a multishot recv; recvs go one-shot");
-                self.enabled = false;
-                None
-            }
-            (res, _) => Some((Vec::new(), result(res))),
-        };
-        if let Some(bid) = selected.filter(|_| res <= 0) {
-            memory.recycle(bid);
-        }
+        let item = carried(
+            res,
+            flags,
+            memory,
+            stream.queued.is_empty(),
+            &mut self.enabled,
+        );
         if stream.orphan {
             if let Some((buf, _)) = item {
                 memory.pool.give(buf);
@@ -253,39 +258,37 @@ impl Streams {
             }
             return Follow::None;
         }
-        if res >= BULK as i32 {
-            // A bulk transfer: it goes one-shot, with fewer and fuller recvs.
-            stream.bulk = true;
-            if stream.armed == Armed::Yes {
-                stream.armed = Armed::Ending;
-                follow_cancel = true;
-            }
-        }
+        let mut stop = stream.note_bulk(res);
         if let Some((buf, result)) = item {
-            match stream.waiting.take() {
-                Some(token) => {
-                    self.waiting -= 1;
-                    out.push(received(token, buf, result));
-                }
-                None => stream.queued.push_back((buf, result)),
+            if let Some(completion) = stream.deliver(buf, result) {
+                self.waiting -= 1;
+                out.push(completion);
             }
         }
         if stream.armed == Armed::Yes && stream.queued.len() >= QUEUE_LIMIT {
             // The caller is not reading: stop receiving until it does.
-            stream.armed = Armed::Ending;
-            follow_cancel = true;
+            stop = true;
         }
-        if follow_cancel {
+        if stop {
+            stream.armed = Armed::Ending;
             return Follow::Post(cancel(key));
         }
+        self.follow_up(key, res == -libc::ENOBUFS)
+    }
+
+    /// What stream `key`, its multishot ended, does for a recv still waiting:
+    /// arm it again, or post the recv one-shot (the multishot ran out of
+    /// provided buffers, multishots are off, or the stream went bulk).
+    fn follow_up(&mut self, key: usize, starved: bool) -> Follow {
+        let stream = &mut self.streams[key];
         match (stream.armed, stream.waiting) {
-            (Armed::No, Some(token)) if res == -libc::ENOBUFS || !self.enabled || stream.bulk => {
+            (Armed::No, Some(token)) if starved || !self.enabled || stream.bulk => {
                 stream.waiting = None;
                 self.waiting -= 1;
                 Follow::Direct {
                     token,
                     socket: stream.socket,
-                    starved: res == -libc::ENOBUFS,
+                    starved,
                 }
             }
             (Armed::No, Some(_)) => {
@@ -352,6 +355,39 @@ impl Streams {
             stream.orphan = true;
         }
         self.waiting = 0;
+    }
+}
+
+/// What a multishot recv's CQE carries for the caller: bytes in the buffer
+/// the kernel selected (taken out of the ring), an error, or nothing (the
+/// multishot ended by a cancel, for want of buffers, or because the kernel
+/// refuses multishot recvs: then `enabled` is cleared). A selected buffer that
+/// received nothing goes back to the ring.
+fn carried(
+    res: i32,
+    flags: u32,
+    memory: &mut RecvMemory,
+    nothing_queued: bool,
+    enabled: &mut bool,
+) -> Option<(Vec<u8>, io::Result<usize>)> {
+    let selected = cqueue::buffer_select(flags);
+    if let Some(bid) = selected.filter(|_| res <= 0) {
+        memory.recycle(bid);
+    }
+    match (res, selected) {
+        (n, Some(bid)) if n > 0 => Some((memory.take_selected(bid, n as usize), Ok(n as usize))),
+        (n, None) if n > 0 => {
+            log::error!("io_uring multishot recv of {} bytes named no buffer", n);
+            Some((Vec::new(), Err(io::Error::from_raw_os_error(libc::EIO))))
+        }
+        // Ended by our own cancel, or out of provided buffers: nothing to report.
+        (e, _) if e == -libc::ECANCELED || e == -libc::ENOBUFS => None,
+        (e, _) if e == -libc::EINVAL && nothing_queued => {
+            log::debug!("io_uring refused a multishot recv; recvs go one-shot");
+            *enabled = false;
+            None
+        }
+        (res, _) => Some((Vec::new(), result(res))),
     }
 }
 

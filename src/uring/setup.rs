@@ -1,16 +1,15 @@
-//! Setting up an io_uring: the probe, the setup flags, the features the
-//! backend needs, and the waker's eventfd.
+//! Setting up an io_uring: the probe, the setup flags and the features the
+//! backend needs.
 
 use std::io;
-use std::mem;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{opcode, IoUring};
 
-use super::{buf_ring, CANCEL};
-use crate::port::Wake;
+use super::buf_ring;
+use super::keys::CANCEL;
 
 /// The opcodes this backend posts, with their names for error messages.
 const OPCODES: [(u8, &str); 6] = [
@@ -124,46 +123,4 @@ pub(super) fn check_features(ring: &IoUring) -> io::Result<()> {
         return Ok(());
     };
     Err(unsupported(format!("io_uring lacks {}", missing)))
-}
-
-/// The wake-up half of a [`super::Ring`]: an eventfd, shared with every [`Waker`]. It
-/// owns the fd, so wakers stay valid after the ring is dropped.
-pub(super) struct EventFd(pub(super) OwnedFd);
-
-impl EventFd {
-    pub(super) fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-}
-
-impl Wake for EventFd {
-    fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        loop {
-            // SAFETY: writes the 8 bytes of a live `u64` to a descriptor we own.
-            let n = unsafe {
-                libc::write(
-                    self.0.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    mem::size_of::<u64>(),
-                )
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                // The counter is saturated: a wake-up is already pending.
-                io::ErrorKind::WouldBlock => return Ok(()),
-                _ => return Err(error),
-            }
-        }
-    }
 }

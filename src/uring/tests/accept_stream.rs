@@ -10,8 +10,12 @@ use super::*;
 use crate::uring::accept_stream::{AcceptFollow, AcceptStreams, QUEUE_LIMIT};
 use crate::uring::multishot::Plan;
 
-fn accept(ring: &mut Ring, token: Token, listener: &TcpListener) {
+/// Post an accept on `listener`, registering it first if need be.
+fn accept(ring: &mut Front<Ring>, token: Token, listener: &TcpListener) {
     let listener = listener.as_raw_fd();
+    if !ring.driver().registered.contains(listener) {
+        ring.register(listener).unwrap();
+    }
     ring.submit(token, Op::Accept { listener });
 }
 
@@ -32,7 +36,7 @@ fn accept_error(completion: Completion) -> i32 {
 }
 
 /// Run the ring for a moment; the completions that arrived.
-fn settle(ring: &mut Ring) -> Vec<Completion> {
+fn settle(ring: &mut Front<Ring>) -> Vec<Completion> {
     let mut out = Vec::new();
     for _ in 0..5 {
         ring.wait(&mut out, Some(Duration::from_millis(20)))
@@ -43,7 +47,7 @@ fn settle(ring: &mut Ring) -> Vec<Completion> {
 
 /// Run the ring for a moment; nothing may complete.
 #[track_caller]
-fn idle(ring: &mut Ring) {
+fn idle(ring: &mut Front<Ring>) {
     let out = settle(ring);
     assert!(out.is_empty(), "unexpected completions: {:?}", out);
 }
@@ -99,7 +103,7 @@ fn read_some(client: &mut TcpStream, n: usize) -> Vec<u8> {
 /// that each is accepted by itself; the clients, and the completions that
 /// arrived meanwhile.
 fn connect_one_by_one(
-    ring: &mut Ring,
+    ring: &mut Front<Ring>,
     listener: &TcpListener,
     n: usize,
 ) -> (Vec<TcpStream>, Vec<Completion>) {
@@ -127,15 +131,25 @@ fn first_of(clients: &[TcpStream], mut completions: Vec<Completion>) -> Socket {
 #[test]
 fn this_kernel_takes_multishot_accepts() {
     let mut ring = ring();
-    assert!(ring.accepts.enabled);
+    assert!(ring.driver_mut().accepts.enabled);
     let listener = listener();
     accept(&mut ring, 1, &listener);
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_, peer) = accepted(one(&mut ring));
     assert_eq!(peer, client.local_addr().unwrap());
-    assert!(ring.accepts.enabled, "the kernel refused multishot accept");
-    assert_eq!(ring.accepts.armed(), 1, "the multishot stays armed");
-    assert!(ring.slots.is_empty(), "the accept took a one-shot SQE");
+    assert!(
+        ring.driver_mut().accepts.enabled,
+        "the kernel refused multishot accept"
+    );
+    assert_eq!(
+        ring.driver_mut().accepts.armed(),
+        1,
+        "the multishot stays armed"
+    );
+    assert!(
+        ring.driver_mut().slots.is_empty(),
+        "the accept took a one-shot SQE"
+    );
     assert_eq!(ring.in_flight(), 0);
 }
 
@@ -157,7 +171,7 @@ fn connections_made_before_any_accept_are_handed_out_once_in_order() {
         servers.push(server);
     }
     idle(&mut ring);
-    assert_eq!(ring.accepts.queued(), 0);
+    assert_eq!(ring.driver_mut().accepts.queued(), 0);
     // Each descriptor is its own connection, in both directions.
     for (i, (server, mut client)) in servers.iter().zip(clients).enumerate() {
         let mut server: &Socket = server;
@@ -195,8 +209,12 @@ fn the_queue_is_bounded_and_the_multishot_is_armed_again_when_it_drains() {
     let (more, completions) = connect_one_by_one(&mut ring, &listener, QUEUE_LIMIT + 4);
     assert!(completions.is_empty(), "{:?}", completions);
     clients.extend(more);
-    assert_eq!(ring.accepts.queued(), QUEUE_LIMIT);
-    assert_eq!(ring.accepts.armed(), 0, "still accepting for nobody");
+    assert_eq!(ring.driver_mut().accepts.queued(), QUEUE_LIMIT);
+    assert_eq!(
+        ring.driver_mut().accepts.armed(),
+        0,
+        "still accepting for nobody"
+    );
     assert_eq!(ring.in_flight(), 0);
     assert_eq!(open_on_port(port), 2 + QUEUE_LIMIT);
     // Accepting again: the queue first, then the multishot armed anew.
@@ -205,8 +223,8 @@ fn the_queue_is_bounded_and_the_multishot_is_armed_again_when_it_drains() {
         let (_, peer) = accepted(one(&mut ring));
         assert_eq!(peer, client.local_addr().unwrap(), "connection {}", i);
     }
-    assert_eq!(ring.accepts.armed(), 1);
-    assert_eq!(ring.accepts.queued(), 0);
+    assert_eq!(ring.driver_mut().accepts.armed(), 1);
+    assert_eq!(ring.driver_mut().accepts.queued(), 0);
     drop(first);
 }
 
@@ -231,7 +249,11 @@ fn cancel_ends_the_waiting_accepts_and_accepting_resumes_after() {
     tokens.sort_unstable();
     assert_eq!(tokens, [1, 2, 3]);
     idle(&mut ring);
-    assert_eq!(ring.accepts.armed(), 0, "the cancel ended the multishot");
+    assert_eq!(
+        ring.driver_mut().accepts.armed(),
+        0,
+        "the cancel ended the multishot"
+    );
     assert_eq!(ring.in_flight(), 0);
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     accept(&mut ring, 4, &listener);
@@ -247,12 +269,12 @@ fn cancel_closes_the_queued_connections() {
     accept(&mut ring, 1, &listener);
     let (mut clients, completions) = connect_one_by_one(&mut ring, &listener, 4);
     let kept = first_of(&clients, completions);
-    assert_eq!(ring.accepts.queued(), 3);
+    assert_eq!(ring.driver_mut().accepts.queued(), 3);
     assert_eq!(open_on_port(port), 5);
     ring.cancel(listener.as_raw_fd());
     idle(&mut ring);
-    assert_eq!(ring.accepts.queued(), 0);
-    assert_eq!(ring.accepts.armed(), 0);
+    assert_eq!(ring.driver_mut().accepts.queued(), 0);
+    assert_eq!(ring.driver_mut().accepts.armed(), 0);
     assert_eq!(open_on_port(port), 2, "queued connections left open");
     for client in &mut clients[1..] {
         assert!(read_some(client, 1).is_empty(), "no end of stream");
@@ -268,10 +290,10 @@ fn deregistering_the_listener_closes_the_queued_connections() {
     accept(&mut ring, 1, &listener);
     let (mut clients, completions) = connect_one_by_one(&mut ring, &listener, 3);
     let kept = first_of(&clients, completions);
-    assert_eq!(ring.accepts.queued(), 2);
+    assert_eq!(ring.driver_mut().accepts.queued(), 2);
     ring.deregister(listener.as_raw_fd()).unwrap();
     let deadline = Instant::now() + PATIENCE;
-    while ring.accepts.armed() > 0 {
+    while ring.driver_mut().accepts.armed() > 0 {
         assert!(Instant::now() < deadline, "the multishot never ended");
         idle(&mut ring);
     }
@@ -299,7 +321,7 @@ fn dropping_the_ring_closes_the_queued_connections() {
         accept(&mut ring, 1, &listener);
         let (clients, completions) = connect_one_by_one(&mut ring, &listener, 4);
         let kept = first_of(&clients, completions);
-        assert_eq!(ring.accepts.queued(), 3);
+        assert_eq!(ring.driver_mut().accepts.queued(), 3);
         assert_eq!(open_on_port(port), 5);
         (kept, clients)
     };
@@ -314,6 +336,7 @@ fn dropping_the_ring_closes_the_queued_connections() {
 fn an_error_of_the_multishot_reaches_the_waiting_accept() {
     let mut ring = ring();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    ring.register(udp.as_raw_fd()).unwrap();
     ring.submit(
         1,
         Op::Accept {
@@ -323,8 +346,8 @@ fn an_error_of_the_multishot_reaches_the_waiting_accept() {
     let completion = one(&mut ring);
     assert_eq!(completion.token, 1);
     assert_eq!(accept_error(completion), libc::EOPNOTSUPP);
-    assert!(ring.accepts.enabled);
-    assert_eq!(ring.accepts.armed(), 0);
+    assert!(ring.driver_mut().accepts.enabled);
+    assert_eq!(ring.driver_mut().accepts.armed(), 0);
     assert_eq!(ring.in_flight(), 0);
 }
 
@@ -338,6 +361,7 @@ fn einval_before_any_connection_turns_multishot_off_and_one_shot_answers() {
     socket
         .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
+    ring.register(socket.as_raw_fd()).unwrap();
     ring.submit(
         1,
         Op::Accept {
@@ -345,14 +369,17 @@ fn einval_before_any_connection_turns_multishot_off_and_one_shot_answers() {
         },
     );
     assert_eq!(accept_error(one(&mut ring)), libc::EINVAL);
-    assert!(!ring.accepts.enabled, "multishot accepts still on");
+    assert!(
+        !ring.driver_mut().accepts.enabled,
+        "multishot accepts still on"
+    );
     // Accepts now go one-shot, and work.
     let listener = listener();
     accept(&mut ring, 2, &listener);
-    assert_eq!(ring.slots.len(), 1, "not a one-shot accept");
+    assert_eq!(ring.driver_mut().slots.len(), 1, "not a one-shot accept");
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     assert_eq!(accepted(one(&mut ring)).1, client.local_addr().unwrap());
-    assert_eq!(ring.accepts.armed(), 0);
+    assert_eq!(ring.driver_mut().accepts.armed(), 0);
 }
 
 #[test]
@@ -363,6 +390,7 @@ fn einval_after_a_multishot_worked_is_the_callers_error() {
     let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     accepted(one(&mut ring));
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    ring.register(socket.as_raw_fd()).unwrap();
     ring.submit(
         2,
         Op::Accept {
@@ -370,18 +398,18 @@ fn einval_after_a_multishot_worked_is_the_callers_error() {
         },
     );
     assert_eq!(accept_error(one(&mut ring)), libc::EINVAL);
-    assert!(ring.accepts.enabled);
-    assert!(ring.slots.is_empty());
+    assert!(ring.driver_mut().accepts.enabled);
+    assert!(ring.driver_mut().slots.is_empty());
 }
 
 #[test]
 fn with_multishot_off_each_accept_is_one_sqe() {
     let mut ring = ring();
-    ring.accepts.enabled = false;
+    ring.driver_mut().accepts.enabled = false;
     let listener = listener();
     accept(&mut ring, 1, &listener);
     accept(&mut ring, 2, &listener);
-    assert_eq!(ring.slots.len(), 2);
+    assert_eq!(ring.driver_mut().slots.len(), 2);
     assert_eq!(ring.in_flight(), 2);
     let addr = listener.local_addr().unwrap();
     let clients: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -393,14 +421,14 @@ fn with_multishot_off_each_accept_is_one_sqe() {
     peers.sort_unstable();
     expected.sort_unstable();
     assert_eq!(peers, expected);
-    assert_eq!(ring.accepts.armed(), 0);
+    assert_eq!(ring.driver_mut().accepts.armed(), 0);
     assert_eq!(ring.in_flight(), 0);
 }
 
 /// A connected socket's descriptor, as a multishot accept CQE would carry it,
 /// with its client.
 fn fake_accepted() -> (i32, TcpStream) {
-    let (client, server) = pair();
+    let (client, server) = unregistered_pair();
     (server.into_raw_fd(), client)
 }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::uring::multishot::{BULK_EXIT, QUEUE_LIMIT};
 
-fn chosen_recv(ring: &mut Ring, token: Token, socket: &TcpStream) {
+fn chosen_recv(ring: &mut Front<Ring>, token: Token, socket: &TcpStream) {
     let socket = socket.as_raw_fd();
     ring.submit(
         token,
@@ -17,7 +17,7 @@ fn chosen_recv(ring: &mut Ring, token: Token, socket: &TcpStream) {
 
 /// Run the ring for a moment with no recv posted; nothing may complete.
 #[track_caller]
-fn idle(ring: &mut Ring) {
+fn idle(ring: &mut Front<Ring>) {
     let mut out = Vec::new();
     for _ in 0..5 {
         ring.wait(&mut out, Some(Duration::from_millis(20)))
@@ -28,7 +28,7 @@ fn idle(ring: &mut Ring) {
 
 /// Recv until `n` bytes arrived; the bytes.
 #[track_caller]
-fn recv_bytes(ring: &mut Ring, socket: &TcpStream, n: usize) -> Vec<u8> {
+fn recv_bytes(ring: &mut Front<Ring>, socket: &TcpStream, n: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < n {
         chosen_recv(ring, 7, socket);
@@ -44,21 +44,28 @@ fn recv_bytes(ring: &mut Ring, socket: &TcpStream, n: usize) -> Vec<u8> {
 #[test]
 fn this_kernel_takes_multishot_recvs() {
     let mut ring = ring();
-    assert!(ring.streams.enabled);
-    let (mut client, server) = pair();
+    assert!(ring.driver_mut().streams.enabled);
+    let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     client.write_all(b"one").unwrap();
     let (buf, result) = received(one(&mut ring));
     assert_eq!((buf.as_slice(), result.unwrap()), (&b"one"[..], 3));
-    assert!(ring.streams.enabled, "the kernel refused multishot recv");
-    assert_eq!(ring.streams.armed(), 1, "the multishot stays armed");
+    assert!(
+        ring.driver_mut().streams.enabled,
+        "the kernel refused multishot recv"
+    );
+    assert_eq!(
+        ring.driver_mut().streams.armed(),
+        1,
+        "the multishot stays armed"
+    );
     assert_eq!(ring.in_flight(), 0);
 }
 
 #[test]
 fn bytes_arriving_between_recvs_are_queued_in_order_and_the_queue_is_bounded() {
     let mut ring = ring();
-    let (mut client, server) = pair();
+    let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     client.write_all(b"first").unwrap();
     assert_eq!(received(one(&mut ring)).0, b"first");
@@ -72,7 +79,7 @@ fn bytes_arriving_between_recvs_are_queued_in_order_and_the_queue_is_bounded() {
         idle(&mut ring);
     }
     assert_eq!(
-        ring.streams.armed(),
+        ring.driver_mut().streams.armed(),
         0,
         "still receiving for a caller that stopped"
     );
@@ -86,7 +93,7 @@ fn bytes_arriving_between_recvs_are_queued_in_order_and_the_queue_is_bounded() {
 #[test]
 fn end_of_stream_reaches_the_waiting_recv_after_the_bytes_before_it() {
     let mut ring = ring();
-    let (mut client, server) = pair();
+    let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     client.write_all(b"bye").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
@@ -94,22 +101,28 @@ fn end_of_stream_reaches_the_waiting_recv_after_the_bytes_before_it() {
     chosen_recv(&mut ring, 2, &server);
     let (buf, result) = received(one(&mut ring));
     assert_eq!((buf.capacity(), result.unwrap()), (0, 0));
-    assert_eq!(ring.streams.armed(), 0);
+    assert_eq!(ring.driver_mut().streams.armed(), 0);
 }
 
 #[test]
 fn cancel_ends_the_waiting_recv_and_loses_no_bytes() {
     let mut ring = ring();
-    let (mut client, server) = pair();
+    let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     idle(&mut ring);
+    assert_eq!(ring.driver().streams.waiting(), 1);
     ring.cancel(server.as_raw_fd());
+    assert_eq!(ring.driver().streams.waiting(), 0);
     let completion = one(&mut ring);
     assert_eq!(completion.token, 1);
     let error = received(completion).1.unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::ECANCELED));
     idle(&mut ring);
-    assert_eq!(ring.streams.armed(), 0, "the cancel ended the multishot");
+    assert_eq!(
+        ring.driver_mut().streams.armed(),
+        0,
+        "the cancel ended the multishot"
+    );
     client.write_all(b"after").unwrap();
     assert_eq!(recv_bytes(&mut ring, &server, 5), b"after");
 }
@@ -117,7 +130,7 @@ fn cancel_ends_the_waiting_recv_and_loses_no_bytes() {
 #[test]
 fn a_deregistered_socket_leaves_no_stream_behind() {
     let mut ring = ring();
-    let (mut client, server) = pair();
+    let (mut client, server) = pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
     client.write_all(b"x").unwrap();
     assert_eq!(received(one(&mut ring)).0, b"x");
@@ -127,12 +140,12 @@ fn a_deregistered_socket_leaves_no_stream_behind() {
     ring.deregister(server.as_raw_fd()).unwrap();
     drop(server);
     let deadline = Instant::now() + PATIENCE;
-    while ring.streams.armed() > 0 {
+    while ring.driver_mut().streams.armed() > 0 {
         assert!(Instant::now() < deadline, "the multishot never ended");
         idle(&mut ring);
     }
     // The descriptor number comes back for a new socket: it starts clean.
-    let (mut client2, server2) = pair();
+    let (mut client2, server2) = pair(&mut ring);
     chosen_recv(&mut ring, 2, &server2);
     client2.write_all(b"fresh").unwrap();
     let completion = one(&mut ring);
@@ -144,7 +157,7 @@ fn a_deregistered_socket_leaves_no_stream_behind() {
 #[test]
 fn many_sockets_each_get_their_own_bytes() {
     let mut ring = ring();
-    let pairs: Vec<(TcpStream, TcpStream)> = (0..64).map(|_| pair()).collect();
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..64).map(|_| pair(&mut ring)).collect();
     for round in 0..20u32 {
         for (i, (client, server)) in pairs.iter().enumerate() {
             chosen_recv(&mut ring, i as Token, server);
@@ -165,7 +178,7 @@ fn many_sockets_each_get_their_own_bytes() {
 #[test]
 fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
     let mut ring = ring();
-    let (client, server) = pair();
+    let (client, server) = pair(&mut ring);
     let data: Vec<u8> = (0..8 << 20).map(|i| (i * 7 % 253) as u8).collect();
     let expected = data.clone();
     let writer = thread::spawn(move || {
@@ -177,6 +190,7 @@ fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
     while got.len() < expected.len() {
         chosen_recv(&mut ring, 1, &server);
         one_shot += ring
+            .driver()
             .slots
             .iter()
             .filter(|(_, s)| s.memory == RecvBuf::Pooled)
@@ -197,7 +211,7 @@ fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
         assert_eq!(recv_bytes(&mut ring, &server, 10), [i; 10]);
         if i + 1 < BULK_EXIT {
             assert_eq!(
-                ring.streams.armed(),
+                ring.driver_mut().streams.armed(),
                 0,
                 "left bulk after {} small recvs",
                 i + 1
@@ -206,6 +220,10 @@ fn a_bulk_transfer_goes_one_shot_and_small_messages_go_back_to_multishot() {
     }
     chosen_recv(&mut ring, 2, &server);
     idle(&mut ring);
-    assert_eq!(ring.streams.armed(), 1, "small messages stayed one-shot");
-    assert!(ring.slots.is_empty());
+    assert_eq!(
+        ring.driver_mut().streams.armed(),
+        1,
+        "small messages stayed one-shot"
+    );
+    assert!(ring.driver_mut().slots.is_empty());
 }
