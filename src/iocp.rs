@@ -201,6 +201,18 @@ impl Iocp {
         })
     }
 
+    /// The address family of a registered listener, asked once and remembered.
+    fn listener_domain(&mut self, listener: RawSocket) -> io::Result<Domain> {
+        if let Some(domain) = self.sockets.get(&listener).and_then(|r| r.domain) {
+            return Ok(domain);
+        }
+        let domain = submit::listener_domain(listener)?;
+        if let Some(registered) = self.sockets.get_mut(&listener) {
+            registered.domain = Some(domain);
+        }
+        Ok(domain)
+    }
+
     fn handle(&self) -> HANDLE {
         self.shared.port.0
     }
@@ -368,12 +380,34 @@ impl Driver for Iocp {
         if !self.sockets.contains_key(&socket) {
             return ready.push_back(op.fail(token, not_registered(socket)));
         }
-        match op {
-            Op::Accept { listener } => self.submit_accept(token, listener, ready),
-            Op::Recv { socket, buf } => self.submit_recv(token, socket, buf, ready),
-            Op::Send { socket, buf, pos } => self.submit_send(token, socket, buf, pos, ready),
-            Op::Connect { socket, addr } => self.submit_connect(token, socket, addr, ready),
-        }
+        let started = match op {
+            Op::Accept { listener } => {
+                let started = self.listener_domain(listener).and_then(|domain| {
+                    submit::accept(
+                        &mut self.slots,
+                        &mut self.extensions,
+                        token,
+                        listener,
+                        domain,
+                    )
+                });
+                match started {
+                    Ok(started) => started,
+                    Err(e) => return ready.push_back(Op::Accept { listener }.fail(token, e)),
+                }
+            }
+            Op::Recv { socket, buf } => {
+                submit::recv(&mut self.slots, &mut self.pool, token, socket, buf)
+            }
+            Op::Send { socket, buf, pos } => submit::send(&mut self.slots, token, socket, buf, pos),
+            Op::Connect { socket, addr } => {
+                match submit::connect(&mut self.slots, &mut self.extensions, token, socket, addr) {
+                    Ok(started) => started,
+                    Err(e) => return ready.push_back(Op::Connect { socket, addr }.fail(token, e)),
+                }
+            }
+        };
+        self.started(started.index, started.inline, ready);
     }
 
     fn cancel(&mut self, socket: RawSocket, _ready: &mut Ready) {
