@@ -44,22 +44,11 @@
 //!   waker never posts to a closed (or reused) handle; at most one wake packet
 //!   is queued at a time.
 //!
-//! **Thread shape: one port per worker.** The server ([`crate::server`]) gives
-//! each worker thread its own port and keeps a connection on one worker for its
-//! whole life; worker 0 owns the listener, keeps a few `AcceptEx` posted and
-//! hands each accepted socket to a worker through that worker's inbox and a
-//! `PostQueuedCompletionStatus` wake-up, after which that worker associates the
-//! socket with its own port. We chose this over the seeds' single port shared
-//! by a pool because: connection state then needs no lock (with a shared port
-//! two threads may dequeue completions of the same connection at once, which
-//! needs per-connection serialisation); the recv and send of a connection are
-//! never reordered across threads; the server core is the same code as on
-//! Linux (io_uring and epoll are per-thread too), so Windows runs the very
-//! state machine the Linux tests exercise; and a socket can be associated with
-//! one port only, which the hand-over respects (accept sockets are created
-//! unassociated and joined to their worker's port by `register`). The cost is
-//! that IOCP's own balancing of threads is not used: a busy connection keeps
-//! its worker. Under Wine the tests run with 1, 2 and 4 workers.
+//! **One port per worker thread.** A socket is associated with one port only,
+//! so accept sockets are created unassociated and joined to the port of the
+//! worker that adopts them by `register`. Why the server uses one port per
+//! worker rather than one port shared by a pool: `docs/architecture.md`,
+//! "Threads and the GIL".
 
 mod slots;
 mod submit;
