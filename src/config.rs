@@ -33,10 +33,6 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long `close` lets connections finish sending queued replies.
     pub drain_timeout: Duration,
-    /// Size of the worker's output buffers kept for reuse (receive memory is
-    /// the port's: see `CompletionPort::give_buffer`). Not an option on any
-    /// front: a memory-reuse detail, not a behaviour (see `crate::options`).
-    pub recv_buffer: usize,
     /// Queued output above which a connection stops reading.
     pub high_water: usize,
     /// Queued output below which a paused connection reads again.
@@ -56,7 +52,6 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(2),
-            recv_buffer: 64 << 10,
             high_water: 1 << 20,
             low_water: 256 << 10,
             backlog: 1024,
@@ -97,12 +92,6 @@ impl Config {
                     "must be a positive number of seconds or none, got 0".to_string(),
                 );
             }
-        }
-        if self.recv_buffer < 512 {
-            return bad(
-                "recv_buffer",
-                format!("must be at least 512, got {}", self.recv_buffer),
-            );
         }
         if self.low_water >= self.high_water {
             return bad(

@@ -16,8 +16,6 @@
 //! * Rules between options ([`build`]): when `high_water` is given without
 //!   `low_water`, the default `low_water` is lowered to a quarter of it; `low_water`
 //!   must stay below `high_water`. [`Config::validate`] is the final check.
-//! * `Config::recv_buffer` is not an option: it caps the size of the output buffers a
-//!   worker keeps for reuse, a memory-reuse detail with no bearing on behaviour.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

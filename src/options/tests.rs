@@ -62,7 +62,6 @@ fn every_config_field_is_an_option() {
         max_connections: _, // max_connections
         idle_timeout: _,    // idle_timeout
         drain_timeout: _,   // drain_timeout
-        recv_buffer: _,     // not an option: see the module doc
         high_water: _,      // high_water
         low_water: _,       // low_water
         backlog: _,         // backlog

@@ -36,6 +36,9 @@ use super::table::Table;
 use super::turn::Turn;
 use crate::port::{Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
 
+/// The usual size of the output buffers a worker keeps for reuse (larger ones
+/// are dropped past four times it). Receive memory is the port's own.
+const SPARE_OUTPUT_SIZE: usize = 64 << 10;
 /// How often a draining worker checks its deadline.
 const DRAIN_TICK: Duration = Duration::from_millis(20);
 /// How long past the drain deadline a worker waits for cancelled ops to complete
@@ -145,7 +148,7 @@ impl Worker {
             acceptor,
             table: Table::new(index, workers, shared.mode.events()),
             batch: Batch::with_framing(shared.config.framing.clone()),
-            spares: Spares::new(shared.config.recv_buffer),
+            spares: Spares::new(SPARE_OUTPUT_SIZE),
             completions: Vec::with_capacity(MAX_BATCH),
             letters: Vec::new(),
             pumping: Vec::new(),
