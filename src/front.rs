@@ -131,3 +131,6 @@ impl<D: Driver> CompletionPort for Front<D> {
         self.driver.give_buffer(buf);
     }
 }
+
+#[cfg(test)]
+mod tests;
