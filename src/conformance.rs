@@ -6,8 +6,8 @@
 //! the public [`Port`](crate::port::Port) over real loopback sockets; the macro
 //! below makes one `#[test]` per property and backend, named
 //! `conformance::<backend>::<property>`. A backend's own test file keeps
-//! only what is peculiar to it. Rust 1.63 code: the suite also builds for
-//! Windows.
+//! only what is peculiar to it, with the helpers of [`support`], which serve
+//! any `CompletionPort`. Rust 1.63 code: the suite also builds for Windows.
 
 use crate::port::Backend;
 
@@ -15,7 +15,7 @@ mod accept_connect;
 mod cancel_register;
 mod chosen;
 mod recv_send;
-mod support;
+pub(crate) mod support;
 mod waking;
 
 /// One `#[test]` per listed property, for `$backend`.

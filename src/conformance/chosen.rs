@@ -1,25 +1,15 @@
 //! Recvs that let the port choose their memory (a buffer of capacity 0).
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
 use super::support::{
-    assert_canceled, assert_nothing_ready, one, open, raw, received, registered_pair, wait_for,
+    assert_canceled, assert_each_gets_its_own_bytes, assert_nothing_ready, chosen_recv, one, open,
+    raw, received, registered_pair, waiting_chosen_recvs,
 };
-use crate::port::{Backend, CompletionPort, Op, Port, Token};
-
-/// Post a recv with port-chosen memory on `socket`.
-fn chosen_recv(port: &mut Port, token: Token, socket: &TcpStream) {
-    port.submit(
-        token,
-        Op::Recv {
-            socket: raw(socket),
-            buf: Vec::new(),
-        },
-    );
-}
+use crate::port::{Backend, CompletionPort};
 
 pub(super) fn a_waiting_chosen_recv_gets_later_data(backend: Backend) {
     let mut port = open(backend);
@@ -74,30 +64,9 @@ pub(super) fn cancel_of_a_waiting_chosen_recv_returns_an_empty_vec(backend: Back
 }
 
 pub(super) fn many_chosen_recvs_each_get_their_own_bytes(backend: Backend) {
-    const N: usize = 100;
     let mut port = open(backend);
-    let mut pairs = Vec::new();
-    for token in 0..N {
-        let (client, server) = registered_pair(&mut port);
-        chosen_recv(&mut port, token as Token, &server);
-        pairs.push((client, server));
-    }
-    assert_nothing_ready(&mut port);
-    assert_eq!(port.in_flight(), N);
-    for (i, (client, _)) in pairs.iter_mut().enumerate() {
-        client.write_all(format!("m{}", i).as_bytes()).unwrap();
-    }
-    let mut seen = [false; N];
-    for completion in wait_for(&mut port, N) {
-        let token = completion.token as usize;
-        let (buf, result) = received(completion);
-        assert_eq!(result.unwrap(), buf.len());
-        assert_eq!(buf, format!("m{}", token).as_bytes());
-        assert!(!seen[token]);
-        seen[token] = true;
-        port.give_buffer(buf);
-    }
-    assert_eq!(port.in_flight(), 0);
+    let mut pairs = waiting_chosen_recvs(&mut port, 100);
+    assert_each_gets_its_own_bytes(&mut port, &mut pairs);
 }
 
 pub(super) fn a_stream_through_chosen_recvs_arrives_whole_and_in_order(backend: Backend) {

@@ -4,12 +4,11 @@
 //! `crate::conformance`.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::windows::io::AsRawSocket;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
+use crate::conformance::support::{assert_nothing_ready, one, raw, received, registered_pair};
 use crate::contract::CompletionPort;
 use crate::front::Front;
 
@@ -19,55 +18,6 @@ mod paths;
 /// An IOCP port: the driver behind the shared front.
 fn port() -> Front<Iocp> {
     Front::new(Iocp::new().unwrap())
-}
-
-/// Wait until `count` completions arrived (panics after 20 s: Wine is slow).
-#[track_caller]
-fn wait_for(port: &mut Front<Iocp>, count: usize) -> Vec<Completion> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut out = Vec::new();
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {} of {} completions",
-            out.len(),
-            count
-        );
-        port.wait(&mut out, Some(Duration::from_millis(100)))
-            .unwrap();
-    }
-    assert_eq!(out.len(), count, "more completions than expected");
-    out
-}
-
-#[track_caller]
-fn assert_nothing_ready(port: &mut Front<Iocp>) {
-    let mut out = Vec::new();
-    port.wait(&mut out, Some(Duration::from_millis(50)))
-        .unwrap();
-    assert!(out.is_empty(), "unexpected completions: {:?}", out);
-}
-
-fn raw(stream: &impl AsRawSocket) -> RawSocket {
-    stream.as_raw_socket()
-}
-
-/// A connected pair: a std client and its nonblocking server side, registered.
-fn registered_pair(port: &mut Front<Iocp>) -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    server.set_nonblocking(true).unwrap();
-    port.register(raw(&server)).unwrap();
-    (client, server)
-}
-
-#[track_caller]
-fn received(completion: Completion) -> (Vec<u8>, io::Result<usize>) {
-    match completion.outcome {
-        Outcome::Received { buf, result } => (buf, result),
-        other => panic!("expected Received, got {:?}", other),
-    }
 }
 
 #[test]
@@ -97,7 +47,7 @@ fn closing_a_socket_with_ops_in_flight_completes_them() {
     // A socket closed under a pending recv (Wine: 0x8000000A) still yields
     // exactly one completion, an error.
     drop(server);
-    let (_, result) = received(wait_for(&mut port, 1).pop().unwrap());
+    let (_, result) = received(one(&mut port));
     assert!(result.is_err(), "expected an error, got {:?}", result);
     assert_eq!(port.in_flight(), 0);
     port.deregister(socket).unwrap();

@@ -11,80 +11,17 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use super::*;
-use crate::contract::{CompletionPort, Outcome, MAX_BATCH};
+use crate::conformance::support::{connected_pair, received, registered_pair, wait_for};
+use crate::contract::{CompletionPort, Outcome};
 use crate::front::Front;
 
 mod accept_stream;
 mod chosen;
 mod multishot;
 
-/// How long a test waits for completions before failing.
-const PATIENCE: Duration = Duration::from_secs(10);
-
 /// An io_uring port: the driver behind the shared front.
 fn ring() -> Front<Ring> {
     Front::new(Ring::new().expect("io_uring ring"))
-}
-
-/// A loopback listener on an ephemeral port, nonblocking.
-#[track_caller]
-fn listener() -> TcpListener {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    listener
-}
-
-/// A connected pair: (client, server side), the server side nonblocking and
-/// registered with `ring`.
-#[track_caller]
-fn pair(ring: &mut Front<Ring>) -> (TcpStream, TcpStream) {
-    let (client, server) = unregistered_pair();
-    ring.register(server.as_raw_fd()).unwrap();
-    (client, server)
-}
-
-/// A connected pair: (client, server side), the server side nonblocking.
-#[track_caller]
-fn unregistered_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    server.set_nonblocking(true).unwrap();
-    (client, server)
-}
-
-/// Wait until `n` completions have arrived.
-#[track_caller]
-fn collect(ring: &mut Front<Ring>, n: usize) -> Vec<Completion> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut out = Vec::new();
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} completions",
-            out.len(),
-            n
-        );
-        let before = out.len();
-        ring.wait(&mut out, Some(Duration::from_millis(100)))
-            .unwrap();
-        assert!(out.len() - before <= MAX_BATCH);
-    }
-    assert_eq!(out.len(), n, "more completions than ops");
-    out
-}
-
-#[track_caller]
-fn one(ring: &mut Front<Ring>) -> Completion {
-    collect(ring, 1).pop().unwrap()
-}
-
-#[track_caller]
-fn received(completion: Completion) -> (Vec<u8>, io::Result<usize>) {
-    match completion.outcome {
-        Outcome::Received { buf, result } => (buf, result),
-        other => panic!("expected a recv completion, got {:?}", other),
-    }
 }
 
 #[test]
@@ -101,7 +38,7 @@ fn probe_accepts_this_kernel() {
 fn ten_thousand_cancelled_recvs_survive_full_queues() {
     const N: u64 = 10_000;
     let mut ring = ring();
-    let (_client, server) = pair(&mut ring);
+    let (_client, server) = registered_pair(&mut ring);
     for token in 0..N {
         ring.submit(
             token,
@@ -117,7 +54,7 @@ fn ten_thousand_cancelled_recvs_survive_full_queues() {
     assert!(out.is_empty());
     ring.cancel(server.as_raw_fd());
     let mut seen = vec![false; N as usize];
-    for completion in collect(&mut ring, N as usize) {
+    for completion in wait_for(&mut ring, N as usize) {
         let token = completion.token as usize;
         let (_, result) = received(completion);
         assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
@@ -133,7 +70,7 @@ fn ten_thousand_cancelled_recvs_survive_full_queues() {
 fn tiny_queues_lose_nothing() {
     const N: u64 = 1000;
     let mut ring = Front::new(Ring::with_entries(8, 16).unwrap());
-    let (_client, server) = pair(&mut ring);
+    let (_client, server) = registered_pair(&mut ring);
     for token in 0..N {
         ring.submit(
             token,
@@ -145,7 +82,7 @@ fn tiny_queues_lose_nothing() {
     }
     ring.cancel(server.as_raw_fd());
     let mut seen = vec![false; N as usize];
-    for completion in collect(&mut ring, N as usize) {
+    for completion in wait_for(&mut ring, N as usize) {
         let token = completion.token as usize;
         let (_, result) = received(completion);
         assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
@@ -157,7 +94,7 @@ fn tiny_queues_lose_nothing() {
 
 #[test]
 fn dropping_a_ring_with_a_recv_in_flight_is_safe() {
-    let (mut client, server) = unregistered_pair();
+    let (mut client, server) = connected_pair();
     {
         let mut ring = ring();
         ring.register(server.as_raw_fd()).unwrap();
@@ -182,7 +119,7 @@ fn dropping_a_ring_with_a_recv_in_flight_is_safe() {
 
 #[test]
 fn a_drop_that_cannot_reap_leaks_instead_of_freeing() {
-    let (mut client, server) = unregistered_pair();
+    let (mut client, server) = connected_pair();
     {
         let mut ring = ring();
         ring.register(server.as_raw_fd()).unwrap();

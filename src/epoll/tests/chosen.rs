@@ -1,17 +1,10 @@
 //! Recvs that let the epoll port choose their memory (a buffer of capacity 0).
 
 use super::*;
-
-/// Post a recv with port-chosen memory on `socket`.
-fn chosen_recv(poller: &mut Front<Poller>, token: Token, socket: &TcpStream) {
-    poller.submit(
-        token,
-        Op::Recv {
-            socket: socket.as_raw_fd(),
-            buf: Vec::new(),
-        },
-    );
-}
+use crate::conformance::support::{
+    assert_each_gets_its_own_bytes, assert_nothing_ready, chosen_recv, one, received,
+    registered_pair, waiting_chosen_recvs,
+};
 
 #[test]
 fn a_parked_chosen_recv_holds_no_buffer_and_gets_later_data() {
@@ -23,7 +16,7 @@ fn a_parked_chosen_recv_holds_no_buffer_and_gets_later_data() {
     // The buffer the first try used went back to the pool.
     assert_eq!(poller.driver().pool.len(), 1);
     client.write_all(b"hello").unwrap();
-    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (buf, result) = received(one(&mut poller));
     assert_eq!(result.unwrap(), 5);
     assert_eq!(buf, b"hello");
     assert_eq!(poller.driver().pool.len(), 0);
@@ -34,29 +27,9 @@ fn a_parked_chosen_recv_holds_no_buffer_and_gets_later_data() {
 fn a_thousand_parked_chosen_recvs_share_one_spare_buffer() {
     const N: usize = 1000;
     let mut poller = poller();
-    let mut pairs = Vec::new();
-    for token in 0..N {
-        let (client, server) = registered_pair(&mut poller);
-        chosen_recv(&mut poller, token as Token, &server);
-        pairs.push((client, server));
-    }
-    assert_nothing_ready(&mut poller);
-    assert_eq!(poller.in_flight(), N);
+    let mut pairs = waiting_chosen_recvs(&mut poller, N);
     assert_eq!(poller.driver().pool.len(), 1, "parked recvs hold buffers");
-    for (i, (client, _)) in pairs.iter_mut().enumerate() {
-        client.write_all(format!("m{}", i).as_bytes()).unwrap();
-    }
-    let mut seen = vec![false; N];
-    for completion in wait_for(&mut poller, N) {
-        let token = completion.token as usize;
-        let (buf, result) = received(completion);
-        assert_eq!(result.unwrap(), buf.len());
-        assert_eq!(buf, format!("m{}", token).as_bytes());
-        assert!(!seen[token]);
-        seen[token] = true;
-        poller.give_buffer(buf);
-    }
-    assert_eq!(poller.in_flight(), 0);
+    assert_each_gets_its_own_bytes(&mut poller, &mut pairs);
 }
 
 #[test]
@@ -65,14 +38,14 @@ fn given_buffers_are_reused() {
     let (mut client, server) = registered_pair(&mut poller);
     client.write_all(b"one").unwrap();
     chosen_recv(&mut poller, 1, &server);
-    let (first, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (first, _) = received(one(&mut poller));
     assert_eq!(first, b"one");
     let address = first.as_ptr();
     poller.give_buffer(first);
     assert_eq!(poller.driver().pool.len(), 1);
     client.write_all(b"two").unwrap();
     chosen_recv(&mut poller, 2, &server);
-    let (second, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (second, _) = received(one(&mut poller));
     assert_eq!(second, b"two");
     assert_eq!(
         second.as_ptr(),
@@ -92,7 +65,7 @@ fn a_recv_after_a_short_one_parks_without_trying_the_socket() {
     client.write_all(b"abc").unwrap();
     thread::sleep(Duration::from_millis(20));
     chosen_recv(&mut poller, 1, &server);
-    let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (buf, result) = received(one(&mut poller));
     assert_eq!((result.unwrap(), &buf[..]), (3, &b"abc"[..]));
     assert!(poller.driver().sockets[&server.as_raw_fd()].drained);
     // A try would take a pooled buffer and give it back on EAGAIN: the pool
@@ -103,7 +76,7 @@ fn a_recv_after_a_short_one_parks_without_trying_the_socket() {
     assert_nothing_ready(&mut poller);
     assert_eq!(poller.in_flight(), 1);
     client.write_all(b"de").unwrap();
-    let completion = wait_for(&mut poller, 1).pop().unwrap();
+    let completion = one(&mut poller);
     assert_eq!(completion.token, 2);
     let (buf, result) = received(completion);
     assert_eq!((result.unwrap(), &buf[..]), (2, &b"de"[..]));
@@ -116,15 +89,15 @@ fn end_of_stream_after_a_short_recv_is_still_reported() {
     client.write_all(b"last").unwrap();
     thread::sleep(Duration::from_millis(20));
     chosen_recv(&mut poller, 1, &server);
-    let (buf, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (buf, _) = received(one(&mut poller));
     assert_eq!(buf, b"last");
     chosen_recv(&mut poller, 2, &server);
     client.shutdown(Shutdown::Write).unwrap();
-    let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (_, result) = received(one(&mut poller));
     assert_eq!(result.unwrap(), 0);
     // End of stream does not mark the socket emptied: every later recv says it again.
     chosen_recv(&mut poller, 3, &server);
-    let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+    let (_, result) = received(one(&mut poller));
     assert_eq!(result.unwrap(), 0);
 }
 
@@ -138,7 +111,7 @@ fn a_full_recv_leaves_the_socket_to_be_tried_again() {
     let mut got = Vec::new();
     for token in 1.. {
         chosen_recv(&mut poller, token, &server);
-        let (buf, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+        let (buf, result) = received(one(&mut poller));
         let n = result.unwrap();
         let full = n == buf.capacity();
         assert_eq!(poller.driver().sockets[&server.as_raw_fd()].drained, !full);
@@ -165,10 +138,10 @@ fn end_of_stream_behind_the_last_bytes_is_reported_after_them() {
             assert_nothing_ready(&mut poller);
         }
         chosen_recv(&mut poller, 1, &server);
-        let (buf, _) = received(wait_for(&mut poller, 1).pop().unwrap());
+        let (buf, _) = received(one(&mut poller));
         assert_eq!(buf, b"bye");
         chosen_recv(&mut poller, 2, &server);
-        let (_, result) = received(wait_for(&mut poller, 1).pop().unwrap());
+        let (_, result) = received(one(&mut poller));
         assert_eq!(result.unwrap(), 0, "settle {} ms", settle);
     }
 }

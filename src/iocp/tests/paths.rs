@@ -5,7 +5,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use super::{port, raw, registered_pair, wait_for};
+use super::port;
+use crate::conformance::support::{one, raw, registered_pair};
 use crate::contract::{CompletionPort, Op, Outcome};
 
 #[test]
@@ -38,7 +39,7 @@ fn accept_of_a_connection_already_waiting_and_over_ipv6() {
                 listener: raw(&listener),
             },
         );
-        let (socket, peer) = match wait_for(&mut port, 1).pop().unwrap().outcome {
+        let (socket, peer) = match one(&mut port).outcome {
             Outcome::Accepted(result) => result.unwrap(),
             other => panic!("expected Accepted, got {:?}", other),
         };

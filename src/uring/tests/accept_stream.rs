@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::io::IntoRawFd;
 
 use super::*;
+use crate::conformance::support::{connected_pair, listener, one, wait_for, PATIENCE};
 use crate::uring::accept_stream::{AcceptFollow, AcceptStreams, QUEUE_LIMIT};
 use crate::uring::multishot::Plan;
 
@@ -238,7 +239,7 @@ fn cancel_ends_the_waiting_accepts_and_accepting_resumes_after() {
     idle(&mut ring);
     assert_eq!(ring.in_flight(), 3);
     ring.cancel(listener.as_raw_fd());
-    let mut tokens: Vec<Token> = collect(&mut ring, 3)
+    let mut tokens: Vec<Token> = wait_for(&mut ring, 3)
         .into_iter()
         .map(|c| {
             let token = c.token;
@@ -413,7 +414,7 @@ fn with_multishot_off_each_accept_is_one_sqe() {
     assert_eq!(ring.in_flight(), 2);
     let addr = listener.local_addr().unwrap();
     let clients: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    let mut peers: Vec<SocketAddr> = collect(&mut ring, 2)
+    let mut peers: Vec<SocketAddr> = wait_for(&mut ring, 2)
         .into_iter()
         .map(|c| accepted(c).1)
         .collect();
@@ -428,7 +429,7 @@ fn with_multishot_off_each_accept_is_one_sqe() {
 /// A connected socket's descriptor, as a multishot accept CQE would carry it,
 /// with its client.
 fn fake_accepted() -> (i32, TcpStream) {
-    let (client, server) = unregistered_pair();
+    let (client, server) = connected_pair();
     (server.into_raw_fd(), client)
 }
 

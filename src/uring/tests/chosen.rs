@@ -2,26 +2,10 @@
 //! 0): the provided-buffer ring, its empty case, and the pool.
 
 use super::*;
-
-/// Post a recv with port-chosen memory on `socket`.
-fn chosen_recv(ring: &mut Front<Ring>, token: Token, socket: &TcpStream) {
-    ring.submit(
-        token,
-        Op::Recv {
-            socket: socket.as_raw_fd(),
-            buf: Vec::new(),
-        },
-    );
-}
-
-/// Let posted ops reach the kernel and park there; nothing may complete.
-#[track_caller]
-fn settle(ring: &mut Front<Ring>) {
-    let mut out = Vec::new();
-    ring.wait(&mut out, Some(Duration::from_millis(20)))
-        .unwrap();
-    assert!(out.is_empty(), "unexpected completions: {:?}", out);
-}
+use crate::conformance::support::{
+    assert_each_gets_its_own_bytes, assert_nothing_ready, chosen_recv, connected_pair, one,
+    received, registered_pair, waiting_chosen_recvs, PATIENCE,
+};
 
 #[test]
 fn this_kernel_takes_a_buffer_ring() {
@@ -30,16 +14,8 @@ fn this_kernel_takes_a_buffer_ring() {
 
 #[test]
 fn a_thousand_parked_chosen_recvs_hold_no_buffers() {
-    const N: usize = 1000;
     let mut ring = ring();
-    let mut pairs = Vec::new();
-    for token in 0..N {
-        let (client, server) = pair(&mut ring);
-        chosen_recv(&mut ring, token as Token, &server);
-        pairs.push((client, server));
-    }
-    settle(&mut ring);
-    assert_eq!(ring.in_flight(), N);
+    let mut pairs = waiting_chosen_recvs(&mut ring, 1000);
     assert_eq!(ring.driver_mut().memory.pool.len(), 0);
     // Every buffer of the ring is still offered: the tail is all there is to check
     // from here, so check that each recv owns nothing but its empty Vec.
@@ -50,20 +26,7 @@ fn a_thousand_parked_chosen_recvs_hold_no_buffers() {
         assert_eq!(buf.capacity(), 0);
         assert_eq!(slot.memory, RecvBuf::Selected { cancelled: false });
     }
-    for (i, (client, _)) in pairs.iter_mut().enumerate() {
-        client.write_all(format!("m{}", i).as_bytes()).unwrap();
-    }
-    let mut seen = vec![false; N];
-    for completion in collect(&mut ring, N) {
-        let token = completion.token as usize;
-        let (buf, result) = received(completion);
-        assert_eq!(result.unwrap(), buf.len());
-        assert_eq!(buf, format!("m{}", token).as_bytes());
-        assert!(!seen[token]);
-        seen[token] = true;
-        ring.give_buffer(buf);
-    }
-    assert_eq!(ring.in_flight(), 0);
+    assert_each_gets_its_own_bytes(&mut ring, &mut pairs);
 }
 
 /// A ring of one buffer: each completion takes the ring's `Vec` and puts a
@@ -73,7 +36,7 @@ fn a_thousand_parked_chosen_recvs_hold_no_buffers() {
 fn given_buffers_are_reused() {
     let mut ring = Front::new(Ring::with_sizes(64, 256, 1, buf_ring::DIRECT_SIZE).unwrap());
     assert!(ring.driver_mut().memory.ring.is_some());
-    let (mut client, server) = pair(&mut ring);
+    let (mut client, server) = registered_pair(&mut ring);
     let mut addresses = Vec::new();
     for (token, word) in [&b"one"[..], b"two", b"six"].iter().enumerate() {
         client.write_all(word).unwrap();
@@ -103,7 +66,7 @@ fn an_empty_buffer_ring_loses_nothing() {
     let mut clients = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..CONNECTIONS {
-        let (client, server) = pair(&mut ring);
+        let (client, server) = registered_pair(&mut ring);
         clients.push(client);
         servers.push(server);
     }
@@ -175,16 +138,16 @@ fn without_a_buffer_ring_chosen_recvs_take_pooled_buffers() {
     // 3 buffers is not a power of two: the ring is refused, as by an old kernel.
     let mut ring = Front::new(Ring::with_sizes(64, 256, 3, 1024).unwrap());
     assert!(ring.driver_mut().memory.ring.is_none());
-    let (mut client, server) = pair(&mut ring);
+    let (mut client, server) = registered_pair(&mut ring);
     chosen_recv(&mut ring, 1, &server);
-    settle(&mut ring);
+    assert_nothing_ready(&mut ring);
     client.write_all(b"fallback").unwrap();
     let (buf, result) = received(one(&mut ring));
     assert_eq!(result.unwrap(), 8);
     assert_eq!(buf, b"fallback");
     ring.give_buffer(buf);
     chosen_recv(&mut ring, 2, &server);
-    settle(&mut ring);
+    assert_nothing_ready(&mut ring);
     ring.cancel(server.as_raw_fd());
     let (buf, result) = received(one(&mut ring));
     assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
@@ -195,12 +158,12 @@ fn without_a_buffer_ring_chosen_recvs_take_pooled_buffers() {
 
 #[test]
 fn dropping_a_ring_with_chosen_recvs_in_flight_is_safe() {
-    let (mut client, server) = unregistered_pair();
+    let (mut client, server) = connected_pair();
     {
         let mut ring = ring();
         ring.register(server.as_raw_fd()).unwrap();
         chosen_recv(&mut ring, 1, &server);
-        settle(&mut ring);
+        assert_nothing_ready(&mut ring);
     }
     client.write_all(b"late").unwrap();
     server.set_nonblocking(false).unwrap();
@@ -218,7 +181,7 @@ fn a_stream_goes_direct_while_bytes_wait_then_idles_without_memory() {
     // Small ring buffers: a recv larger than them went direct.
     let mut ring = Front::new(Ring::with_sizes(64, 256, 128, 4096).unwrap());
     ring.driver_mut().streams.enabled = false;
-    let (mut client, server) = pair(&mut ring);
+    let (mut client, server) = registered_pair(&mut ring);
     let data: Vec<u8> = (0..4 << 20).map(|i| (i * 13 % 251) as u8).collect();
     let expected = data.clone();
     let writer = thread::spawn(move || {
@@ -240,7 +203,7 @@ fn a_stream_goes_direct_while_bytes_wait_then_idles_without_memory() {
     assert!(got == expected, "the stream arrived altered");
     assert!(largest > 4096, "no recv went direct (largest {})", largest);
     chosen_recv(&mut ring, 2, &server);
-    settle(&mut ring);
+    assert_nothing_ready(&mut ring);
     let (_, slot) = ring.driver_mut().slots.iter().next().unwrap();
     assert_eq!(slot.memory, RecvBuf::Selected { cancelled: false });
     ring.cancel(server.as_raw_fd());
