@@ -69,7 +69,7 @@ def serve(
     ``low_water``, ``backlog``).
     """
     server = Server(handler, host=host, port=port, framing=framing, **options)
-    with _sigterm_interrupts():
+    with _stop_signals_interrupt():
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -79,8 +79,10 @@ def serve(
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Make SIGTERM stop the server like Ctrl-C, where Python lets us (main thread)."""
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Make SIGTERM stop the server like Ctrl-C, and SIGINT too where it was ignored
+    at startup (a background job of a non-interactive shell), as the CLI does; only
+    where Python lets us (the main thread). The previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         yield
         return
@@ -88,8 +90,13 @@ def _sigterm_interrupts() -> Iterator[None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous_int)
