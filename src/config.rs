@@ -37,6 +37,10 @@ pub struct Config {
     pub high_water: usize,
     /// Queued output below which a paused connection reads again.
     pub low_water: usize,
+    /// Queued output (replies and pushed bytes, the send in flight included)
+    /// a connection may hold: one whose output would pass it is closed at once
+    /// as a slow consumer, its output dropped. Must be above `high_water`.
+    pub max_output: usize,
     /// Length of the kernel's accept queue.
     pub backlog: i32,
 }
@@ -54,6 +58,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(2),
             high_water: 1 << 20,
             low_water: 256 << 10,
+            max_output: DEFAULT_MAX_OUTPUT,
             backlog: 1024,
         }
     }
@@ -61,6 +66,9 @@ impl Default for Config {
 
 /// The default payload limit: 4 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+
+/// The default bound on a connection's queued output: 16 MiB.
+pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
 
 /// The number of CPUs, the default worker count.
 pub fn default_workers() -> usize {
@@ -99,6 +107,17 @@ impl Config {
                 format!(
                     "must be below high_water ({}), got {}",
                     self.high_water, self.low_water
+                ),
+            );
+        }
+        if self.max_output <= self.high_water {
+            // Reading pauses at high_water: a bound at or below it would close a
+            // connection that backpressure was about to slow down.
+            return bad(
+                "max_output",
+                format!(
+                    "must be above high_water ({}), got {}",
+                    self.high_water, self.max_output
                 ),
             );
         }

@@ -15,7 +15,11 @@
 //!   be none (`idle_timeout`), where it means none.
 //! * Rules between options ([`build`]): when `high_water` is given without
 //!   `low_water`, the default `low_water` is lowered to a quarter of it; `low_water`
-//!   must stay below `high_water`. [`Config::validate`] is the final check.
+//!   must stay below `high_water`. When `high_water` is given without
+//!   `max_output`, the default `max_output` is raised to at least twice it (so a
+//!   `high_water` that was valid before `max_output` existed stays valid);
+//!   `max_output` must stay above `high_water`. [`Config::validate`] is the
+//!   final check.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -105,6 +109,8 @@ pub enum Setting {
     HighWater,
     /// `Config::low_water`.
     LowWater,
+    /// `Config::max_output`.
+    MaxOutput,
     /// `Config::backlog`.
     Backlog,
 }
@@ -223,6 +229,17 @@ pub const OPTIONS: &[ServerOption] = &[
         help: "queued output bytes below which a paused connection reads again",
     },
     ServerOption {
+        setting: Setting::MaxOutput,
+        name: "max_output",
+        flag: "--max-output",
+        kind: Kind::Bytes {
+            min: 1,
+            max: UNBOUNDED,
+        },
+        help: "queued output bytes past which a connection is closed as a slow consumer; \
+               above high_water (alone, high_water raises it to at least twice itself)",
+    },
+    ServerOption {
         setting: Setting::Backlog,
         name: "backlog",
         flag: "--backlog",
@@ -321,6 +338,7 @@ impl ServerOption {
             }
             Setting::HighWater => config.high_water = self.count(value)? as usize,
             Setting::LowWater => config.low_water = self.count(value)? as usize,
+            Setting::MaxOutput => config.max_output = self.count(value)? as usize,
             Setting::Backlog => config.backlog = self.count(value)? as i32,
         }
         Ok(())
@@ -351,6 +369,7 @@ impl ServerOption {
             Setting::DrainTimeout => Value::Float(config.drain_timeout.as_secs_f64()),
             Setting::HighWater => int(config.high_water),
             Setting::LowWater => int(config.low_water),
+            Setting::MaxOutput => int(config.max_output),
             Setting::Backlog => Value::Int(i128::from(config.backlog)),
         }
     }
@@ -487,15 +506,20 @@ where
     let mut config = base;
     let mut high_given = false;
     let mut low_given = false;
+    let mut max_output_given = false;
     for (option, value) in given {
         option.apply(&mut config, value)?;
         if *value != Value::None {
             high_given |= option.setting == Setting::HighWater;
             low_given |= option.setting == Setting::LowWater;
+            max_output_given |= option.setting == Setting::MaxOutput;
         }
     }
     if high_given && !low_given {
         config.low_water = config.low_water.min(config.high_water / 4);
+    }
+    if high_given && !max_output_given {
+        config.max_output = config.max_output.max(config.high_water.saturating_mul(2));
     }
     config.validate()?;
     Ok(config)

@@ -26,6 +26,7 @@ fn example(setting: Setting) -> Value {
         Setting::DrainTimeout => Value::Int(5),
         Setting::HighWater => Value::Int(1 << 16),
         Setting::LowWater => Value::Int(1 << 12),
+        Setting::MaxOutput => Value::Int(1 << 22),
         Setting::Backlog => Value::Int(16),
     }
 }
@@ -64,6 +65,7 @@ fn every_config_field_is_an_option() {
         drain_timeout: _,   // drain_timeout
         high_water: _,      // high_water
         low_water: _,       // low_water
+        max_output: _,      // max_output
         backlog: _,         // backlog
     } = Config::default();
     let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
@@ -81,6 +83,7 @@ fn every_config_field_is_an_option() {
             "drain_timeout",
             "high_water",
             "low_water",
+            "max_output",
             "backlog"
         ]
     );
@@ -194,6 +197,11 @@ fn bad_values_have_one_message_each() {
             "low_water must be at least 0, got -1",
         ),
         (
+            "max_output",
+            Value::Int(0),
+            "max_output must be at least 1, got 0",
+        ),
+        (
             "backlog",
             Value::Int(0),
             "backlog must be 1 to 2147483647, got 0",
@@ -253,6 +261,39 @@ fn high_water_alone_lowers_low_water_and_low_water_must_stay_below() {
     assert_eq!(
         err.to_string(),
         "low_water must be below high_water (1000), got 2000"
+    );
+}
+
+#[test]
+fn high_water_alone_raises_max_output_and_max_output_must_stay_above() {
+    let high = by_name("high_water").unwrap();
+    let max = by_name("max_output").unwrap();
+    let default = Config::default().max_output;
+    let config = build(Config::default(), [(high, &Value::Int(1000))]).unwrap();
+    assert_eq!(config.max_output, default);
+    let config = build(Config::default(), [(high, &Value::Int(1 << 30))]).unwrap();
+    assert_eq!(config.max_output, 2 << 30);
+    let config = build(Config::default(), [(max, &Value::Int(2 << 20))]).unwrap();
+    assert_eq!(config.max_output, 2 << 20);
+    for (high_water, max_output) in [(1000, 1000), (1000, 999), (1 << 30, 1 << 24)] {
+        let both = [
+            (high, &Value::Int(high_water)),
+            (max, &Value::Int(max_output)),
+        ];
+        assert_eq!(
+            build(Config::default(), both).unwrap_err().to_string(),
+            format!(
+                "max_output must be above high_water ({}), got {}",
+                high_water, max_output
+            )
+        );
+    }
+    // Alone, below the default high_water.
+    assert_eq!(
+        build(Config::default(), [(max, &Value::Int(1000))])
+            .unwrap_err()
+            .to_string(),
+        "max_output must be above high_water (1048576), got 1000"
     );
 }
 

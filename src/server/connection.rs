@@ -122,6 +122,20 @@ impl Connection {
         true
     }
 
+    /// Close now as a slow consumer (unless already closing): its queued
+    /// output is dropped, not flushed, and this reason replaces any other
+    /// (a flush it was waiting for will never happen). Returns whether it was
+    /// not closing before.
+    #[cold]
+    pub(crate) fn close_slow_consumer(&mut self, port: &mut Port) -> bool {
+        if self.phase == Phase::Closing {
+            return false;
+        }
+        self.output.discard();
+        self.reason = Some(CloseReason::SlowConsumer);
+        self.abort(CloseReason::SlowConsumer, port)
+    }
+
     /// Cancel through the port whatever `shutdown` did not end (past the drain
     /// deadline).
     pub(crate) fn cancel_ops(&mut self, port: &mut Port) {

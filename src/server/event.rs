@@ -1,5 +1,5 @@
-//! Connection events a handler may ask for: a connection opened, a connection
-//! closed and why. Ids are unique across the workers of a server, for its life.
+//! Connection events a handler may ask for: a connection opened, its output
+//! paused and resumed its reading (backpressure), a connection closed and why. Ids are unique across the workers of a server, for its life.
 
 use std::fmt;
 use std::io;
@@ -33,6 +33,9 @@ pub enum CloseReason {
     /// [`ConnectionSender::close`](super::ConnectionSender::close) asked for it
     /// (queued output was flushed first).
     Requested,
+    /// Its queued output would have passed `max_output` (a client that does
+    /// not read what it is sent): closed at once, its queued output dropped.
+    SlowConsumer,
     /// The server closed.
     Shutdown,
 }
@@ -59,6 +62,9 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::HandlerFailed => f.write_str("the handler failed"),
             CloseReason::Requested => f.write_str("closed by the server"),
+            CloseReason::SlowConsumer => {
+                f.write_str("slow consumer: queued output passed max_output")
+            }
             CloseReason::Shutdown => f.write_str("the server closed"),
         }
     }
@@ -77,6 +83,19 @@ pub enum Event {
         /// The server's address of this connection.
         local: SocketAddr,
     },
+    /// The connection's queued output passed `high_water`: it stops reading
+    /// until its output falls to `low_water` ([`Event::ResumeWriting`]).
+    /// Produce less for it until then.
+    PauseWriting {
+        /// The connection.
+        id: ConnectionId,
+    },
+    /// The connection's queued output fell to `low_water` after a
+    /// [`Event::PauseWriting`]: it reads again.
+    ResumeWriting {
+        /// The connection.
+        id: ConnectionId,
+    },
     /// A connection closed: after its last frame, once for every `Open`.
     Close {
         /// The connection.
@@ -90,7 +109,10 @@ impl Event {
     /// The connection the event is about.
     pub fn id(&self) -> ConnectionId {
         match self {
-            Event::Open { id, .. } | Event::Close { id, .. } => *id,
+            Event::Open { id, .. }
+            | Event::PauseWriting { id }
+            | Event::ResumeWriting { id }
+            | Event::Close { id, .. } => *id,
         }
     }
 }

@@ -1,6 +1,13 @@
 //! A connection's output: replies and pushed bytes queued behind the send in
-//! flight, and the backpressure state they drive; plus the worker's spare
-//! output buffers.
+//! flight, the backpressure state they drive and their bound; plus the
+//! worker's spare output buffers.
+//!
+//! **Bound.** Output queued or in flight never passes `max_output` (kept by
+//! [`Spares`], which every queuing method is given): bytes that would pass it
+//! are dropped with everything queued, and the output is marked overflowed
+//! ([`Output::passed`]), so the pump closes the connection as a slow consumer.
+//! The check is one comparison per queuing, no allocation. Native echoes,
+//! framed straight into [`Output::buffer`], are checked by the pump.
 //!
 //! The queue is one owned buffer, sent whole when nothing is in flight. The
 //! worker reaches it only through the methods here, so a second kind of entry
@@ -23,6 +30,9 @@ pub(crate) struct Output {
     sending: usize,
     /// Reading is paused until queued output falls to the low-water mark.
     paused: bool,
+    /// Output would have passed `max_output`: what was queued is dropped, and
+    /// so is anything queued later; the connection must close.
+    overflowed: bool,
 }
 
 /// What [`Output::update_pause`] changed.
@@ -81,8 +91,44 @@ impl Output {
         Ok(())
     }
 
-    /// Take back a buffer lent to the batch, with the replies framed into it.
+    /// Whether output passed `max`: dropped by [`Output::push`] or
+    /// [`Output::give_back`], or grown past it by native echoes. The
+    /// connection must then close as a slow consumer.
+    #[inline]
+    pub(crate) fn passed(&self, max: usize) -> bool {
+        self.overflowed || self.len() > max
+    }
+
+    /// Whether `more` bytes queued now would pass `max` (or output already did).
+    #[inline]
+    fn would_pass(&self, more: usize, max: usize) -> bool {
+        self.overflowed || self.len() + more > max
+    }
+
+    /// Output passed the bound: drop what is queued (the send in flight
+    /// completes on its own) and everything queued from now on.
+    #[cold]
+    fn overflow(&mut self, spares: &mut Spares) {
+        self.overflowed = true;
+        spares.recycle(mem::take(&mut self.queued));
+    }
+
+    /// Drop what is queued, and everything queued from now on (a connection
+    /// closing as a slow consumer).
+    #[cold]
+    pub(crate) fn discard(&mut self) {
+        self.overflowed = true;
+        self.queued = Vec::new();
+    }
+
+    /// Take back a buffer lent to the batch, with the replies framed into it;
+    /// dropped, with what is queued, if it would pass the bound.
     pub(crate) fn give_back(&mut self, buf: Vec<u8>, spares: &mut Spares) {
+        if self.would_pass(buf.len(), spares.max_output) {
+            self.overflow(spares);
+            spares.recycle(buf);
+            return;
+        }
         if self.queued.is_empty() {
             // Its only entry (or the first with anything in it).
             spares.recycle(mem::replace(&mut self.queued, buf));
@@ -98,8 +144,14 @@ impl Output {
         }
     }
 
-    /// Queue framed bytes pushed from outside the connection's turn.
+    /// Queue framed bytes pushed from outside the connection's turn; dropped,
+    /// with what is queued, if they would pass the bound.
     pub(crate) fn push(&mut self, framed: Vec<u8>, spares: &mut Spares) {
+        if self.would_pass(framed.len(), spares.max_output) {
+            self.overflow(spares);
+            spares.recycle(framed);
+            return;
+        }
         if self.queued.is_empty() {
             spares.recycle(mem::replace(&mut self.queued, framed));
         } else {
@@ -146,21 +198,26 @@ impl Output {
     }
 }
 
-/// A worker's spare output buffers. (Received buffers belong to the port's
-/// pool: see `give_buffer`.)
+/// A worker's spare output buffers, and the bound on each of its
+/// connections' output. (Received buffers belong to the port's pool: see
+/// `give_buffer`.)
 #[derive(Debug)]
 pub(crate) struct Spares {
     bufs: Vec<Vec<u8>>,
     /// The usual buffer size: larger ones are not kept past four times it.
     size: usize,
+    /// Output a connection may have queued or in flight (`max_output`).
+    max_output: usize,
 }
 
 impl Spares {
-    /// No spares yet; buffers up to `4 * size` are kept.
-    pub(crate) fn new(size: usize) -> Spares {
+    /// No spares yet; buffers up to `4 * size` are kept; a connection's output
+    /// is bounded by `max_output`.
+    pub(crate) fn new(size: usize, max_output: usize) -> Spares {
         Spares {
             bufs: Vec::new(),
             size,
+            max_output,
         }
     }
 

@@ -1,9 +1,13 @@
-//! Pumping the connections touched this turn: post each one's send, its next
-//! recv unless backpressure holds it, or finish closing it (free it, release
-//! its admission, make its `Close` event).
+//! Pumping the connections touched this turn: close it as a slow consumer if
+//! its output passed `max_output`, post its send, its next recv unless
+//! backpressure holds it (with `PauseWriting` / `ResumeWriting` events when
+//! that changes), or finish closing it (free it, release its admission, make
+//! its `Close` event).
+
+use std::net::SocketAddr;
 
 use super::connection::Phase;
-use super::event::{CloseReason, Event};
+use super::event::{CloseReason, ConnectionId, Event};
 use super::handler::Batch;
 use super::output::Pause;
 use super::stats::WorkerCounters;
@@ -37,6 +41,12 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
         Some(conn) => conn,
         None => return,
     };
+    let config = turn.config;
+    #[cfg(test)]
+    turn.counters.note_output(conn.output.len());
+    if conn.output.passed(config.max_output) && conn.close_slow_consumer(port) {
+        slow_consumer(turn, conn.id, conn.peer);
+    }
     if conn.phase() == Phase::Closing {
         if !conn.busy() {
             finalize(turn, table, port, batch, key);
@@ -56,13 +66,22 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
             },
         );
     }
-    let config = turn.config;
-    if conn
+    match conn
         .output
         .update_pause(config.low_water, config.high_water)
-        == Pause::Paused
     {
-        WorkerCounters::add(&turn.counters.backpressure_pauses, 1);
+        Pause::Same => {}
+        Pause::Paused => {
+            WorkerCounters::add(&turn.counters.backpressure_pauses, 1);
+            if turn.mode.events() {
+                batch.push_event(Event::PauseWriting { id: conn.id });
+            }
+        }
+        Pause::Resumed => {
+            if turn.mode.events() {
+                batch.push_event(Event::ResumeWriting { id: conn.id });
+            }
+        }
     }
     match conn.phase() {
         Phase::Open if !conn.output.paused() && !conn.recv_in_flight => {
@@ -78,6 +97,18 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
         }
         _ => {}
     }
+}
+
+/// Count and log a connection closed as a slow consumer.
+#[cold]
+fn slow_consumer(turn: &Turn<'_>, id: ConnectionId, peer: SocketAddr) {
+    log::info!(
+        "closing connection {} from {}: slow consumer (queued output passed max_output {})",
+        id,
+        peer,
+        turn.config.max_output
+    );
+    WorkerCounters::add(&turn.counters.slow_consumer_closes, 1);
 }
 
 /// Free a connection whose ops have all completed.

@@ -8,18 +8,30 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct WorkerCounters {
             $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// Tests only: the most output one connection had queued or in
+            /// flight when it was pumped.
+            #[cfg(test)]
+            pub(crate) output_peak: AtomicU64,
         }
 
         /// A snapshot of the counters of one worker, or their sum over all workers.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Stats {
             $(#[doc = $doc] pub $name: u64,)*
+            /// Tests only: see `WorkerCounters::output_peak` (the largest,
+            /// not the sum, over workers).
+            #[cfg(test)]
+            pub(crate) output_peak: u64,
         }
 
         impl WorkerCounters {
             /// Read every counter.
             pub fn snapshot(&self) -> Stats {
-                Stats { $($name: self.$name.load(Ordering::Relaxed),)* }
+                Stats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    #[cfg(test)]
+                    output_peak: self.output_peak.load(Ordering::Relaxed),
+                }
             }
         }
 
@@ -32,6 +44,10 @@ macro_rules! counters {
             /// Add another snapshot into this one.
             pub fn add(&mut self, other: &Stats) {
                 $(self.$name += other.$name;)*
+                #[cfg(test)]
+                {
+                    self.output_peak = self.output_peak.max(other.output_peak);
+                }
             }
         }
     };
@@ -66,6 +82,8 @@ counters! {
     frames_sent,
     /// Times a connection stopped reading because its output passed the high-water mark.
     backpressure_pauses,
+    /// Connections closed because their queued output would have passed `max_output`.
+    slow_consumer_closes,
 }
 
 impl WorkerCounters {
@@ -73,6 +91,12 @@ impl WorkerCounters {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Tests only: note that a connection had `n` bytes of output.
+    #[cfg(test)]
+    pub(crate) fn note_output(&self, n: usize) {
+        self.output_peak.fetch_max(n as u64, Ordering::Relaxed);
     }
 
     /// Subtract `n` from a gauge.

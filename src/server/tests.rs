@@ -11,6 +11,7 @@ use super::{Batch, Config, Handler, Server};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::{Backend, BackendChoice};
 
+mod bound;
 mod events;
 mod faults;
 

@@ -148,7 +148,7 @@ impl Worker {
             acceptor,
             table: Table::new(index, workers, shared.mode.events()),
             batch: Batch::with_framing(shared.config.framing.clone()),
-            spares: Spares::new(SPARE_OUTPUT_SIZE),
+            spares: Spares::new(SPARE_OUTPUT_SIZE, shared.config.max_output),
             completions: Vec::with_capacity(MAX_BATCH),
             letters: Vec::new(),
             pumping: Vec::new(),

@@ -1,7 +1,8 @@
 //! Connection events and output pushed from outside a turn, on every backend
 //! compiled in (so under Wine for IOCP too): open and close with ids and
 //! addresses, each close reason, order with frames, push and close by id from
-//! other threads, ids spread over several workers.
+//! other threads, ids spread over several workers. The recording handler is
+//! shared with `bound`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,16 +17,18 @@ use crate::server::{Batch, CloseReason, ConnectionId, Event, Handler, SendError,
 
 /// What a recording handler saw, in the order it saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Seen {
+pub(super) enum Seen {
     Open(ConnectionId, SocketAddr, SocketAddr),
     Frame(ConnectionId, Vec<u8>),
+    Pause(ConnectionId),
+    Resume(ConnectionId),
     Close(ConnectionId, CloseReason),
 }
 
-/// Echoes every frame except "fail" (failed) and "quiet" (no reply), and
-/// records events and frames in the order the batch gives them.
+/// Echoes every frame except "fail" (failed), "quiet" (no reply) and "big N"
+/// (N bytes of `b`), and records events and frames in the order the batch gives them.
 #[derive(Default)]
-struct Recorder {
+pub(super) struct Recorder {
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -42,6 +45,8 @@ impl Handler for Recorder {
             while next < events.len() && events[next].0 == i {
                 seen.push(match events[next].1.clone() {
                     Event::Open { id, peer, local } => Seen::Open(id, peer, local),
+                    Event::PauseWriting { id } => Seen::Pause(id),
+                    Event::ResumeWriting { id } => Seen::Resume(id),
                     Event::Close { id, reason } => Seen::Close(id, reason),
                 });
                 next += 1;
@@ -54,21 +59,30 @@ impl Handler for Recorder {
             match &frame[..] {
                 b"fail" => batch.fail(i),
                 b"quiet" => {}
-                _ => batch.reply(i, &frame),
+                _ => match big_reply(&frame) {
+                    Some(n) => batch.reply(i, &vec![b'b'; n]),
+                    None => batch.reply(i, &frame),
+                },
             }
         }
         assert_eq!(next, events.len(), "an event placed past the last frame");
     }
 }
 
+/// The reply size `n` asked for by a frame "big n".
+fn big_reply(frame: &[u8]) -> Option<usize> {
+    let n = frame.strip_prefix(b"big ")?;
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
+
 impl Recorder {
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     /// Wait (30 s at most) until `condition` holds of what was seen.
     #[track_caller]
-    fn wait_until(&self, what: &str, condition: impl Fn(&[Seen]) -> bool) {
+    pub(super) fn wait_until(&self, what: &str, condition: impl Fn(&[Seen]) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !condition(&self.seen()) {
             assert!(
@@ -83,7 +97,7 @@ impl Recorder {
 
     /// The id of the connection whose client end is `client`, once opened.
     #[track_caller]
-    fn id_of(&self, client: &TcpStream) -> ConnectionId {
+    pub(super) fn id_of(&self, client: &TcpStream) -> ConnectionId {
         let me = client.local_addr().unwrap();
         self.wait_until("the open event", |seen| {
             seen.iter()
@@ -100,7 +114,7 @@ impl Recorder {
 
     /// The close reason of connection `id`, once closed.
     #[track_caller]
-    fn reason_of(&self, id: ConnectionId) -> CloseReason {
+    pub(super) fn reason_of(&self, id: ConnectionId) -> CloseReason {
         self.wait_until("the close event", |seen| {
             seen.iter()
                 .any(|s| matches!(s, Seen::Close(c, _) if *c == id))
@@ -118,7 +132,7 @@ impl Recorder {
 /// Every connection seen: opened once, closed once, nothing of it before its
 /// open or after its close. Returns each connection's frames.
 #[track_caller]
-fn check_lifecycles(seen: &[Seen]) -> HashMap<ConnectionId, Vec<Vec<u8>>> {
+pub(super) fn check_lifecycles(seen: &[Seen]) -> HashMap<ConnectionId, Vec<Vec<u8>>> {
     let mut state: HashMap<ConnectionId, (bool, bool, Vec<Vec<u8>>)> = HashMap::new();
     for s in seen {
         match s {
@@ -130,6 +144,12 @@ fn check_lifecycles(seen: &[Seen]) -> HashMap<ConnectionId, Vec<Vec<u8>>> {
                 let entry = state.get_mut(id).expect("a frame before its open");
                 assert!(!entry.1, "a frame of {} after its close: {:?}", id, seen);
                 entry.2.push(frame.clone());
+            }
+            Seen::Pause(id) | Seen::Resume(id) => {
+                let entry = state
+                    .get_mut(id)
+                    .expect("a pause or resume before its open");
+                assert!(!entry.1, "a pause or resume of {} after its close", id);
             }
             Seen::Close(id, _) => {
                 let entry = state.get_mut(id).expect("a close before its open");
@@ -144,11 +164,11 @@ fn check_lifecycles(seen: &[Seen]) -> HashMap<ConnectionId, Vec<Vec<u8>>> {
     state.into_iter().map(|(id, (_, _, f))| (id, f)).collect()
 }
 
-fn lines() -> Framing {
+pub(super) fn lines() -> Framing {
     Framing::lines(b"\n").unwrap()
 }
 
-fn recording(server_config: crate::server::Config) -> (Server, Arc<Recorder>) {
+pub(super) fn recording(server_config: crate::server::Config) -> (Server, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let server = start(server_config, Some(recorder.clone()));
     (server, recorder)
