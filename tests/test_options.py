@@ -35,6 +35,7 @@ GOOD: dict[str, Any] = {
     "drain_timeout": 1.5,
     "high_water": 65536,
     "low_water": 1024,
+    "max_output": 4 << 20,
     "backlog": 64,
 }
 
@@ -54,6 +55,7 @@ BAD: dict[str, tuple[Any, str]] = {
     "drain_timeout": (0, "drain_timeout must be a positive number of seconds, got 0"),
     "high_water": (0, "high_water must be at least 1, got 0"),
     "low_water": (-1, "low_water must be at least 0, got -1"),
+    "max_output": (0, "max_output must be at least 1, got 0"),
     "backlog": (0, "backlog must be 1 to 2147483647, got 0"),
 }
 
@@ -66,6 +68,14 @@ BAD_TOGETHER: list[tuple[dict[str, Any], str]] = [
     (
         {"high_water": 1000, "low_water": 1000},
         "low_water must be below high_water (1000), got 1000",
+    ),
+    (
+        {"high_water": 1000, "max_output": 1000},
+        "max_output must be above high_water (1000), got 1000",
+    ),
+    (
+        {"max_output": 1000},
+        "max_output must be above high_water (1048576), got 1000",
     ),
 ]
 
@@ -145,6 +155,10 @@ def test_server_refuses_bad_combinations(options: dict[str, Any], message: str) 
 
 def test_high_water_alone_lowers_the_default_low_water() -> None:
     Server(None, high_water=1000)  # the default low_water (256 KiB) would be above it
+
+
+def test_high_water_alone_raises_the_default_max_output() -> None:
+    Server(None, high_water=64 << 20)  # above the default max_output (16 MiB)
 
 
 def test_an_unknown_keyword_is_a_type_error() -> None:

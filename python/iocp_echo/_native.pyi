@@ -134,6 +134,7 @@ class Server:
         drain_timeout: float | None = None,
         high_water: int | None = None,
         low_water: int | None = None,
+        max_output: int | None = None,
         backlog: int | None = None,
     ) -> Server: ...
     def start(self) -> None:
