@@ -5,13 +5,17 @@
 //! interpreter once per batch), then queues the replies in order.
 //!
 //! **Events.** A handler whose [`Handler::wants_events`] is true also finds in
-//! the batch the connections that opened and closed ([`Batch::events`]), each
-//! placed among the frames: a connection's `Open` comes before its first frame,
-//! its `Close` after its last, and every `Open` gets exactly one `Close` (unless
-//! a worker fails, by a panic or a port error, which stops the server). Events
-//! of a turn come in the same call as its frames; a connection that opens or
-//! closes after that call has its event delivered in a second call before the
-//! turn ends. Other handlers pay nothing for them: no event is made.
+//! the batch the connections that opened and closed, and those whose reading
+//! backpressure paused and resumed ([`Batch::events`]), each placed among the
+//! frames: a connection's `Open` comes before its first frame, its `Close`
+//! after its last, its `PauseWriting` and `ResumeWriting` alternate (a pause
+//! first) after the frames whose replies caused them, and every `Open` gets
+//! exactly one `Close` (unless a worker fails, by a panic or a port error, which
+//! stops the server); a connection closed while paused gets no `ResumeWriting`.
+//! Events of a turn come in the same call as its frames; an event made after
+//! that call (an open from the mailbox; a pause, resume or close by the pump) is
+//! delivered in a second call before the turn ends. Other handlers pay nothing
+//! for them: no event is made.
 //!
 //! **Copies.** A frame lying whole inside a received chunk is not copied into the
 //! batch: the batch keeps that chunk until the turn ends and [`Batch::frame`] is a
