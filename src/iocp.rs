@@ -65,7 +65,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::Domain;
-use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT};
+use windows_sys::Win32::Foundation::{
+    ERROR_OPERATION_ABORTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::Networking::WinSock::{SOCKET, WSA_IO_PENDING};
 use windows_sys::Win32::Storage::FileSystem::SetFileCompletionNotificationModes;
 use windows_sys::Win32::System::IO::{
@@ -83,6 +85,11 @@ use sys::{Extensions, PortHandle};
 
 /// The capacity of a port-chosen recv's buffer.
 const RECV_SIZE: usize = 64 << 10;
+
+/// How many times in a row a zero-byte recv may report data that a
+/// nonblocking recv then does not find before an ordinary recv (holding a
+/// buffer) is posted instead.
+const MAX_SPURIOUS: u32 = 3;
 
 /// The completion key of every registered socket.
 const SOCKET_KEY: usize = 1;
@@ -140,6 +147,9 @@ struct Registered {
     in_flight: usize,
     /// For a listener: the address family accept sockets are created with.
     domain: Option<Domain>,
+    /// How many times it was cancelled (wrapping): a zero-byte recv started
+    /// before a cancel is not posted again after it.
+    cancels: u32,
 }
 
 /// What a waker needs: the port handle and whether a wake packet is queued.
@@ -218,17 +228,95 @@ impl Iocp {
         }
         match inline {
             // Finished inside the call, and no packet will come: complete now.
-            Ok(bytes) if skip => {
-                let completion = self.finish(index, Ok(bytes));
-                ready.push_back(completion);
-            }
+            Ok(bytes) if skip => self.complete_into(index, Ok(bytes), ready),
             // Finished, but the packet still comes (skip mode off): wait for it.
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => {}
-            Err(e) => {
-                let completion = self.finish(index, Err(e));
-                ready.push_back(completion);
+            Err(e) => self.complete_into(index, Err(e), ready),
+        }
+    }
+
+    /// [`Iocp::complete`] into `ready`.
+    fn complete_into(&mut self, index: usize, result: io::Result<u32>, ready: &mut Ready) {
+        if let Some(completion) = self.complete(index, result) {
+            ready.push_back(completion);
+        }
+    }
+
+    /// The op in slot `index` ended with `result`: its completion, or `None`
+    /// when it goes on (a zero-byte recv posted again).
+    fn complete(&mut self, index: usize, result: io::Result<u32>) -> Option<Completion> {
+        match self.slots.get_mut(index).state {
+            State::ZeroRecv { cancels } => self.on_zero_recv(index, cancels, result),
+            _ => Some(self.finish(index, result)),
+        }
+    }
+
+    /// The zero-byte recv in slot `index` (started at cancel count `cancels`)
+    /// ended with `result`. An error is the op's completion (an empty `Vec`).
+    /// Success means data or the end of stream is there: a nonblocking recv
+    /// into a pooled buffer tells which, and is the completion; if it finds
+    /// nothing after all, the zero-byte recv is posted again, unless the
+    /// socket was cancelled since (then it ends as cancelled). After
+    /// [`MAX_SPURIOUS`] such rounds in one go, an ordinary recv into the
+    /// pooled buffer is posted instead, so this never spins.
+    fn on_zero_recv(
+        &mut self,
+        index: usize,
+        cancels: u32,
+        mut result: io::Result<u32>,
+    ) -> Option<Completion> {
+        let socket = self.slots.get_mut(index).socket;
+        let mut rounds = 0;
+        loop {
+            let (buf, received) = match result {
+                Err(e) => (Vec::new(), Err(e)),
+                Ok(_) => {
+                    let mut buf = self.pool.take();
+                    match sys::recv_now(socket as SOCKET, &mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.pool.give(buf);
+                            (Vec::new(), Err(e))
+                        }
+                        // `finish` adds the bytes to the length (0: end of
+                        // stream, and the buffer goes back to the pool).
+                        Ok(n) => (buf, Ok(n as u32)),
+                        Err(e) => (buf, Err(e)),
+                    }
+                }
+            };
+            let spurious = matches!(&received, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if !spurious {
+                self.slots.rearm(index, State::Recv { buf, pooled: true });
+                return Some(self.finish(index, received));
             }
+            let (skip, cancelled) = match self.sockets.get(&socket) {
+                Some(r) => (r.skip_on_success, r.cancels != cancels),
+                None => (false, true),
+            };
+            if cancelled {
+                let aborted = io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32);
+                self.slots.rearm(index, State::ZeroRecv { cancels });
+                return Some(self.finish(index, Err(aborted)));
+            }
+            rounds += 1;
+            let state = if rounds > MAX_SPURIOUS {
+                State::Recv {
+                    buf: self.pool.take(),
+                    pooled: true,
+                }
+            } else {
+                State::ZeroRecv { cancels }
+            };
+            self.slots.rearm(index, state);
+            let zero = matches!(self.slots.get_mut(index).state, State::ZeroRecv { .. });
+            result = match submit::post_recv(self.slots.get_mut(index)) {
+                Ok(bytes) if skip && zero => Ok(bytes),
+                Ok(bytes) if skip => return Some(self.finish(index, Ok(bytes))),
+                Ok(_) => return None,
+                Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => return None,
+                Err(e) => Err(e),
+            };
         }
     }
 
@@ -276,6 +364,10 @@ impl Iocp {
             State::Connect => Outcome::Connected(
                 result.and_then(|_| sys::update_connect_context(socket as SOCKET)),
             ),
+            State::ZeroRecv { .. } => Outcome::Received {
+                buf: Vec::new(),
+                result: result.map(|_| 0),
+            },
             State::Free => unreachable!("a free slot completed"),
         };
         Completion { token, outcome }
@@ -308,7 +400,7 @@ impl Iocp {
                 status,
             ))
         };
-        Some(self.finish(index, result))
+        self.complete(index, result)
     }
 }
 
@@ -350,6 +442,7 @@ impl Driver for Iocp {
                 skip_on_success,
                 in_flight: 0,
                 domain: None,
+                cancels: 0,
             },
         );
         Ok(())
@@ -385,9 +478,13 @@ impl Driver for Iocp {
                     Err(e) => return ready.push_back(Op::Accept { listener }.fail(token, e)),
                 }
             }
-            Op::Recv { socket, buf } => {
-                submit::recv(&mut self.slots, &mut self.pool, token, socket, buf)
+            // Capacity 0: the port chooses the memory, and takes it only
+            // once data is there.
+            Op::Recv { socket, buf } if buf.capacity() == 0 => {
+                let cancels = self.sockets.get(&socket).map_or(0, |r| r.cancels);
+                submit::zero_recv(&mut self.slots, token, socket, cancels)
             }
+            Op::Recv { socket, buf } => submit::recv(&mut self.slots, token, socket, buf, false),
             Op::Send { socket, buf, pos } => submit::send(&mut self.slots, token, socket, buf, pos),
             Op::Connect { socket, addr } => {
                 match submit::connect(&mut self.slots, &mut self.extensions, token, socket, addr) {
@@ -400,8 +497,10 @@ impl Driver for Iocp {
     }
 
     fn cancel(&mut self, socket: RawSocket, _ready: &mut Ready) {
-        match self.sockets.get(&socket) {
-            Some(registered) if registered.in_flight > 0 => {}
+        match self.sockets.get_mut(&socket) {
+            Some(registered) if registered.in_flight > 0 => {
+                registered.cancels = registered.cancels.wrapping_add(1);
+            }
             _ => return,
         }
         // SAFETY: `socket` is open (the caller closes it only after its ops
@@ -470,5 +569,13 @@ impl Drop for Iocp {
             );
             self.slots.leak_in_use();
         }
+    }
+}
+
+#[cfg(test)]
+impl Iocp {
+    /// The bytes of receive buffers (their capacity) held by ops in flight.
+    fn held_receive_bytes(&self) -> usize {
+        self.slots.held_receive_bytes()
     }
 }
