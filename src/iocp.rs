@@ -25,12 +25,18 @@
 //!   usual and the inline result is ignored. A call that fails at once (not
 //!   `WSA_IO_PENDING`) also becomes a completion in the ready queue: one
 //!   submission, exactly one completion, always.
-//! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 is
-//!   given a buffer from the port's pool (refilled by `give_buffer`) when it
-//!   is posted, and holds it while it waits; if nothing is received (end of
-//!   stream, error, cancellation) the buffer goes back to the pool and the
-//!   completion carries an empty `Vec`. (Zero-byte receives, which would hold
-//!   nothing while waiting, are not used yet.)
+//! * **Port-chosen receive memory: zero-byte receives.** A recv whose buffer
+//!   has capacity 0 waits as a `WSARecv` of zero bytes, holding no buffer, so
+//!   an idle connection costs none. When it completes (data or end of stream
+//!   is there; inline or as a packet), a nonblocking `recv` into a buffer
+//!   from the port's pool (refilled by `give_buffer`) tells which, and its
+//!   result is the op's completion: a `Vec` of exactly the bytes, or an empty
+//!   one (end of stream, error, cancellation; the buffer goes back to the
+//!   pool). If that `recv` finds nothing (spurious readiness), the zero-byte
+//!   recv is posted again in the same slot and the op goes on uncompleted,
+//!   unless the socket was cancelled since (then it ends as cancelled); after
+//!   `MAX_SPURIOUS` such rounds in a row an ordinary recv into the pooled
+//!   buffer is posted instead, so it never spins.
 //! * **Cancel and close.** A cancel is `CancelIoEx` on the socket; each
 //!   cancelled op still completes (with `ERROR_OPERATION_ABORTED`), and any
 //!   error on a closed or cancelled socket is simply that op's completion with
@@ -269,26 +275,18 @@ impl Iocp {
         let socket = self.slots.get_mut(index).socket;
         let mut rounds = 0;
         loop {
-            let (buf, received) = match result {
-                Err(e) => (Vec::new(), Err(e)),
-                Ok(_) => {
-                    let mut buf = self.pool.take();
-                    match sys::recv_now(socket as SOCKET, &mut buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.pool.give(buf);
-                            (Vec::new(), Err(e))
-                        }
-                        // `finish` adds the bytes to the length (0: end of
-                        // stream, and the buffer goes back to the pool).
-                        Ok(n) => (buf, Ok(n as u32)),
-                        Err(e) => (buf, Err(e)),
-                    }
+            if result.is_err() {
+                return Some(self.finish(index, result)); // with an empty `Vec`
+            }
+            let mut buf = self.pool.take();
+            match sys::recv_now(socket as SOCKET, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pool.give(buf),
+                // `finish` adds the bytes to the length; with none (end of
+                // stream, error) the buffer goes back to the pool.
+                received => {
+                    self.slots.rearm(index, State::Recv { buf, pooled: true });
+                    return Some(self.finish(index, received.map(|n| n as u32)));
                 }
-            };
-            let spurious = matches!(&received, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-            if !spurious {
-                self.slots.rearm(index, State::Recv { buf, pooled: true });
-                return Some(self.finish(index, received));
             }
             let (skip, cancelled) = match self.sockets.get(&socket) {
                 Some(r) => (r.skip_on_success, r.cancels != cancels),
@@ -296,26 +294,23 @@ impl Iocp {
             };
             if cancelled {
                 let aborted = io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32);
-                self.slots.rearm(index, State::ZeroRecv { cancels });
                 return Some(self.finish(index, Err(aborted)));
             }
             rounds += 1;
-            let state = if rounds > MAX_SPURIOUS {
-                State::Recv {
-                    buf: self.pool.take(),
-                    pooled: true,
-                }
-            } else {
-                State::ZeroRecv { cancels }
-            };
-            self.slots.rearm(index, state);
-            let zero = matches!(self.slots.get_mut(index).state, State::ZeroRecv { .. });
+            if rounds > MAX_SPURIOUS {
+                let buf = self.pool.take();
+                self.slots.rearm(index, State::Recv { buf, pooled: true });
+                return match submit::post_recv(self.slots.get_mut(index)) {
+                    Ok(_) if !skip => None,
+                    Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => None,
+                    inline => Some(self.finish(index, inline)),
+                };
+            }
+            self.slots.rearm(index, State::ZeroRecv { cancels });
             result = match submit::post_recv(self.slots.get_mut(index)) {
-                Ok(bytes) if skip && zero => Ok(bytes),
-                Ok(bytes) if skip => return Some(self.finish(index, Ok(bytes))),
-                Ok(_) => return None,
+                Ok(_) if !skip => return None, // its packet comes
                 Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => return None,
-                Err(e) => Err(e),
+                inline => inline,
             };
         }
     }
