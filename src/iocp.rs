@@ -454,9 +454,10 @@ impl Driver for Iocp {
 
     fn start(&mut self, token: Token, op: Op, ready: &mut Ready) {
         let socket = op.socket();
-        if !self.sockets.contains_key(&socket) {
-            return ready.push_back(op.fail(token, not_registered(socket)));
-        }
+        let cancels = match self.sockets.get(&socket) {
+            Some(registered) => registered.cancels,
+            None => return ready.push_back(op.fail(token, not_registered(socket))),
+        };
         let started = match op {
             Op::Accept { listener } => {
                 let started = self.listener_domain(listener).and_then(|domain| {
@@ -476,7 +477,6 @@ impl Driver for Iocp {
             // Capacity 0: the port chooses the memory, and takes it only
             // once data is there.
             Op::Recv { socket, buf } if buf.capacity() == 0 => {
-                let cancels = self.sockets.get(&socket).map_or(0, |r| r.cancels);
                 submit::zero_recv(&mut self.slots, token, socket, cancels)
             }
             Op::Recv { socket, buf } => submit::recv(&mut self.slots, token, socket, buf, false),
