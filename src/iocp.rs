@@ -25,12 +25,18 @@
 //!   usual and the inline result is ignored. A call that fails at once (not
 //!   `WSA_IO_PENDING`) also becomes a completion in the ready queue: one
 //!   submission, exactly one completion, always.
-//! * **Port-chosen receive memory.** A recv whose buffer has capacity 0 is
-//!   given a buffer from the port's pool (refilled by `give_buffer`) when it
-//!   is posted, and holds it while it waits; if nothing is received (end of
-//!   stream, error, cancellation) the buffer goes back to the pool and the
-//!   completion carries an empty `Vec`. (Zero-byte receives, which would hold
-//!   nothing while waiting, are not used yet.)
+//! * **Port-chosen receive memory: zero-byte receives.** A recv whose buffer
+//!   has capacity 0 waits as a `WSARecv` of zero bytes, holding no buffer, so
+//!   an idle connection costs none. When it completes (data or end of stream
+//!   is there; inline or as a packet), a nonblocking `recv` into a buffer
+//!   from the port's pool (refilled by `give_buffer`) tells which, and its
+//!   result is the op's completion: a `Vec` of exactly the bytes, or an empty
+//!   one (end of stream, error, cancellation; the buffer goes back to the
+//!   pool). If that `recv` finds nothing (spurious readiness), the zero-byte
+//!   recv is posted again in the same slot and the op goes on uncompleted,
+//!   unless the socket was cancelled since (then it ends as cancelled); after
+//!   `MAX_SPURIOUS` such rounds in a row an ordinary recv into the pooled
+//!   buffer is posted instead, so it never spins.
 //! * **Cancel and close.** A cancel is `CancelIoEx` on the socket; each
 //!   cancelled op still completes (with `ERROR_OPERATION_ABORTED`), and any
 //!   error on a closed or cancelled socket is simply that op's completion with
@@ -65,7 +71,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::Domain;
-use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT};
+use windows_sys::Win32::Foundation::{
+    ERROR_OPERATION_ABORTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::Networking::WinSock::{SOCKET, WSA_IO_PENDING};
 use windows_sys::Win32::Storage::FileSystem::SetFileCompletionNotificationModes;
 use windows_sys::Win32::System::IO::{
@@ -83,6 +91,11 @@ use sys::{Extensions, PortHandle};
 
 /// The capacity of a port-chosen recv's buffer.
 const RECV_SIZE: usize = 64 << 10;
+
+/// How many times in a row a zero-byte recv may report data that a
+/// nonblocking recv then does not find before an ordinary recv (holding a
+/// buffer) is posted instead.
+const MAX_SPURIOUS: u32 = 3;
 
 /// The completion key of every registered socket.
 const SOCKET_KEY: usize = 1;
@@ -140,6 +153,9 @@ struct Registered {
     in_flight: usize,
     /// For a listener: the address family accept sockets are created with.
     domain: Option<Domain>,
+    /// How many times it was cancelled (wrapping): a zero-byte recv started
+    /// before a cancel is not posted again after it.
+    cancels: u32,
 }
 
 /// What a waker needs: the port handle and whether a wake packet is queued.
@@ -218,17 +234,84 @@ impl Iocp {
         }
         match inline {
             // Finished inside the call, and no packet will come: complete now.
-            Ok(bytes) if skip => {
-                let completion = self.finish(index, Ok(bytes));
-                ready.push_back(completion);
-            }
+            Ok(bytes) if skip => self.complete_into(index, Ok(bytes), ready),
             // Finished, but the packet still comes (skip mode off): wait for it.
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => {}
-            Err(e) => {
-                let completion = self.finish(index, Err(e));
-                ready.push_back(completion);
+            Err(e) => self.complete_into(index, Err(e), ready),
+        }
+    }
+
+    /// [`Iocp::complete`] into `ready`.
+    fn complete_into(&mut self, index: usize, result: io::Result<u32>, ready: &mut Ready) {
+        if let Some(completion) = self.complete(index, result) {
+            ready.push_back(completion);
+        }
+    }
+
+    /// The op in slot `index` ended with `result`: its completion, or `None`
+    /// when it goes on (a zero-byte recv posted again).
+    fn complete(&mut self, index: usize, result: io::Result<u32>) -> Option<Completion> {
+        match self.slots.get_mut(index).state {
+            State::ZeroRecv { cancels } => self.on_zero_recv(index, cancels, result),
+            _ => Some(self.finish(index, result)),
+        }
+    }
+
+    /// The zero-byte recv in slot `index` (started at cancel count `cancels`)
+    /// ended with `result`. An error is the op's completion (an empty `Vec`).
+    /// Success means data or the end of stream is there: a nonblocking recv
+    /// into a pooled buffer tells which, and is the completion; if it finds
+    /// nothing after all, the zero-byte recv is posted again, unless the
+    /// socket was cancelled since (then it ends as cancelled). After
+    /// [`MAX_SPURIOUS`] such rounds in one go, an ordinary recv into the
+    /// pooled buffer is posted instead, so this never spins.
+    fn on_zero_recv(
+        &mut self,
+        index: usize,
+        cancels: u32,
+        mut result: io::Result<u32>,
+    ) -> Option<Completion> {
+        let socket = self.slots.get_mut(index).socket;
+        let mut rounds = 0;
+        loop {
+            if result.is_err() {
+                return Some(self.finish(index, result)); // with an empty `Vec`
             }
+            let mut buf = self.pool.take();
+            match sys::recv_now(socket as SOCKET, &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.pool.give(buf),
+                // `finish` adds the bytes to the length; with none (end of
+                // stream, error) the buffer goes back to the pool.
+                received => {
+                    self.slots.rearm(index, State::Recv { buf, pooled: true });
+                    return Some(self.finish(index, received.map(|n| n as u32)));
+                }
+            }
+            let (skip, cancelled) = match self.sockets.get(&socket) {
+                Some(r) => (r.skip_on_success, r.cancels != cancels),
+                None => (false, true),
+            };
+            if cancelled {
+                let aborted = io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32);
+                return Some(self.finish(index, Err(aborted)));
+            }
+            rounds += 1;
+            if rounds > MAX_SPURIOUS {
+                let buf = self.pool.take();
+                self.slots.rearm(index, State::Recv { buf, pooled: true });
+                return match submit::post_recv(self.slots.get_mut(index)) {
+                    Ok(_) if !skip => None,
+                    Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => None,
+                    inline => Some(self.finish(index, inline)),
+                };
+            }
+            self.slots.rearm(index, State::ZeroRecv { cancels });
+            result = match submit::post_recv(self.slots.get_mut(index)) {
+                Ok(_) if !skip => return None, // its packet comes
+                Err(e) if e.raw_os_error() == Some(WSA_IO_PENDING) => return None,
+                inline => inline,
+            };
         }
     }
 
@@ -276,6 +359,10 @@ impl Iocp {
             State::Connect => Outcome::Connected(
                 result.and_then(|_| sys::update_connect_context(socket as SOCKET)),
             ),
+            State::ZeroRecv { .. } => Outcome::Received {
+                buf: Vec::new(),
+                result: result.map(|_| 0),
+            },
             State::Free => unreachable!("a free slot completed"),
         };
         Completion { token, outcome }
@@ -308,7 +395,7 @@ impl Iocp {
                 status,
             ))
         };
-        Some(self.finish(index, result))
+        self.complete(index, result)
     }
 }
 
@@ -350,6 +437,7 @@ impl Driver for Iocp {
                 skip_on_success,
                 in_flight: 0,
                 domain: None,
+                cancels: 0,
             },
         );
         Ok(())
@@ -366,9 +454,10 @@ impl Driver for Iocp {
 
     fn start(&mut self, token: Token, op: Op, ready: &mut Ready) {
         let socket = op.socket();
-        if !self.sockets.contains_key(&socket) {
-            return ready.push_back(op.fail(token, not_registered(socket)));
-        }
+        let cancels = match self.sockets.get(&socket) {
+            Some(registered) => registered.cancels,
+            None => return ready.push_back(op.fail(token, not_registered(socket))),
+        };
         let started = match op {
             Op::Accept { listener } => {
                 let started = self.listener_domain(listener).and_then(|domain| {
@@ -385,9 +474,12 @@ impl Driver for Iocp {
                     Err(e) => return ready.push_back(Op::Accept { listener }.fail(token, e)),
                 }
             }
-            Op::Recv { socket, buf } => {
-                submit::recv(&mut self.slots, &mut self.pool, token, socket, buf)
+            // Capacity 0: the port chooses the memory, and takes it only
+            // once data is there.
+            Op::Recv { socket, buf } if buf.capacity() == 0 => {
+                submit::zero_recv(&mut self.slots, token, socket, cancels)
             }
+            Op::Recv { socket, buf } => submit::recv(&mut self.slots, token, socket, buf, false),
             Op::Send { socket, buf, pos } => submit::send(&mut self.slots, token, socket, buf, pos),
             Op::Connect { socket, addr } => {
                 match submit::connect(&mut self.slots, &mut self.extensions, token, socket, addr) {
@@ -400,8 +492,10 @@ impl Driver for Iocp {
     }
 
     fn cancel(&mut self, socket: RawSocket, _ready: &mut Ready) {
-        match self.sockets.get(&socket) {
-            Some(registered) if registered.in_flight > 0 => {}
+        match self.sockets.get_mut(&socket) {
+            Some(registered) if registered.in_flight > 0 => {
+                registered.cancels = registered.cancels.wrapping_add(1);
+            }
             _ => return,
         }
         // SAFETY: `socket` is open (the caller closes it only after its ops
@@ -470,5 +564,13 @@ impl Drop for Iocp {
             );
             self.slots.leak_in_use();
         }
+    }
+}
+
+#[cfg(test)]
+impl Iocp {
+    /// The bytes of receive buffers (their capacity) held by ops in flight.
+    fn held_receive_bytes(&self) -> usize {
+        self.slots.held_receive_bytes()
     }
 }

@@ -30,6 +30,13 @@ pub(super) enum State {
         /// memory): it goes back there if nothing was received.
         pooled: bool,
     },
+    /// A zero-byte `WSARecv`, for a recv with port-chosen memory: it ends
+    /// when data or the end of stream is there, and holds no buffer meanwhile.
+    ZeroRecv {
+        /// The socket's cancel count when the op was started: a cancel since
+        /// then forbids posting it again.
+        cancels: u32,
+    },
     /// `WSASend` of `buf[pos..]`.
     Send {
         /// The bytes being sent.
@@ -133,6 +140,17 @@ impl Slots {
         index
     }
 
+    /// Make the in-use slot at `index` ready to be posted again, owning
+    /// `state`: its `OVERLAPPED` zeroed, as every new call requires.
+    pub(super) fn rearm(&mut self, index: usize, state: State) {
+        let slot = &mut self.slots[index];
+        // SAFETY: the slot's op completed (the caller is handling that
+        // completion), so no call uses its OVERLAPPED; all-zero is valid.
+        unsafe { *slot.overlapped.get() = mem::zeroed() };
+        slot.state = state;
+        slot.flags = 0;
+    }
+
     /// The slot at `index`.
     pub(super) fn get_mut(&mut self, index: usize) -> &mut Slot {
         &mut self.slots[index]
@@ -164,6 +182,18 @@ impl Slots {
     /// Ops in flight (slots in use).
     pub(super) fn used(&self) -> usize {
         self.used
+    }
+
+    /// The bytes of receive buffers (their capacity) held by slots in use.
+    #[cfg(test)]
+    pub(super) fn held_receive_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|slot| match &slot.state {
+                State::Recv { buf, .. } => buf.capacity(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Give up the slots still in use without freeing them: the kernel may

@@ -10,9 +10,9 @@ use std::ptr;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET};
 
-use super::slots::{Slots, State};
+use super::slots::{Slot, Slots, State};
 use super::sys::{self, Extensions};
-use crate::contract::{BufferPool, RawSocket, Token};
+use crate::contract::{RawSocket, Token};
 
 /// An op whose overlapped call was made.
 pub(super) struct Started {
@@ -67,34 +67,63 @@ pub(super) fn accept(
     })
 }
 
-/// `WSARecv` into a buffer with spare capacity, or capacity 0 (checked by the
-/// front): then into a buffer from `pool`.
+/// `WSARecv` into the spare capacity of `buf` (`pooled`: a buffer of the
+/// port's pool, for a recv with port-chosen memory).
 pub(super) fn recv(
     slots: &mut Slots,
-    pool: &mut BufferPool,
     token: Token,
     socket: RawSocket,
     buf: Vec<u8>,
+    pooled: bool,
 ) -> Started {
-    // Capacity 0: the port chooses the memory, a buffer from its pool.
-    let pooled = buf.capacity() == 0;
-    let buf = if pooled { pool.take() } else { buf };
-    let spare = buf.capacity() - buf.len();
     let index = slots.insert(token, socket, State::Recv { buf, pooled });
-    let slot = slots.get_mut(index);
-    if let State::Recv { buf, .. } = &mut slot.state {
-        let len = buf.len();
-        slot.wsabuf.len = u32::try_from(spare).unwrap_or(u32::MAX);
-        // SAFETY: `len` is within the allocation, so the pointer stays in it.
-        slot.wsabuf.buf = unsafe { buf.as_mut_ptr().add(len) };
+    Started {
+        index,
+        inline: post_recv(slots.get_mut(index)),
+    }
+}
+
+/// A zero-byte `WSARecv`, for a recv with port-chosen memory: it holds no
+/// buffer while it waits. `cancels`: the socket's cancel count now.
+pub(super) fn zero_recv(
+    slots: &mut Slots,
+    token: Token,
+    socket: RawSocket,
+    cancels: u32,
+) -> Started {
+    let index = slots.insert(token, socket, State::ZeroRecv { cancels });
+    Started {
+        index,
+        inline: post_recv(slots.get_mut(index)),
+    }
+}
+
+/// Make the `WSARecv` of `slot`, a recv whose `OVERLAPPED` and flags are
+/// zeroed: into the spare capacity of its buffer, or of zero bytes for a
+/// zero-byte recv. Returns what the call returned (see [`Started::inline`]).
+pub(super) fn post_recv(slot: &mut Slot) -> io::Result<u32> {
+    match &mut slot.state {
+        State::Recv { buf, .. } => {
+            let len = buf.len();
+            let spare = buf.capacity() - len;
+            slot.wsabuf.len = u32::try_from(spare).unwrap_or(u32::MAX);
+            // SAFETY: `len` is within the allocation, so the pointer stays in it.
+            slot.wsabuf.buf = unsafe { buf.as_mut_ptr().add(len) };
+        }
+        _ => {
+            // Zero bytes: any valid address does; the kernel writes nothing.
+            slot.wsabuf.len = 0;
+            slot.wsabuf.buf = slot.accept_buffer.as_mut_ptr();
+        }
     }
     let mut bytes = 0u32;
-    // SAFETY: the WSABUF describes the buffer's spare capacity, owned by the
-    // slot until the completion; the WSABUF, flags and OVERLAPPED live in the
-    // boxed slot at a stable address; no completion routine.
+    // SAFETY: the WSABUF describes the buffer's spare capacity (or zero
+    // bytes), owned by the slot until the completion; the WSABUF, flags and
+    // OVERLAPPED live in the boxed slot at a stable address; no completion
+    // routine.
     let rc = unsafe {
         WSARecv(
-            socket as SOCKET,
+            slot.socket as SOCKET,
             &slot.wsabuf,
             1,
             &mut bytes,
@@ -103,10 +132,7 @@ pub(super) fn recv(
             None,
         )
     };
-    Started {
-        index,
-        inline: call_result(rc == 0, bytes),
-    }
+    call_result(rc == 0, bytes)
 }
 
 /// `WSASend` of `buf[pos..]`, which is not empty (checked by the front).

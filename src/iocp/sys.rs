@@ -13,7 +13,7 @@ use socket2::SockAddr;
 use windows_sys::core::GUID;
 use windows_sys::Win32::Foundation::{CloseHandle, RtlNtStatusToDosError, HANDLE, NTSTATUS};
 use windows_sys::Win32::Networking::WinSock::{
-    bind, setsockopt, WSAGetLastError, WSAGetOverlappedResult, WSAIoctl, AF_INET, AF_INET6,
+    bind, recv, setsockopt, WSAGetLastError, WSAGetOverlappedResult, WSAIoctl, AF_INET, AF_INET6,
     LPFN_ACCEPTEX, LPFN_CONNECTEX, LPFN_GETACCEPTEXSOCKADDRS, SIO_GET_EXTENSION_FUNCTION_POINTER,
     SOCKADDR, SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
     SO_UPDATE_CONNECT_CONTEXT, WSAEINVAL, WSAID_ACCEPTEX, WSAID_CONNECTEX,
@@ -297,4 +297,20 @@ pub(super) fn op_error(
     // SAFETY: a pure conversion of a status code.
     let code = unsafe { RtlNtStatusToDosError(status) };
     io::Error::from_raw_os_error(code as i32)
+}
+
+/// A nonblocking `recv` into the spare capacity of `buf` (empty, as the pool
+/// hands it out): the bytes received, which the caller adds to its length (0:
+/// end of stream), or the error (`WouldBlock` when nothing is there).
+pub(super) fn recv_now(socket: SOCKET, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let len = buf.len();
+    let spare = i32::try_from(buf.capacity() - len).unwrap_or(i32::MAX);
+    // SAFETY: the pointer and length describe the buffer's spare capacity,
+    // written during this call only (the socket is nonblocking).
+    let n = unsafe { recv(socket, buf.as_mut_ptr().add(len), spare, 0) };
+    if n == SOCKET_ERROR {
+        // SAFETY: no arguments; reads this thread's last Winsock error.
+        return Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }));
+    }
+    Ok(n as usize)
 }

@@ -13,7 +13,9 @@ use crate::contract::CompletionPort;
 use crate::front::Front;
 
 mod chosen;
+mod idle;
 mod paths;
+mod waiting;
 
 /// An IOCP port: the driver behind the shared front.
 fn port() -> Front<Iocp> {

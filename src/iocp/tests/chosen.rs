@@ -11,28 +11,29 @@ use crate::conformance::support::{
     waiting_chosen_recvs,
 };
 
-/// A pending chosen recv holds a buffer from the pool; one that ends with no
-/// bytes (end of stream, cancel) puts it back unused.
+/// A waiting chosen recv holds no buffer; one that ends with no bytes leaves
+/// the pool as it was (end of stream: the buffer of its read goes back;
+/// cancel: none was taken).
 #[test]
-fn a_chosen_recv_that_receives_nothing_puts_its_buffer_back() {
+fn a_chosen_recv_that_receives_nothing_leaves_the_pool_as_it_was() {
     let mut port = port();
     let pairs = waiting_chosen_recvs(&mut port, 2);
     assert_eq!(port.driver().pool.len(), 0);
+    assert_eq!(port.driver().held_receive_bytes(), 0);
     pairs[0].0.shutdown(Shutdown::Write).unwrap();
     port.cancel(raw(&pairs[1].1));
     for completion in wait_for(&mut port, 2) {
         let (buf, _) = received(completion);
         assert_eq!(buf.capacity(), 0);
     }
-    assert_eq!(
-        port.driver().pool.len(),
-        2,
-        "the unused buffers went back to the pool"
+    assert!(
+        port.driver().pool.len() <= 1,
+        "more buffers in the pool than the one end of stream read into"
     );
 }
 
-/// Each of many pending chosen recvs takes its own buffer, and every one
-/// given back is kept.
+/// Each of many chosen recvs takes its own buffer once its data is there,
+/// and every one given back is kept.
 #[test]
 fn given_buffers_of_many_chosen_recvs_all_stay_in_the_pool() {
     const N: usize = 100;
