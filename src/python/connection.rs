@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -16,7 +17,8 @@ use pyo3::types::PyWeakrefReference;
 
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
-use crate::server::{ConnectionId, ConnectionSender, SendError};
+use super::protocol::SenderSlot;
+use crate::server::{ConnectionId, SendError};
 
 /// A client connection: `send`, `close`, `abort` from any thread.
 #[pyclass(name = "Connection", module = "iocp_echo", frozen)]
@@ -27,7 +29,8 @@ pub(crate) struct PyConnection {
     /// A weak reference to the Python `Server`: a connection must not keep a
     /// server alive (dropping a server closes it).
     server: Py<PyWeakrefReference>,
-    sender: ConnectionSender,
+    /// The server's sender while it runs.
+    sender: Arc<SenderSlot>,
     closed: AtomicBool,
 }
 
@@ -37,7 +40,7 @@ impl PyConnection {
         peer: SocketAddr,
         local: SocketAddr,
         server: Py<PyWeakrefReference>,
-        sender: ConnectionSender,
+        sender: Arc<SenderSlot>,
     ) -> PyConnection {
         PyConnection {
             id,
@@ -64,7 +67,7 @@ impl PyConnection {
     pub(crate) fn abort_now(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // Err: it closed already; its `Close` event comes or came anyway.
-        let _ = self.sender.abort(self.id);
+        let _ = self.sender.with(|s| s.map(|s| s.abort(self.id)));
     }
 
     fn closed_error(&self) -> PyErr {
@@ -117,6 +120,7 @@ impl PyConnection {
     /// Queue `payload` (bytes-like), framed by the server's codec. From any
     /// thread; never blocks. `ConnectionClosed` once the connection is closed,
     /// `FramingError` if the codec cannot frame it.
+    #[pyo3(signature = (payload, /))]
     fn send(&self, payload: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -128,7 +132,9 @@ impl PyConnection {
         }
         let mut sent = Ok(());
         let answer = reply_bytes(payload, "send() payload", |bytes| {
-            sent = self.sender.send(self.id, bytes);
+            sent = self
+                .sender
+                .with(|s| s.map_or(Err(SendError::Closed), |s| s.send(self.id, bytes)));
         })?;
         debug_assert!(matches!(answer, Answer::Reply));
         match sent {
@@ -145,7 +151,7 @@ impl PyConnection {
     fn close(&self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
             // Err: it closed already; nothing to do.
-            let _ = self.sender.close(self.id);
+            let _ = self.sender.with(|s| s.map(|s| s.close(self.id)));
         }
     }
 

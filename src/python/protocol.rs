@@ -20,7 +20,7 @@
 //! `Close`, with the interpreter attached.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -31,42 +31,45 @@ use super::errors::close_error;
 use super::handler::{attached_scope, log_failure, logger, reply_bytes};
 use crate::server::{lock, Batch, CloseReason, ConnectionId, ConnectionSender, Event, Handler};
 
-/// The server's sender, set once the server has started. A connection can
-/// open before `Server::start` returns: its `Open` waits here (detached).
+/// The server's sender, set once the server has started and cleared when it
+/// closed (the sender holds the server's state, which holds this handler).
+/// Connections send through it, so one kept after its server closed holds
+/// nothing of the server. A connection can open before `Server::start`
+/// returns: its `Open` waits (detached) until the sender is set.
 #[derive(Default)]
 pub(crate) struct SenderSlot {
-    sender: Mutex<Option<ConnectionSender>>,
-    ready: Condvar,
+    sender: RwLock<Option<ConnectionSender>>,
 }
 
 impl SenderSlot {
-    /// Set the sender (the server started) or clear it (it closed: the
-    /// sender holds the server's state, which holds this handler).
+    /// Set the sender (the server started) or clear it (it closed).
     pub(crate) fn set(&self, sender: Option<ConnectionSender>) {
-        *lock(&self.sender) = sender;
-        self.ready.notify_all();
+        *self.sender.write().unwrap_or_else(|e| e.into_inner()) = sender;
     }
 
-    fn get(&self, py: Python<'_>) -> Option<ConnectionSender> {
-        if let Some(sender) = lock(&self.sender).clone() {
-            return Some(sender);
+    /// Call `f` with the sender, or `None` once the server closed.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(Option<&ConnectionSender>) -> R) -> R {
+        f(self
+            .sender
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref())
+    }
+
+    /// Wait until the sender is set; false if it is not within a second
+    /// (the start failed).
+    fn wait(&self, py: Python<'_>) -> bool {
+        if self.with(|s| s.is_some()) {
+            return true;
         }
         py.detach(|| {
-            let mut slot = lock(&self.sender);
-            // Bounded: an unset slot after a second means the start failed.
-            for _ in 0..100 {
-                if let Some(sender) = slot.clone() {
-                    return Some(sender);
+            for _ in 0..1000 {
+                if self.with(|s| s.is_some()) {
+                    return true;
                 }
-                slot = match self
-                    .ready
-                    .wait_timeout(slot, std::time::Duration::from_millis(10))
-                {
-                    Ok((guard, _)) => guard,
-                    Err(poisoned) => poisoned.into_inner().0,
-                };
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            slot.clone()
+            false
         })
     }
 }
@@ -113,13 +116,11 @@ impl PyProtocolHandler {
             Event::Open { peer, local, .. } => (*peer, *local),
             _ => return None,
         };
-        let sender = match self.sender.get(py) {
-            Some(sender) => sender,
-            None => {
-                log::error!("connection {}: the server has no sender", id);
-                return None;
-            }
-        };
+        if !self.sender.wait(py) {
+            log::error!("connection {}: the server has no sender", id);
+            return None;
+        }
+        let sender = Arc::clone(&self.sender);
         let conn = PyConnection::new(id, peer, local, self.server.clone_ref(py), sender);
         let conn = match Py::new(py, conn) {
             Ok(conn) => conn,
