@@ -11,6 +11,7 @@ mod handler;
 mod options;
 mod protocol;
 mod server;
+mod slot;
 
 use pyo3::prelude::*;
 

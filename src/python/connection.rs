@@ -17,7 +17,7 @@ use pyo3::types::PyWeakrefReference;
 
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
-use super::protocol::SenderSlot;
+use super::slot::SenderSlot;
 use crate::server::{ConnectionId, SendError};
 
 /// A client connection: `send`, `close`, `abort` from any thread.
