@@ -319,3 +319,11 @@ def test_server_close_with_1000_connections_loses_each_once() -> None:
             sock.close()
         srv.close()
     assert open_fds() == fds
+
+
+def test_cli_refuses_handler_with_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    from iocp_echo.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--handler", "json:dumps", "--protocol", "iocp_echo:Protocol", "--port", "0"])
+    assert "--protocol" in capsys.readouterr().err
