@@ -4,11 +4,14 @@
 //! the real errno, frame errors are `FramingError(ValueError)` subclasses.
 
 mod bench;
+mod connection;
 mod errors;
 mod framing;
 mod handler;
 mod options;
+mod protocol;
 mod server;
+mod slot;
 
 use pyo3::prelude::*;
 
@@ -20,6 +23,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FramingError", py.get_type::<errors::FramingError>())?;
     m.add("FrameTooLarge", py.get_type::<errors::FrameTooLarge>())?;
+    m.add(
+        "ConnectionClosed",
+        py.get_type::<errors::ConnectionClosed>(),
+    )?;
+    m.add_class::<connection::PyConnection>()?;
     m.add_class::<framing::PyFraming>()?;
     m.add_class::<framing::PyDecoder>()?;
     m.add_class::<server::PyServer>()?;

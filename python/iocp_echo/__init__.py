@@ -6,6 +6,10 @@ Worker threads in Rust own the sockets, the buffers and the completion port
 >>> from iocp_echo import Server
 >>> with Server(lambda msg: msg.upper(), port=0, framing="lines") as srv:
 ...     host, port = srv.address
+
+Per-connection state, push and close: ``Server(protocol=Factory)`` with a
+:class:`Protocol` subclass, one instance per connection, given its
+:class:`Connection`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
     OPTIONS,
+    Connection,
+    ConnectionClosed,
     Decoder,
     FrameTooLarge,
     Framing,
@@ -34,11 +40,14 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_FRAME",
     "OPTIONS",
+    "Connection",
+    "ConnectionClosed",
     "Decoder",
     "FrameTooLarge",
     "Framing",
     "FramingError",
     "Handler",
+    "Protocol",
     "Server",
     "ServerOption",
     "resolve_backend",
@@ -52,9 +61,42 @@ Handler = Callable[[bytes], Reply]
 """A message handler: called with each complete message."""
 
 
+class Protocol:
+    """One connection's callbacks, for ``Server(protocol=Factory)``: the server calls
+    ``Factory()`` once per accepted connection (a class is a factory). Every method is a
+    no-op here; override those you need. Any object with these methods works too.
+
+    The callbacks of one connection run on its worker thread, in order, never two at
+    once: ``connection_made`` first, ``message_received`` per message,
+    ``connection_lost`` exactly once, last. A callback that raises (or a reply of the
+    wrong type) is logged on the ``iocp_echo`` logger and closes only its connection,
+    whose ``connection_lost`` is then given that exception.
+    """
+
+    def connection_made(self, conn: Connection) -> None:
+        """The connection opened: keep ``conn`` to send to it, close it, read its addresses."""
+
+    def message_received(self, message: bytes) -> Reply:
+        """A whole message arrived; the return value (bytes-like or None) is the reply."""
+        return None
+
+    def pause_writing(self) -> None:
+        """The connection's queued output passed ``high_water``: stop pushing to it."""
+
+    def resume_writing(self) -> None:
+        """The connection's queued output fell to ``low_water``: pushing may resume."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: ``None`` for a clean close by either side, else why
+        (``ConnectionResetError``, ``TimeoutError`` for the idle timeout,
+        ``FrameTooLarge``/``FramingError``, the exception a callback raised,
+        ``ConnectionAbortedError`` when the server closes)."""
+
+
 def serve(
     handler: Handler | None = None,
     *,
+    protocol: Callable[[], Any] | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     framing: str | Framing = "raw",
@@ -62,13 +104,14 @@ def serve(
 ) -> None:
     """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
 
-    ``handler=None`` echoes every message natively, without entering Python.
+    ``handler=None`` echoes every message natively, without entering Python;
+    ``protocol=Factory`` makes one :class:`Protocol` per connection instead.
     ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
     ``low_water``, ``backlog``).
     """
-    server = Server(handler, host=host, port=port, framing=framing, **options)
+    server = Server(handler, protocol=protocol, host=host, port=port, framing=framing, **options)
     with _stop_signals_interrupt():
         try:
             server.serve_forever()

@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import BACKENDS, OPTIONS, Framing, Handler, Server, ServerOption
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="a Python handler by import path (default: native echo)",
     )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        metavar="MODULE:CLASS",
+        help="a Protocol class (or factory) by import path, one instance per connection",
+    )
     p.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
     return p
 
@@ -104,23 +110,34 @@ def _framing(args: argparse.Namespace) -> Framing | str:
 def _handler(spec: str | None) -> Handler | None:
     if spec is None:
         return None
+    handler: Handler = _import_callable("--handler", "MODULE:FUNCTION", spec)
+    return handler
+
+
+def _protocol(spec: str | None) -> Callable[[], Any] | None:
+    if spec is None:
+        return None
+    factory: Callable[[], Any] = _import_callable("--protocol", "MODULE:CLASS", spec)
+    return factory
+
+
+def _import_callable(flag: str, shape: str, spec: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        _fail(f"--handler must be MODULE:FUNCTION, got {spec!r}")
+        _fail(f"{flag} must be {shape}, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        _fail(f"--handler: cannot import {module_name!r}: {e}")
+        _fail(f"{flag}: cannot import {module_name!r}: {e}")
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            _fail(f"--handler: {module_name!r} has no attribute {attr!r}")
+            _fail(f"{flag}: {module_name!r} has no attribute {attr!r}")
     if not callable(target):
-        _fail(f"--handler: {spec} is not callable")
-    handler: Handler = target
-    return handler
+        _fail(f"{flag}: {spec} is not callable")
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for o in OPTIONS
             if o.name in given and o.name != "framing"
         }
-        server = Server(_handler(args.handler), framing=framing, **options)
+        if args.handler is not None and args.protocol is not None:
+            _fail("--handler and --protocol cannot be given together")
+        server = Server(
+            _handler(args.handler), protocol=_protocol(args.protocol), framing=framing, **options
+        )
         server.start()
     except (ValueError, TypeError) as e:
         _fail(str(e))

@@ -12,6 +12,8 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_FRAME",
     "OPTIONS",
+    "Connection",
+    "ConnectionClosed",
     "Decoder",
     "FrameTooLarge",
     "Framing",
@@ -76,6 +78,39 @@ class FramingError(ValueError):
 class FrameTooLarge(FramingError):
     """A frame's payload is over the limit, or its length prefix claims so."""
 
+class ConnectionClosed(ConnectionError):
+    """The connection is closed: nothing more can be sent on it."""
+
+@final
+class Connection:
+    """One client connection of a protocol server, given to ``connection_made``.
+
+    ``send``, ``close`` and ``abort`` may be called from any thread and never block.
+    """
+
+    @property
+    def id(self) -> int:
+        """The connection's id, unique among the server's connections for its life."""
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The client's ``(host, port)``."""
+    @property
+    def local(self) -> tuple[str, int]:
+        """The server's ``(host, port)`` of this connection."""
+    @property
+    def server(self) -> Server:
+        """The server this connection belongs to."""
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed or closing (``send`` raises ``ConnectionClosed``)."""
+    def send(self, payload: bytes | bytearray | memoryview, /) -> None:
+        """Queue ``payload``, framed by the server's codec; ``ConnectionClosed`` once closed,
+        ``FramingError`` if the codec cannot frame it."""
+    def close(self) -> None:
+        """Stop reading, send what is queued, then close. Idempotent."""
+    def abort(self) -> None:
+        """Close now, dropping queued output. Idempotent."""
+
 @final
 class Framing:
     """How a byte stream is cut into messages (and replies framed)."""
@@ -123,6 +158,7 @@ class Server:
         cls,
         handler: Callable[[bytes], _Reply] | None = None,
         *,
+        protocol: Callable[[], Any] | None = None,
         host: str = "127.0.0.1",
         port: int = 8080,
         framing: Framing | str | None = None,

@@ -2,10 +2,14 @@
 
 use std::io;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyBrokenPipeError, PyConnectionAbortedError, PyConnectionError, PyConnectionResetError,
+    PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,
+};
 use pyo3::prelude::*;
 
 use crate::framing::FrameError;
+use crate::server::CloseReason;
 
 pyo3::create_exception!(
     iocp_echo,
@@ -43,4 +47,44 @@ pub(crate) fn os_error(e: &io::Error, what: &str) -> PyErr {
         }
         None => PyOSError::new_err(format!("{}: {}", what, e)),
     }
+}
+
+pyo3::create_exception!(
+    iocp_echo,
+    ConnectionClosed,
+    PyConnectionError,
+    "The connection is closed: nothing more can be sent on it."
+);
+
+/// The exception `connection_lost` is given for a connection that closed
+/// for `reason`; None for a clean close (by the peer or by the server on
+/// request). A reason added later maps to a plain `ConnectionError`.
+#[allow(unreachable_patterns)]
+pub(crate) fn close_error(reason: &CloseReason) -> Option<PyErr> {
+    Some(match reason {
+        CloseReason::PeerClosed | CloseReason::Requested => return None,
+        CloseReason::Io {
+            code: Some(errno), ..
+        } => {
+            let message = io::Error::from_raw_os_error(*errno).to_string();
+            let strerror = match message.find(" (os error") {
+                Some(end) => message[..end].to_string(),
+                None => message,
+            };
+            PyOSError::new_err((*errno, strerror))
+        }
+        CloseReason::Io { kind, code: None } => match kind {
+            io::ErrorKind::ConnectionReset => PyConnectionResetError::new_err(reason.to_string()),
+            io::ErrorKind::BrokenPipe => PyBrokenPipeError::new_err(reason.to_string()),
+            io::ErrorKind::ConnectionAborted => {
+                PyConnectionAbortedError::new_err(reason.to_string())
+            }
+            _ => PyOSError::new_err(reason.to_string()),
+        },
+        CloseReason::Frame(e) => frame_error(e.clone()),
+        CloseReason::IdleTimeout => PyTimeoutError::new_err(reason.to_string()),
+        CloseReason::HandlerFailed => PyRuntimeError::new_err(reason.to_string()),
+        CloseReason::Shutdown => PyConnectionAbortedError::new_err(reason.to_string()),
+        _ => PyConnectionError::new_err(reason.to_string()),
+    })
 }

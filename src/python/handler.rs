@@ -21,12 +21,17 @@ pub(crate) struct PyHandler {
 
 impl PyHandler {
     pub(crate) fn new(py: Python<'_>, callable: Py<PyAny>) -> PyResult<PyHandler> {
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("iocp_echo",))?
-            .unbind();
+        let logger = logger(py)?;
         Ok(PyHandler { callable, logger })
     }
+}
+
+/// The logger handler failures are reported on: `logging.getLogger("iocp_echo")`.
+pub(crate) fn logger(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(py
+        .import("logging")?
+        .call_method1("getLogger", ("iocp_echo",))?
+        .unbind())
 }
 
 /// The worker loop, handed to `Python::detach`, which runs it on the calling
@@ -39,7 +44,7 @@ struct OnThisThread<'a>(&'a mut dyn FnMut());
 unsafe impl Send for OnThisThread<'_> {}
 
 /// What a handler's return value asks for.
-enum Answer {
+pub(crate) enum Answer {
     Reply,
     Nothing,
 }
@@ -56,13 +61,18 @@ impl Handler for PyHandler {
                     continue;
                 }
                 let message = PyBytes::new(py, batch.frame(i));
-                let answer = callable
-                    .call1((message,))
-                    .and_then(|reply| reply_bytes(&reply, |bytes| batch.reply(i, bytes)));
+                let answer = callable.call1((message,)).and_then(|reply| {
+                    reply_bytes(&reply, "handler", |bytes| batch.reply(i, bytes))
+                });
                 match answer {
                     Ok(Answer::Reply) | Ok(Answer::Nothing) => {}
                     Err(err) => {
-                        self.log_failure(py, err);
+                        log_failure(
+                            &self.logger,
+                            py,
+                            "handler failed; closing its connection",
+                            &err,
+                        );
                         batch.fail(i);
                         failed = Some(batch.owners[i]);
                     }
@@ -75,38 +85,44 @@ impl Handler for PyHandler {
     /// its interpreter thread state, and every `Python::attach` in `handle` is
     /// a cheap re-attach. The loop itself runs detached.
     fn worker_scope(&self, run: &mut dyn FnMut()) {
-        let run = OnThisThread(run);
-        Python::attach(|py| {
-            py.detach(move || {
-                let scope = run;
-                (scope.0)()
-            })
+        attached_scope(run)
+    }
+}
+
+/// Run a worker's loop with one interpreter thread state for its life, detached.
+pub(crate) fn attached_scope(run: &mut dyn FnMut()) {
+    let run = OnThisThread(run);
+    Python::attach(|py| {
+        py.detach(move || {
+            let scope = run;
+            (scope.0)()
+        })
+    });
+}
+
+/// Log a Python callback's exception with its traceback on `logger`.
+#[cold]
+pub(crate) fn log_failure(logger: &Py<PyAny>, py: Python<'_>, message: &str, err: &PyErr) {
+    let kwargs = PyDict::new(py);
+    let logged = kwargs
+        .set_item("exc_info", err.clone_ref(py).into_value(py))
+        .and_then(|()| {
+            logger
+                .bind(py)
+                .call_method("error", (message,), Some(&kwargs))
         });
+    if let Err(e) = logged {
+        e.print(py);
     }
 }
 
-impl PyHandler {
-    /// Log a handler's exception with its traceback; the connection is closed.
-    #[cold]
-    fn log_failure(&self, py: Python<'_>, err: PyErr) {
-        let kwargs = PyDict::new(py);
-        let logged = kwargs
-            .set_item("exc_info", err.into_value(py))
-            .and_then(|()| {
-                self.logger.bind(py).call_method(
-                    "error",
-                    ("handler failed; closing its connection",),
-                    Some(&kwargs),
-                )
-            });
-        if let Err(e) = logged {
-            e.print(py);
-        }
-    }
-}
-
-/// Hand the bytes of a handler's reply to `sink`; `None` means no reply.
-fn reply_bytes(reply: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<Answer> {
+/// Hand the bytes of a reply returned by `who` (named in the `TypeError`)
+/// to `sink`; `None` means no reply.
+pub(crate) fn reply_bytes(
+    reply: &Bound<'_, PyAny>,
+    who: &str,
+    sink: impl FnOnce(&[u8]),
+) -> PyResult<Answer> {
     if reply.is_none() {
         return Ok(Answer::Nothing);
     }
@@ -123,10 +139,19 @@ fn reply_bytes(reply: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<A
     if reply.is_instance_of::<PyMemoryView>() {
         return memoryview_bytes(reply, sink).map(|()| Answer::Reply);
     }
-    Err(pyo3::exceptions::PyTypeError::new_err(format!(
-        "handler must return bytes, bytearray, memoryview or None, not {}",
-        reply.get_type().name()?
-    )))
+    Err(wrong_type(reply, who))
+}
+
+/// The `TypeError` for a reply of the wrong type.
+#[cold]
+fn wrong_type(reply: &Bound<'_, PyAny>, who: &str) -> PyErr {
+    match reply.get_type().name() {
+        Ok(name) => pyo3::exceptions::PyTypeError::new_err(format!(
+            "{} must return bytes, bytearray, memoryview or None, not {}",
+            who, name
+        )),
+        Err(e) => e,
+    }
 }
 
 /// Hand the bytes of a memoryview, whatever its item type, to `sink`: read in

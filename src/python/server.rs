@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 
 use super::errors::os_error;
 use super::framing::framing_arg;
 use super::handler::PyHandler;
 use super::options::from_python;
+use super::protocol::PyProtocolHandler;
+use super::slot::SenderSlot;
 use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
 use crate::server::{lock, Config, Handler, Server, StartError, Stats};
@@ -20,12 +22,18 @@ use crate::server::{lock, Config, Handler, Server, StartError, Stats};
 /// How long one wait for the workers lasts before signals are checked again.
 const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
-/// A TCP message server: `Server(handler, host, port, ...)`; `start()`,
-/// `serve_forever()`, `close()`, or use it as a context manager.
-#[pyclass(name = "Server", module = "iocp_echo", frozen)]
+/// A TCP message server: `Server(handler, host, port, ...)` or
+/// `Server(protocol=Factory, ...)`; `start()`, `serve_forever()`, `close()`,
+/// or use it as a context manager.
+#[pyclass(name = "Server", module = "iocp_echo", frozen, weakref)]
 pub(crate) struct PyServer {
     config: Config,
     handler: Option<Py<PyAny>>,
+    /// A protocol factory, called once per connection.
+    protocol: Option<Py<PyAny>>,
+    /// The running protocol server's sender, cleared on close (it holds the
+    /// server's state, which holds the handler holding this slot).
+    sender: Mutex<Option<Arc<SenderSlot>>>,
     /// The running server; cloned out of the lock by waiters, so `close`,
     /// `stats` and the getters never wait for a waiting thread.
     running: Mutex<Option<Arc<Server>>>,
@@ -33,23 +41,32 @@ pub(crate) struct PyServer {
 
 #[pymethods]
 impl PyServer {
-    /// `Server(handler=None, **options)`: every option of `OPTIONS` by its
-    /// name; `framing` also takes a `Framing`. None leaves an option at its
-    /// default (for `idle_timeout`, the default: no timeout).
+    /// `Server(handler=None, *, protocol=None, **options)`: every option of
+    /// `OPTIONS` by its name; `framing` also takes a `Framing`. None leaves an
+    /// option at its default (for `idle_timeout`, the default: no timeout).
     #[new]
-    #[pyo3(signature = (handler = None, **options))]
+    #[pyo3(signature = (handler = None, *, protocol = None, **options))]
     fn new(
         handler: Option<Py<PyAny>>,
+        protocol: Option<Py<PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
         py: Python<'_>,
     ) -> PyResult<PyServer> {
-        if let Some(h) = &handler {
-            if !h.bind(py).is_callable() {
-                return Err(PyTypeError::new_err(format!(
-                    "handler must be callable or None, not {}",
-                    h.bind(py).get_type().name()?
-                )));
+        for (name, value) in [("handler", &handler), ("protocol", &protocol)] {
+            if let Some(h) = value {
+                if !h.bind(py).is_callable() {
+                    return Err(PyTypeError::new_err(format!(
+                        "{} must be callable or None, not {}",
+                        name,
+                        h.bind(py).get_type().name()?
+                    )));
+                }
             }
+        }
+        if handler.is_some() && protocol.is_some() {
+            return Err(PyTypeError::new_err(
+                "Server() takes a handler or a protocol, not both",
+            ));
         }
         let mut base = Config::default();
         let mut given = Vec::new();
@@ -72,32 +89,56 @@ impl PyServer {
         Ok(PyServer {
             config,
             handler,
+            protocol,
+            sender: Mutex::new(None),
             running: Mutex::new(None),
         })
     }
 
     /// Bind and start the workers; returns at once. Raises `OSError` if the
     /// address cannot be bound, `RuntimeError` if already started.
-    fn start(&self, py: Python<'_>) -> PyResult<()> {
-        if lock(&self.running).is_some() {
+    fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if lock(&this.running).is_some() {
             return Err(PyRuntimeError::new_err("server already started"));
         }
-        let handler: Option<Arc<dyn Handler>> = match &self.handler {
-            Some(h) => Some(Arc::new(PyHandler::new(py, h.clone_ref(py))?)),
-            None => None,
+        let mut slot = None;
+        let handler: Option<Arc<dyn Handler>> = match (&this.handler, &this.protocol) {
+            (Some(h), _) => Some(Arc::new(PyHandler::new(py, h.clone_ref(py))?)),
+            (None, Some(factory)) => {
+                let sender = Arc::new(SenderSlot::default());
+                slot = Some(Arc::clone(&sender));
+                let me = PyWeakrefReference::new(slf)?.unbind();
+                let workers = this.config.workers;
+                let handler =
+                    PyProtocolHandler::new(py, factory.clone_ref(py), me, workers, sender)?;
+                Some(Arc::new(handler))
+            }
+            (None, None) => None,
         };
-        let config = self.config.clone();
+        let config = this.config.clone();
         let addr = config.addr;
+        let started_slot = slot.clone();
         // The lock is not held while detached: a thread holding the interpreter
         // could otherwise wait for it while this one waits for the interpreter.
-        let server = match py.detach(move || Server::start(config, handler)) {
+        // The sender is set before attaching again, so a connection opening
+        // at once (whose `Open` waits for it, detached) is not held up.
+        let started = py.detach(move || {
+            let server = Server::start(config, handler)?;
+            if let Some(slot) = started_slot {
+                slot.set(Some(server.sender()));
+            }
+            Ok(server)
+        });
+        let server = match started {
             Ok(server) => Arc::new(server),
             Err(StartError::Io(e)) => return Err(os_error(&e, &addr.to_string())),
             Err(StartError::Config(e)) => return Err(PyValueError::new_err(e.to_string())),
             Err(StartError::Backend(e)) => return Err(PyValueError::new_err(e)),
         };
         let raced = {
-            let mut running = lock(&self.running);
+            let mut running = lock(&this.running);
             if running.is_some() {
                 true
             } else {
@@ -107,20 +148,26 @@ impl PyServer {
         };
         if raced {
             let _ = py.detach(|| server.close());
+            if let Some(slot) = slot {
+                slot.set(None);
+            }
             return Err(PyRuntimeError::new_err("server already started"));
         }
+        *lock(&this.sender) = slot;
         Ok(())
     }
 
     /// Serve until `close()` is called from another thread, a worker fails
     /// (`RuntimeError`), or a signal handler raises (Ctrl-C: `KeyboardInterrupt`).
     /// Starts the server first if needed.
-    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        if lock(&self.running).is_none() {
-            self.start(py)?;
+    fn serve_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if lock(&this.running).is_none() {
+            Self::start(slf)?;
         }
         loop {
-            let server = match self.current() {
+            let server = match this.current() {
                 None => return Ok(()),
                 Some(server) => server,
             };
@@ -128,7 +175,7 @@ impl PyServer {
             if py.detach(|| server.wait(SIGNAL_SLICE)) {
                 let failure = server.failure();
                 drop(server);
-                self.close(py)?;
+                this.close(py)?;
                 return match failure {
                     Some(why) => Err(PyRuntimeError::new_err(why)),
                     None => Ok(()),
@@ -185,6 +232,7 @@ impl PyServer {
         };
         if let Some(server) = server {
             let closed = py.detach(|| server.close());
+            self.forget_sender();
             // The handler is dropped with the last reference to the server,
             // here or in a waiting thread, in both cases attached.
             drop(server);
@@ -245,7 +293,7 @@ impl PyServer {
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
         if lock(&slf.get().running).is_none() {
-            slf.get().start(slf.py())?;
+            Self::start(&slf)?;
         }
         Ok(slf)
     }
@@ -270,6 +318,14 @@ impl PyServer {
 }
 
 impl PyServer {
+    /// Drop the protocol handler's sender once the server is closed, so the
+    /// server's state (holding the handler holding the sender) can be freed.
+    fn forget_sender(&self) {
+        if let Some(slot) = lock(&self.sender).take() {
+            slot.set(None);
+        }
+    }
+
     /// The running server, if any, without holding the lock afterwards.
     fn current(&self) -> Option<Arc<Server>> {
         lock(&self.running).clone()
@@ -299,6 +355,7 @@ impl Drop for PyServer {
                 drop(server);
             });
         }
+        self.forget_sender();
     }
 }
 

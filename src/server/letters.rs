@@ -1,6 +1,6 @@
 //! New connections and letters from other threads: adopting an accepted
-//! socket (with its `Open` event), and applying pushed output and close
-//! requests at the start of a connection's next pump.
+//! socket (with its `Open` event), and applying pushed output, close and
+//! abort requests at the start of a connection's next pump.
 
 use std::net::SocketAddr;
 
@@ -90,6 +90,14 @@ pub(crate) fn apply(
                 if let Some(key) = table.key_of(id) {
                     if let Some(conn) = table.get_mut(key) {
                         conn.flush_then_close(CloseReason::Requested);
+                    }
+                    table.touch(key);
+                }
+            }
+            Letter::Abort { id } => {
+                if let Some(key) = table.key_of(id) {
+                    if let Some(conn) = table.get_mut(key) {
+                        conn.abort(CloseReason::Requested, port);
                     }
                     table.touch(key);
                 }

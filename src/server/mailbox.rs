@@ -1,5 +1,5 @@
 //! A worker's mailbox: what other threads hand it between turns (sockets
-//! accepted for it, output pushed to its connections, requests to close one),
+//! accepted for it, output pushed to its connections, requests to close or abort one),
 //! and the ids of its open connections that may be written to.
 //!
 //! Cost to the worker: one atomic load per turn while the box is empty; the
@@ -29,6 +29,8 @@ pub(crate) enum Letter {
     Send { id: ConnectionId, framed: Vec<u8> },
     /// Stop reading a connection, flush its output, close it.
     Close { id: ConnectionId },
+    /// Close a connection now, dropping its queued output.
+    Abort { id: ConnectionId },
 }
 
 #[derive(Default)]

@@ -16,7 +16,8 @@ use super::shared::Shared;
 use crate::framing::FrameError;
 use crate::port::Waker;
 
-/// Why [`ConnectionSender::send`] or [`ConnectionSender::close`] did nothing.
+/// Why [`ConnectionSender::send`], [`ConnectionSender::close`] or
+/// [`ConnectionSender::abort`] did nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendError {
     /// No such connection is open: it closed (its `Close` event may not have
@@ -73,6 +74,12 @@ impl ConnectionSender {
     /// it (its `Close` event says [`Requested`](super::CloseReason::Requested)).
     pub fn close(&self, id: ConnectionId) -> Result<(), SendError> {
         self.post(id, Letter::Close { id })
+    }
+
+    /// Close connection `id` now, dropping what is queued for it (its
+    /// `Close` event says [`Requested`](super::CloseReason::Requested)).
+    pub fn abort(&self, id: ConnectionId) -> Result<(), SendError> {
+        self.post(id, Letter::Abort { id })
     }
 
     fn post(&self, id: ConnectionId, letter: Letter) -> Result<(), SendError> {

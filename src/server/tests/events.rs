@@ -5,7 +5,7 @@
 //! shared with `bound`.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -385,6 +385,47 @@ fn close_from_another_thread_flushes_then_closes() {
         .unwrap();
         assert_eq!(read_n(&mut client, 4), b"bye\n", "{}", backend);
         assert!(closed_by_server(&mut client), "{}", backend);
+        assert_eq!(
+            recorder.reason_of(id),
+            CloseReason::Requested,
+            "{}",
+            backend
+        );
+        server.close().unwrap();
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+#[test]
+fn abort_from_another_thread_drops_queued_output() {
+    for backend in backends() {
+        let (server, recorder) = recording(config(backend, lines()));
+        let mut client = connect(&server);
+        let id = recorder.id_of(&client);
+        let sender = server.sender();
+        let chunk = vec![b'a'; 1 << 20];
+        thread::spawn(move || {
+            for _ in 0..64 {
+                sender.send(id, &chunk).unwrap();
+            }
+            sender.abort(id).unwrap();
+        })
+        .join()
+        .unwrap();
+        let mut received = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        assert!(
+            received < 64 << 20,
+            "{}: {} bytes arrived",
+            backend,
+            received
+        );
         assert_eq!(
             recorder.reason_of(id),
             CloseReason::Requested,

@@ -1,0 +1,172 @@
+//! `Connection` for Python: one client connection of a protocol server, as
+//! its protocol sees it (like asyncio's transport). Sending and closing go
+//! through the server's [`ConnectionSender`], so they work from any thread and
+//! never block on I/O.
+//!
+//! `closed` is set as soon as a close is known here: `close()` or `abort()`
+//! was called, a send found the connection gone, or its `Close` event reached
+//! the protocol handler (just before `connection_lost`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyWeakrefReference;
+
+use super::errors::{frame_error, ConnectionClosed};
+use super::handler::{reply_bytes, Answer};
+use super::slot::SenderSlot;
+use crate::server::{ConnectionId, SendError};
+
+/// A client connection: `send`, `close`, `abort` from any thread.
+#[pyclass(name = "Connection", module = "iocp_echo", frozen)]
+pub(crate) struct PyConnection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// A weak reference to the Python `Server`: a connection must not keep a
+    /// server alive (dropping a server closes it).
+    server: Py<PyWeakrefReference>,
+    /// The server's sender while it runs.
+    sender: Arc<SenderSlot>,
+    closed: AtomicBool,
+}
+
+impl PyConnection {
+    pub(crate) fn new(
+        id: ConnectionId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        server: Py<PyWeakrefReference>,
+        sender: Arc<SenderSlot>,
+    ) -> PyConnection {
+        PyConnection {
+            id,
+            peer,
+            local,
+            server,
+            sender,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a close is known.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The connection is known to be closed.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Close the connection now, dropping its queued output (also after
+    /// `close()`, whose flush it cuts short).
+    pub(crate) fn abort_now(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Err: it closed already; its `Close` event comes or came anyway.
+        let _ = self.sender.with(|s| s.map(|s| s.abort(self.id)));
+    }
+
+    fn closed_error(&self) -> PyErr {
+        ConnectionClosed::new_err(format!("connection {} is closed", self.id))
+    }
+}
+
+fn address(addr: &SocketAddr) -> (String, u16) {
+    (addr.ip().to_string(), addr.port())
+}
+
+#[pymethods]
+impl PyConnection {
+    /// The connection's id, unique among the server's connections for its life.
+    #[getter]
+    fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// The client's `(host, port)`.
+    #[getter]
+    fn peer(&self) -> (String, u16) {
+        address(&self.peer)
+    }
+
+    /// The server's `(host, port)` of this connection.
+    #[getter]
+    fn local(&self) -> (String, u16) {
+        address(&self.local)
+    }
+
+    /// The `Server` this connection belongs to (`RuntimeError` once that
+    /// object is gone).
+    #[getter]
+    fn server<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.server.bind(py).upgrade() {
+            Some(server) => Ok(server),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the server of this connection is gone",
+            )),
+        }
+    }
+
+    /// Whether the connection is closed or closing: `send` raises `ConnectionClosed`.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.is_closed()
+    }
+
+    /// Queue `payload` (bytes-like), framed by the server's codec. From any
+    /// thread; never blocks. `ConnectionClosed` once the connection is closed,
+    /// `FramingError` if the codec cannot frame it.
+    #[pyo3(signature = (payload, /))]
+    fn send(&self, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
+        if payload.is_none() {
+            return Err(PyTypeError::new_err(
+                "send() takes bytes, bytearray or memoryview, not None",
+            ));
+        }
+        let mut sent = Ok(());
+        let answer = reply_bytes(payload, "send() payload", |bytes| {
+            sent = self
+                .sender
+                .with(|s| s.map_or(Err(SendError::Closed), |s| s.send(self.id, bytes)));
+        })?;
+        debug_assert!(matches!(answer, Answer::Reply));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(SendError::Closed) => {
+                self.mark_closed();
+                Err(self.closed_error())
+            }
+            Err(SendError::Unframable(e)) => Err(frame_error(e)),
+        }
+    }
+
+    /// Stop reading, send what is queued, then close. Idempotent.
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            // Err: it closed already; nothing to do.
+            let _ = self.sender.with(|s| s.map(|s| s.close(self.id)));
+        }
+    }
+
+    /// Close now, dropping queued output (also after `close()`). Idempotent.
+    fn abort(&self) {
+        self.abort_now();
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Connection {} peer={} local={}{}>",
+            self.id,
+            self.peer,
+            self.local,
+            if self.is_closed() { " closed" } else { "" }
+        )
+    }
+}

@@ -1,0 +1,237 @@
+//! A Python protocol factory as the server's [`Handler`]: one protocol object
+//! per connection, called in the order the connection's events and frames
+//! came, on the connection's worker, attached to the interpreter once per turn.
+//!
+//! * `Open`: `factory()`, then `protocol.connection_made(conn)`.
+//! * A frame: `protocol.message_received(message)`, whose return value
+//!   (bytes-like or None) is the reply, converted as the function handler does.
+//! * `Close`: `protocol.connection_lost(exc)`, exactly once, last; `exc` is
+//!   the exception a callback raised if one did, else the close reason's
+//!   exception ([`close_error`]), None for a clean close.
+//!
+//! A factory or callback that raises (or a reply of the wrong type) is logged
+//! with its traceback on the `iocp_echo` logger and closes only its connection;
+//! the connection's later frames are not delivered.
+//!
+//! **State.** The per-connection Python objects live in one map per worker,
+//! keyed by connection id: a connection `id` belongs to worker
+//! `id % workers`, and only that worker's turn touches that map, so its lock
+//! is never contended; it is taken once per turn. Entries are removed on
+//! `Close`, with the interpreter attached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyWeakrefReference};
+
+use super::connection::PyConnection;
+use super::errors::close_error;
+use super::handler::{attached_scope, log_failure, logger, reply_bytes};
+use super::slot::SenderSlot;
+use crate::server::{lock, Batch, CloseReason, ConnectionId, Event, Handler};
+
+/// What a protocol server keeps per open connection.
+struct Entry {
+    conn: Py<PyConnection>,
+    /// None if the factory failed.
+    protocol: Option<Py<PyAny>>,
+    /// The exception a callback raised: given to `connection_lost`.
+    failure: Option<PyErr>,
+}
+
+/// Calls a protocol factory per connection and its callbacks per event and frame.
+pub(crate) struct PyProtocolHandler {
+    factory: Py<PyAny>,
+    server: Py<PyWeakrefReference>,
+    logger: Py<PyAny>,
+    sender: Arc<SenderSlot>,
+    /// One map per worker: connection `id` is in `maps[id % maps.len()]`.
+    maps: Vec<Mutex<HashMap<ConnectionId, Entry>>>,
+}
+
+impl PyProtocolHandler {
+    pub(crate) fn new(
+        py: Python<'_>,
+        factory: Py<PyAny>,
+        server: Py<PyWeakrefReference>,
+        workers: usize,
+        sender: Arc<SenderSlot>,
+    ) -> PyResult<PyProtocolHandler> {
+        Ok(PyProtocolHandler {
+            factory,
+            server,
+            logger: logger(py)?,
+            sender,
+            maps: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+        })
+    }
+
+    /// A connection opened: make its `Connection` and protocol.
+    fn open(&self, py: Python<'_>, id: ConnectionId, event: &Event) -> Option<Entry> {
+        let (peer, local) = match event {
+            Event::Open { peer, local, .. } => (*peer, *local),
+            _ => return None,
+        };
+        if !self.sender.wait(py) {
+            log::error!("connection {}: the server has no sender", id);
+            return None;
+        }
+        let sender = Arc::clone(&self.sender);
+        let conn = PyConnection::new(id, peer, local, self.server.clone_ref(py), sender);
+        let conn = match Py::new(py, conn) {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.fail(py, "could not make a Connection", &err);
+                return None;
+            }
+        };
+        let protocol = match self.factory.bind(py).call0() {
+            Ok(protocol) => protocol,
+            Err(err) => {
+                self.fail(py, "protocol factory failed; closing its connection", &err);
+                conn.get().abort_now();
+                return Some(Entry {
+                    conn,
+                    protocol: None,
+                    failure: None,
+                });
+            }
+        };
+        let made = protocol.call_method1(intern!(py, "connection_made"), (conn.clone_ref(py),));
+        let failure = match made {
+            Ok(_) => None,
+            Err(err) => {
+                self.fail(py, "connection_made failed; closing its connection", &err);
+                conn.get().abort_now();
+                Some(err)
+            }
+        };
+        Some(Entry {
+            conn,
+            protocol: Some(protocol.unbind()),
+            failure,
+        })
+    }
+
+    /// A connection closed: tell its protocol, once.
+    fn close(&self, py: Python<'_>, entry: Entry, reason: &CloseReason) {
+        entry.conn.get().mark_closed();
+        if let Some(protocol) = &entry.protocol {
+            let exc = match entry.failure {
+                Some(err) => Some(err),
+                None => close_error(reason),
+            };
+            let exc: Py<PyAny> = match exc {
+                Some(err) => err.into_value(py).into_any(),
+                None => py.None(),
+            };
+            if let Err(err) = protocol
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+            {
+                self.fail(py, "connection_lost failed", &err);
+            }
+        }
+    }
+
+    #[cold]
+    fn fail(&self, py: Python<'_>, message: &str, err: &PyErr) {
+        log_failure(&self.logger, py, message, err);
+    }
+}
+
+impl Handler for PyProtocolHandler {
+    fn handle(&self, batch: &mut Batch) {
+        let first = match (batch.events().first(), batch.is_empty()) {
+            (Some((_, event)), _) => event.id(),
+            (None, false) => batch.connection(0),
+            (None, true) => return,
+        };
+        Python::attach(|py| {
+            // Every connection of a batch belongs to this worker: one map.
+            let mut map = lock(&self.maps[(first % self.maps.len() as u64) as usize]);
+            let events = batch.events().len();
+            let mut next_event = 0;
+            for i in 0..=batch.len() {
+                while next_event < events && batch.events()[next_event].0 <= i {
+                    let event = batch.events()[next_event].1.clone();
+                    next_event += 1;
+                    self.event(py, &mut map, event);
+                }
+                if i == batch.len() {
+                    break;
+                }
+                let id = batch.connection(i);
+                let entry = match map.get_mut(&id) {
+                    Some(entry) => entry,
+                    None => continue,
+                };
+                let protocol = match (&entry.protocol, &entry.failure) {
+                    (Some(protocol), None) => protocol.bind(py).clone(),
+                    _ => continue,
+                };
+                if entry.conn.get().is_closed() {
+                    // `abort()` (or a failure): its later frames are not delivered.
+                    continue;
+                }
+                let message = PyBytes::new(py, batch.frame(i));
+                let answer = protocol
+                    .call_method1(intern!(py, "message_received"), (message,))
+                    .and_then(|reply| {
+                        reply_bytes(&reply, "message_received", |bytes| batch.reply(i, bytes))
+                    });
+                if let Err(err) = answer {
+                    self.fail(py, "message_received failed; closing its connection", &err);
+                    entry.conn.get().mark_closed();
+                    entry.failure = Some(err);
+                    batch.fail(i);
+                }
+            }
+        });
+    }
+
+    fn wants_events(&self) -> bool {
+        true
+    }
+
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        attached_scope(run)
+    }
+}
+
+impl PyProtocolHandler {
+    /// Apply one event to the worker's map.
+    #[allow(unreachable_patterns)]
+    fn event(&self, py: Python<'_>, map: &mut HashMap<ConnectionId, Entry>, event: Event) {
+        match &event {
+            Event::Open { id, .. } => {
+                if let Some(entry) = self.open(py, *id, &event) {
+                    map.insert(*id, entry);
+                }
+            }
+            Event::Close { id, reason } => {
+                if let Some(entry) = map.remove(id) {
+                    self.close(py, entry, reason);
+                }
+            }
+            // Events added later (pause/resume ...) are not for this handler yet.
+            _ => {}
+        }
+    }
+}
+
+impl Drop for PyProtocolHandler {
+    fn drop(&mut self) {
+        // Entries left by a failed worker hold Python objects: drop them attached.
+        let left: Vec<HashMap<ConnectionId, Entry>> = self
+            .maps
+            .iter()
+            .map(|m| std::mem::take(&mut *lock(m)))
+            .collect();
+        if left.iter().any(|m| !m.is_empty()) {
+            Python::attach(|_py| drop(left));
+        }
+    }
+}

@@ -1,0 +1,329 @@
+"""Server(protocol=Factory): per-connection callbacks in order, push, close, abort, faults."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from helpers import (
+    Address,
+    connect,
+    enough_descriptors,
+    open_fds,
+    recv_frames,
+    recv_until_closed,
+    wait_for,
+)
+from iocp_echo import Connection, ConnectionClosed, FrameTooLarge, Framing, Protocol, Server
+
+LINES = Framing.lines()
+
+
+class Journal:
+    """What every connection's protocol was told, by connection id, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: dict[int, list[Any]] = {}
+        self.conns: dict[int, Connection] = {}
+
+    def note(self, conn_id: int, *call: Any) -> None:
+        with self.lock:
+            self.calls.setdefault(conn_id, []).append(call)
+
+    def lost(self) -> int:
+        with self.lock:
+            return sum(1 for calls in self.calls.values() if calls and calls[-1][0] == "lost")
+
+
+def recording(journal: Journal, reply: Any = None) -> type[Protocol]:
+    """A protocol class noting every callback in ``journal``; it numbers each
+    connection's messages and replies ``b"<n>:<message>"`` (or ``reply(message)``)."""
+
+    class Recorder(Protocol):
+        def connection_made(self, conn: Connection) -> None:
+            self.conn = conn
+            self.count = 0
+            with journal.lock:
+                journal.conns[conn.id] = conn
+            journal.note(conn.id, "made", threading.current_thread().name)
+
+        def message_received(self, message: bytes) -> Any:
+            self.count += 1
+            journal.note(self.conn.id, "message", message)
+            if reply is not None:
+                return reply(message)
+            return b"%d:%s" % (self.count, message)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            journal.note(self.conn.id, "lost", exc)
+
+    return Recorder
+
+
+@contextmanager
+def running(factory: Any, framing: Framing = LINES, **options: Any) -> Iterator[Server]:
+    with Server(protocol=factory, host="127.0.0.1", port=0, framing=framing, **options) as srv:
+        yield srv
+
+
+def send_lines(sock: socket.socket, *messages: bytes) -> None:
+    sock.sendall(b"".join(LINES.encode(m) for m in messages))
+
+
+def only_connection(journal: Journal) -> int:
+    wait_for(lambda: len(journal.conns) == 1, "the connection to be made")
+    (conn_id,) = journal.conns
+    return conn_id
+
+
+def test_callbacks_come_in_order_once_with_state_per_connection() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        with connect(srv.address) as a, connect(srv.address) as b:
+            send_lines(a, b"x", b"y")
+            send_lines(b, b"p")
+            assert recv_frames(a, LINES, 2) == [b"1:x", b"2:y"]
+            assert recv_frames(b, LINES, 1) == [b"1:p"]
+            send_lines(a, b"z")
+            assert recv_frames(a, LINES, 1) == [b"3:z"]
+        wait_for(lambda: journal.lost() == 2, "connection_lost on both")
+    for calls in journal.calls.values():
+        assert calls[0][0] == "made" and calls[0][1] != threading.main_thread().name
+        assert [c[0] for c in calls].count("made") == 1
+        assert [c[0] for c in calls].count("lost") == 1
+        assert calls[-1] == ("lost", None)
+    messages = sorted(
+        [c[1] for c in calls if c[0] == "message"] for calls in journal.calls.values()
+    )
+    assert messages == [[b"p"], [b"x", b"y", b"z"]]
+
+
+def test_connection_knows_its_addresses_id_and_server() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        with connect(srv.address) as sock:
+            conn = journal.conns[only_connection(journal)]
+            assert conn.local == srv.address
+            assert conn.peer == sock.getsockname()[:2]
+            assert conn.server is srv
+            assert isinstance(conn.id, int)
+            assert not conn.closed
+            assert "Connection" in repr(conn)
+
+
+def test_send_from_another_thread_and_after_close() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        with connect(srv.address) as sock:
+            conn = journal.conns[only_connection(journal)]
+
+            def push() -> None:
+                for n in range(100):
+                    conn.send(b"push %d" % n)
+
+            pusher = threading.Thread(target=push)
+            pusher.start()
+            pusher.join()
+            assert recv_frames(sock, LINES, 100) == [b"push %d" % n for n in range(100)]
+            conn.send(bytearray(b"array"))
+            conn.send(memoryview(b"view"))
+            assert recv_frames(sock, LINES, 2) == [b"array", b"view"]
+        wait_for(lambda: journal.lost() == 1, "connection_lost")
+        assert conn.closed
+        with pytest.raises(ConnectionClosed):
+            conn.send(b"late")
+        assert issubclass(ConnectionClosed, ConnectionError)
+        conn.close()  # idempotent, no error
+        conn.abort()
+
+
+def test_send_rejects_what_the_codec_cannot_frame_and_none() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        with connect(srv.address):
+            conn = journal.conns[only_connection(journal)]
+            with pytest.raises(ValueError):
+                conn.send(b"two\nlines")
+            with pytest.raises(TypeError):
+                conn.send(None)  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                conn.send("text")  # type: ignore[arg-type]
+            assert not conn.closed
+
+
+def test_close_flushes_then_closes() -> None:
+    journal = Journal()
+    big = b"b" * (1 << 20)
+    with running(recording(journal)) as srv:
+        with connect(srv.address) as sock:
+            conn = journal.conns[only_connection(journal)]
+            for _ in range(8):
+                conn.send(big)
+            conn.close()
+            assert conn.closed
+            with pytest.raises(ConnectionClosed):
+                conn.send(b"after close")
+            received = recv_until_closed(sock)
+            assert received == LINES.encode(big) * 8
+        wait_for(lambda: journal.lost() == 1, "connection_lost")
+    assert journal.calls[conn.id][-1] == ("lost", None)
+
+
+def test_abort_drops_queued_output() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        with connect(srv.address) as sock:
+            conn = journal.conns[only_connection(journal)]
+            for _ in range(64):
+                conn.send(b"a" * (1 << 20))
+            conn.abort()
+            assert conn.closed
+            received = recv_until_closed(sock)
+            assert len(received) < 64 * (1 << 20)
+        wait_for(lambda: journal.lost() == 1, "connection_lost")
+    assert [c[0] for c in journal.calls[conn.id]].count("lost") == 1
+
+
+@pytest.mark.parametrize("fault", ["raises", "wrong_type"])
+def test_a_failing_callback_closes_only_its_connection(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal()
+
+    def reply(message: bytes) -> Any:
+        if message == b"bad":
+            if fault == "raises":
+                raise KeyError("boom")
+            return 42
+        return message
+
+    with running(recording(journal, reply)) as srv, caplog.at_level(logging.ERROR, "iocp_echo"):
+        with connect(srv.address) as bad, connect(srv.address) as good:
+            send_lines(bad, b"ok")
+            assert recv_frames(bad, LINES, 1) == [b"ok"]
+            send_lines(bad, b"bad", b"never seen")
+            assert recv_until_closed(bad) == b""
+            send_lines(good, b"still")
+            assert recv_frames(good, LINES, 1) == [b"still"]
+            wait_for(lambda: journal.lost() == 1, "connection_lost of the bad one")
+    assert "message_received failed" in caplog.text
+    lost = [calls for calls in journal.calls.values() if calls[-1][0] == "lost"]
+    failed = [calls for calls in lost if calls[-1][1] is not None]
+    assert len(failed) == 1
+    calls = failed[0]
+    assert [c[0] for c in calls].count("lost") == 1
+    assert (b"never seen") not in [c[1] for c in calls]
+    exc = calls[-1][1]
+    assert isinstance(exc, KeyError if fault == "raises" else TypeError)
+
+
+def test_a_factory_that_raises_closes_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    journal = Journal()
+    recorder = recording(journal)
+    made = []
+
+    def factory() -> Protocol:
+        made.append(1)
+        if len(made) == 1:
+            raise RuntimeError("no protocol today")
+        return recorder()
+
+    with running(factory) as srv, caplog.at_level(logging.ERROR, "iocp_echo"):
+        with connect(srv.address) as first:
+            assert recv_until_closed(first) == b""
+        with connect(srv.address) as second:
+            send_lines(second, b"fine")
+            assert recv_frames(second, LINES, 1) == [b"1:fine"]
+    assert "protocol factory failed" in caplog.text
+    assert journal.lost() == 1
+
+
+def test_connection_made_that_raises_gets_connection_lost_once() -> None:
+    lost: list[Exception | None] = []
+
+    class Broken(Protocol):
+        def connection_made(self, conn: Connection) -> None:
+            raise ValueError("cannot start")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append(exc)
+
+    with running(Broken) as srv:
+        with connect(srv.address) as sock:
+            assert recv_until_closed(sock) == b""
+        wait_for(lambda: len(lost) == 1, "connection_lost")
+    assert len(lost) == 1 and isinstance(lost[0], ValueError)
+
+
+def test_close_reasons_reach_connection_lost() -> None:
+    journal = Journal()
+    with running(recording(journal), max_frame=16) as srv:
+        with connect(srv.address) as sock:
+            sock.sendall(b"x" * 64)
+            assert recv_until_closed(sock) == b""
+        wait_for(lambda: journal.lost() == 1, "connection_lost")
+        first = only_connection(journal)
+        calls = journal.calls[first]
+        assert isinstance(calls[-1][1], FrameTooLarge)
+        second = connect(srv.address)
+        wait_for(lambda: len(journal.conns) == 2, "the second connection")
+    second.close()
+    # Closed by the server while open: ConnectionAbortedError.
+    assert journal.lost() == 2
+    (second_id,) = set(journal.conns) - {first}
+    second_calls = journal.calls[second_id]
+    assert isinstance(second_calls[-1][1], ConnectionAbortedError)
+
+
+def test_handler_and_protocol_together_are_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        Server(lambda m: m, protocol=Protocol)
+    with pytest.raises(TypeError, match="protocol must be callable"):
+        Server(protocol=42)  # type: ignore[arg-type]
+
+
+def test_the_base_protocol_does_nothing() -> None:
+    with running(Protocol) as srv, connect(srv.address) as sock:
+        send_lines(sock, b"ignored")
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(sock) == b""
+
+
+def test_server_close_with_1000_connections_loses_each_once() -> None:
+    count = 1000
+    enough_descriptors(count)
+    journal = Journal()
+    fds = open_fds()
+    socks: list[socket.socket] = []
+    srv = Server(protocol=recording(journal), host="127.0.0.1", port=0, framing=LINES, workers=2)
+    srv.start()
+    address: Address = srv.address
+    try:
+        for _ in range(count):
+            socks.append(connect(address))
+        wait_for(lambda: len(journal.conns) == count, "every connection made")
+        srv.close()
+        assert journal.lost() == count
+        for calls in journal.calls.values():
+            assert [c[0] for c in calls] == ["made", "lost"]
+            assert isinstance(calls[-1][1], ConnectionAbortedError)
+        assert all(conn.closed for conn in journal.conns.values())
+    finally:
+        for sock in socks:
+            sock.close()
+        srv.close()
+    assert open_fds() == fds
+
+
+def test_cli_refuses_handler_with_protocol(capsys: pytest.CaptureFixture[str]) -> None:
+    from iocp_echo.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--handler", "json:dumps", "--protocol", "iocp_echo:Protocol", "--port", "0"])
+    assert "--protocol" in capsys.readouterr().err
