@@ -281,6 +281,60 @@ def test_close_reasons_reach_connection_lost() -> None:
     assert isinstance(second_calls[-1][1], ConnectionAbortedError)
 
 
+def flow_recording(journal: Journal) -> type[Protocol]:
+    """A recording protocol that also notes ``pause_writing`` and ``resume_writing``."""
+
+    class FlowRecorder(recording(journal)):  # type: ignore[misc]
+        def pause_writing(self) -> None:
+            journal.note(self.conn.id, "pause")
+
+        def resume_writing(self) -> None:
+            journal.note(self.conn.id, "resume")
+
+    return FlowRecorder
+
+
+def test_pause_and_resume_writing_follow_the_water_marks() -> None:
+    journal = Journal()
+    chunk = b"p" * 4095
+    count = 6_000  # 24 MiB: more than loopback's kernel buffers and high_water hold
+    options = {"high_water": 64 << 10, "low_water": 16 << 10, "max_output": 64 << 20}
+    with running(flow_recording(journal), LINES, **options) as srv:
+        with connect(srv.address) as sock:
+            conn = journal.conns[only_connection(journal)]
+            conn_id = conn.id
+            for _ in range(count):
+                conn.send(chunk)
+            wait_for(lambda: ("pause",) in journal.calls[conn_id], "pause_writing")
+            assert ("resume",) not in journal.calls[conn_id]
+            assert recv_frames(sock, LINES, count) == [chunk] * count
+            wait_for(lambda: ("resume",) in journal.calls[conn_id], "resume_writing")
+        wait_for(lambda: journal.lost() == 1, "connection_lost")
+    flow = [c[0] for c in journal.calls[conn_id] if c[0] in ("pause", "resume")]
+    assert flow[:2] == ["pause", "resume"]
+    assert all(a != b for a, b in zip(flow, flow[1:])), flow
+
+
+def test_a_client_that_never_reads_is_closed_as_a_slow_consumer() -> None:
+    journal = Journal()
+    options = {"high_water": 64 << 10, "low_water": 16 << 10, "max_output": 1 << 20}
+    offered = 16_384  # 64 MiB offered, far past what the kernel and max_output hold
+    with running(recording(journal), LINES, **options) as srv:
+        with connect(srv.address):
+            conn = journal.conns[only_connection(journal)]
+            pushed = 0
+            with pytest.raises(ConnectionClosed):
+                for _ in range(offered):
+                    conn.send(b"s" * 4095)
+                    pushed += 1
+                wait_for(lambda: journal.lost() == 1, "connection_lost")
+                conn.send(b"late")
+            wait_for(lambda: journal.lost() == 1, "connection_lost")
+        exc = journal.calls[conn.id][-1][1]
+        assert isinstance(exc, ConnectionError) and "slow consumer" in str(exc), exc
+        assert srv.stats()["slow_consumer_closes"] == 1
+
+
 def test_handler_and_protocol_together_are_a_type_error() -> None:
     with pytest.raises(TypeError, match="not both"):
         Server(lambda m: m, protocol=Protocol)

@@ -5,6 +5,9 @@
 //! * `Open`: `factory()`, then `protocol.connection_made(conn)`.
 //! * A frame: `protocol.message_received(message)`, whose return value
 //!   (bytes-like or None) is the reply, converted as the function handler does.
+//! * `PauseWriting` / `ResumeWriting`: `protocol.pause_writing()` /
+//!   `protocol.resume_writing()` (queued output crossed `high_water` / fell
+//!   back to `low_water`).
 //! * `Close`: `protocol.connection_lost(exc)`, exactly once, last; `exc` is
 //!   the exception a callback raised if one did, else the close reason's
 //!   exception ([`close_error`]), None for a clean close.
@@ -203,7 +206,6 @@ impl Handler for PyProtocolHandler {
 
 impl PyProtocolHandler {
     /// Apply one event to the worker's map.
-    #[allow(unreachable_patterns)]
     fn event(&self, py: Python<'_>, map: &mut HashMap<ConnectionId, Entry>, event: Event) {
         match &event {
             Event::Open { id, .. } => {
@@ -216,8 +218,35 @@ impl PyProtocolHandler {
                     self.close(py, entry, reason);
                 }
             }
-            // Events added later (pause/resume ...) are not for this handler yet.
-            _ => {}
+            Event::PauseWriting { id } => {
+                if let Some(entry) = map.get_mut(id) {
+                    self.flow(py, entry, intern!(py, "pause_writing"));
+                }
+            }
+            Event::ResumeWriting { id } => {
+                if let Some(entry) = map.get_mut(id) {
+                    self.flow(py, entry, intern!(py, "resume_writing"));
+                }
+            }
+        }
+    }
+
+    /// `pause_writing()` or `resume_writing()` of a connection's protocol
+    /// (asyncio's flow control): its queued output crossed `high_water`, or
+    /// fell back to `low_water`. One that raises closes the connection.
+    fn flow(&self, py: Python<'_>, entry: &mut Entry, method: &Bound<'_, pyo3::types::PyString>) {
+        let protocol = match (&entry.protocol, &entry.failure) {
+            (Some(protocol), None) if !entry.conn.get().is_closed() => protocol.bind(py).clone(),
+            _ => return,
+        };
+        if let Err(err) = protocol.call_method0(method) {
+            self.fail(
+                py,
+                "a flow control callback failed; closing its connection",
+                &err,
+            );
+            entry.conn.get().abort_now();
+            entry.failure = Some(err);
         }
     }
 }

@@ -94,6 +94,15 @@ pub(crate) fn apply(
                     table.touch(key);
                 }
             }
+            Letter::Overflow { id } => {
+                if let Some(key) = table.key_of(id) {
+                    if let Some(conn) = table.get_mut(key) {
+                        // The pump closes it as a slow consumer.
+                        conn.output.discard();
+                    }
+                    table.touch(key);
+                }
+            }
             Letter::Abort { id } => {
                 if let Some(key) = table.key_of(id) {
                     if let Some(conn) = table.get_mut(key) {

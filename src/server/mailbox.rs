@@ -4,8 +4,13 @@
 //!
 //! Cost to the worker: one atomic load per turn while the box is empty; the
 //! lock is taken only when something was posted.
+//!
+//! Bytes pushed to a connection wait here until the worker's next turn; they
+//! count against `max_output` already: a connection whose pushed bytes waiting
+//! here would pass it is refused further letters and closed as a slow
+//! consumer, so a pusher faster than the worker cannot grow the box either.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::mem;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +34,9 @@ pub(crate) enum Letter {
     Send { id: ConnectionId, framed: Vec<u8> },
     /// Stop reading a connection, flush its output, close it.
     Close { id: ConnectionId },
+    /// Bytes pushed to a connection passed `max_output` before the worker
+    /// took them: close it as a slow consumer.
+    Overflow { id: ConnectionId },
     /// Close a connection now, dropping its queued output.
     Abort { id: ConnectionId },
 }
@@ -37,21 +45,43 @@ pub(crate) enum Letter {
 struct Contents {
     letters: Vec<Letter>,
     /// Connections open for writing from outside (only when events are on:
-    /// without them no one outside knows an id).
-    open: HashSet<ConnectionId>,
+    /// without them no one outside knows an id), with the bytes of their
+    /// `Send` letters not yet taken by the worker.
+    open: HashMap<ConnectionId, usize>,
     /// The worker has stopped: nothing is accepted any more.
     shut: bool,
 }
 
+/// Why [`Mailbox::post_to`] refused a letter.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The connection is not open (or the worker stopped).
+    Closed,
+    /// Its pushed bytes would pass `max_output`: it is being closed as a slow
+    /// consumer. `wake`: the worker must be woken to close it.
+    Overflowed { wake: bool },
+}
+
 /// The mailbox of one worker.
-#[derive(Default)]
 pub(crate) struct Mailbox {
     /// Set when a letter is posted, cleared by the worker before it takes them.
     posted: AtomicBool,
     contents: Mutex<Contents>,
+    /// `max_output`: the most bytes pushed to one connection that may wait here.
+    max_output: usize,
 }
 
 impl Mailbox {
+    /// An empty mailbox whose connections may have up to `max_output` pushed
+    /// bytes waiting.
+    pub(crate) fn new(max_output: usize) -> Mailbox {
+        Mailbox {
+            posted: AtomicBool::new(false),
+            contents: Mutex::default(),
+            max_output,
+        }
+    }
+
     /// Post a letter. Returns whether the worker must be woken (the box was
     /// empty), or `Err` with the letter if the worker has stopped.
     pub(crate) fn post(&self, letter: Letter) -> Result<bool, Letter> {
@@ -66,12 +96,25 @@ impl Mailbox {
     }
 
     /// Post a letter for connection `id` if it is open (see [`Mailbox::opened`]).
-    /// Returns whether the worker must be woken, or `Err` if `id` is not open.
-    pub(crate) fn post_to(&self, id: ConnectionId, letter: Letter) -> Result<bool, ()> {
+    /// Returns whether the worker must be woken, or why the letter was refused.
+    pub(crate) fn post_to(&self, id: ConnectionId, letter: Letter) -> Result<bool, Refused> {
         {
             let mut contents = lock(&self.contents);
-            if contents.shut || !contents.open.contains(&id) {
-                return Err(());
+            if contents.shut {
+                return Err(Refused::Closed);
+            }
+            let waiting = match contents.open.get_mut(&id) {
+                Some(waiting) => waiting,
+                None => return Err(Refused::Closed),
+            };
+            if let Letter::Send { framed, .. } = &letter {
+                if *waiting + framed.len() > self.max_output {
+                    contents.open.remove(&id);
+                    contents.letters.push(Letter::Overflow { id });
+                    let wake = !self.posted.swap(true, Ordering::SeqCst);
+                    return Err(Refused::Overflowed { wake });
+                }
+                *waiting += framed.len();
             }
             contents.letters.push(letter);
         }
@@ -86,16 +129,24 @@ impl Mailbox {
         }
         self.posted.store(false, Ordering::SeqCst);
         let mut contents = lock(&self.contents);
+        let Contents { letters, open, .. } = &mut *contents;
+        for letter in letters.iter() {
+            if let Letter::Send { id, framed } = letter {
+                if let Some(waiting) = open.get_mut(id) {
+                    *waiting = waiting.saturating_sub(framed.len());
+                }
+            }
+        }
         if into.is_empty() {
-            mem::swap(into, &mut contents.letters);
+            mem::swap(into, letters);
         } else {
-            into.append(&mut contents.letters);
+            into.append(letters);
         }
     }
 
     /// Connection `id` may now be written to from outside.
     pub(crate) fn opened(&self, id: ConnectionId) {
-        lock(&self.contents).open.insert(id);
+        lock(&self.contents).open.insert(id, 0);
     }
 
     /// Connection `id` is closed: letters for it are refused from now on.
@@ -113,5 +164,49 @@ impl Mailbox {
             mem::take(&mut contents.letters)
         };
         drop(letters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Letter, Mailbox, Refused};
+
+    fn send(mailbox: &Mailbox, id: u64, len: usize) -> Result<bool, Refused> {
+        let framed = vec![0; len];
+        mailbox.post_to(id, Letter::Send { id, framed })
+    }
+
+    #[test]
+    fn pushed_bytes_waiting_count_against_max_output() {
+        let mailbox = Mailbox::new(100);
+        assert_eq!(send(&mailbox, 7, 10), Err(Refused::Closed), "not open yet");
+        mailbox.opened(7);
+        assert_eq!(send(&mailbox, 7, 60), Ok(true), "the first letter wakes");
+        assert_eq!(send(&mailbox, 7, 40), Ok(false));
+        // Taken by the worker: the bytes no longer wait here.
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(send(&mailbox, 7, 100), Ok(true));
+        // 100 waiting, one more byte would pass max_output: refused, and closed.
+        assert_eq!(
+            send(&mailbox, 7, 1),
+            Err(Refused::Overflowed { wake: false })
+        );
+        assert_eq!(send(&mailbox, 7, 1), Err(Refused::Closed));
+        taken.clear();
+        mailbox.take(&mut taken);
+        assert!(matches!(taken.last(), Some(Letter::Overflow { id: 7 })));
+        assert_eq!(taken.len(), 2, "the 100 bytes, then the overflow");
+    }
+
+    #[test]
+    fn an_overflow_wakes_an_idle_worker() {
+        let mailbox = Mailbox::new(10);
+        mailbox.opened(3);
+        assert_eq!(
+            send(&mailbox, 3, 11),
+            Err(Refused::Overflowed { wake: true })
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::event::ConnectionId;
-use super::mailbox::Letter;
+use super::mailbox::{Letter, Refused};
 use super::shared::Shared;
 use crate::framing::FrameError;
 use crate::port::Waker;
@@ -88,14 +88,23 @@ impl ConnectionSender {
         }
         let worker = (id % self.wakers.len() as u64) as usize;
         match self.shared.mailboxes[worker].post_to(id, letter) {
-            Ok(true) => {
-                if let Err(e) = self.wakers[worker].wake() {
-                    log::error!("could not wake worker {}: {}", worker, e);
-                }
+            Ok(wake) => {
+                self.wake(worker, wake);
                 Ok(())
             }
-            Ok(false) => Ok(()),
-            Err(()) => Err(SendError::Closed),
+            Err(Refused::Overflowed { wake }) => {
+                self.wake(worker, wake);
+                Err(SendError::Closed)
+            }
+            Err(Refused::Closed) => Err(SendError::Closed),
+        }
+    }
+
+    fn wake(&self, worker: usize, wake: bool) {
+        if wake {
+            if let Err(e) = self.wakers[worker].wake() {
+                log::error!("could not wake worker {}: {}", worker, e);
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ impl Shared {
     /// The state of a server with `workers` workers, none started yet.
     pub(crate) fn new(config: Config, mode: Mode) -> Shared {
         let workers = config.workers;
+        let max_output = config.max_output;
         Shared {
             gate: Arc::new(Gate::new(config.max_connections)),
             config,
@@ -45,7 +46,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             drain_started: Mutex::new(None),
             wakers: Mutex::new(Vec::new()),
-            mailboxes: (0..workers).map(|_| Mailbox::default()).collect(),
+            mailboxes: (0..workers).map(|_| Mailbox::new(max_output)).collect(),
             counters: (0..workers).map(|_| WorkerCounters::default()).collect(),
             failure: Mutex::new(None),
             running: Mutex::new(workers),
