@@ -177,7 +177,8 @@ def test_close_flushes_then_closes() -> None:
 
 def test_abort_drops_queued_output() -> None:
     journal = Journal()
-    with running(recording(journal)) as srv:
+    # Room for the 64 MiB pushed: the abort, not max_output, ends the connection.
+    with running(recording(journal), LINES, max_output=128 << 20) as srv:
         with connect(srv.address) as sock:
             conn = journal.conns[only_connection(journal)]
             for _ in range(64):
@@ -307,9 +308,12 @@ def test_pause_and_resume_writing_follow_the_water_marks() -> None:
                 conn.send(chunk)
             wait_for(lambda: ("pause",) in journal.calls[conn_id], "pause_writing")
             assert ("resume",) not in journal.calls[conn_id]
+            assert conn.write_buffer_size > 64 << 10, "paused above high_water"
             assert recv_frames(sock, LINES, count) == [chunk] * count
             wait_for(lambda: ("resume",) in journal.calls[conn_id], "resume_writing")
+            wait_for(lambda: conn.write_buffer_size == 0, "the output sent")
         wait_for(lambda: journal.lost() == 1, "connection_lost")
+    assert conn.write_buffer_size == 0
     flow = [c[0] for c in journal.calls[conn_id] if c[0] in ("pause", "resume")]
     assert flow[:2] == ["pause", "resume"]
     assert all(a != b for a, b in zip(flow, flow[1:])), flow

@@ -103,6 +103,10 @@ class Connection:
     @property
     def closed(self) -> bool:
         """Whether the connection is closed or closing (``send`` raises ``ConnectionClosed``)."""
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes queued for the client and not yet sent (as the worker last published
+        them, plus pushes it has not taken yet); 0 once closed."""
     def send(self, payload: bytes | bytearray | memoryview, /) -> None:
         """Queue ``payload``, framed by the server's codec; ``ConnectionClosed`` once closed,
         ``FramingError`` if the codec cannot frame it."""

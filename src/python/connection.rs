@@ -117,6 +117,17 @@ impl PyConnection {
         self.is_closed()
     }
 
+    /// Bytes queued for the client and not yet sent (asyncio's
+    /// `get_write_buffer_size()`): pushed and not yet taken by the worker,
+    /// plus the output the worker last published (after each of its turns
+    /// that touched the connection). 0 once closed.
+    #[getter]
+    fn write_buffer_size(&self) -> usize {
+        self.sender
+            .with(|s| s.and_then(|s| s.write_buffer_size(self.id)))
+            .unwrap_or(0)
+    }
+
     /// Queue `payload` (bytes-like), framed by the server's codec. From any
     /// thread; never blocks. `ConnectionClosed` once the connection is closed,
     /// `FramingError` if the codec cannot frame it.

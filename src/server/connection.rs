@@ -3,6 +3,8 @@
 //! place under `max_connections`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::Socket;
@@ -46,6 +48,9 @@ pub(crate) struct Connection {
     pub(crate) last_active: Instant,
     /// Already placed on the worker's list of connections to pump this turn.
     pub(crate) dirty: bool,
+    /// Where the worker publishes the length of its output for other threads
+    /// (`ConnectionSender::write_buffer_size`); only when events are on.
+    pub(crate) published: Option<Arc<AtomicUsize>>,
     /// Released when the connection is freed.
     _admission: Admission,
 }
@@ -71,6 +76,7 @@ impl Connection {
             cancelled: false,
             last_active: Instant::now(),
             dirty: false,
+            published: None,
             _admission: admission,
         }
     }

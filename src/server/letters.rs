@@ -3,6 +3,8 @@
 //! abort requests at the start of a connection's next pump.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use socket2::Socket;
 
@@ -46,11 +48,13 @@ pub(crate) fn adopt(
 /// Make the `Open` event of a new connection, and let it be written to from
 /// outside.
 #[cold]
-fn opened(turn: &Turn<'_>, conn: &Connection, batch: &mut Batch) {
+fn opened(turn: &Turn<'_>, conn: &mut Connection, batch: &mut Batch) {
     let local = conn
         .local_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    turn.mailbox.opened(conn.id);
+    let published = Arc::new(AtomicUsize::new(0));
+    turn.mailbox.opened(conn.id, Arc::clone(&published));
+    conn.published = Some(published);
     batch.push_event(Event::Open {
         id: conn.id,
         peer: conn.peer,

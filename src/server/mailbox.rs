@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::mem;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use socket2::Socket;
 
@@ -41,13 +41,20 @@ pub(crate) enum Letter {
     Abort { id: ConnectionId },
 }
 
+/// What the mailbox knows of a connection open for writing.
+struct Open {
+    /// Bytes of its `Send` letters not yet taken by the worker.
+    waiting: usize,
+    /// Its output as the worker last published it (queued and in flight).
+    output: Arc<AtomicUsize>,
+}
+
 #[derive(Default)]
 struct Contents {
     letters: Vec<Letter>,
     /// Connections open for writing from outside (only when events are on:
-    /// without them no one outside knows an id), with the bytes of their
-    /// `Send` letters not yet taken by the worker.
-    open: HashMap<ConnectionId, usize>,
+    /// without them no one outside knows an id).
+    open: HashMap<ConnectionId, Open>,
     /// The worker has stopped: nothing is accepted any more.
     shut: bool,
 }
@@ -104,7 +111,7 @@ impl Mailbox {
                 return Err(Refused::Closed);
             }
             let waiting = match contents.open.get_mut(&id) {
-                Some(waiting) => waiting,
+                Some(open) => &mut open.waiting,
                 None => return Err(Refused::Closed),
             };
             if let Letter::Send { framed, .. } = &letter {
@@ -132,8 +139,8 @@ impl Mailbox {
         let Contents { letters, open, .. } = &mut *contents;
         for letter in letters.iter() {
             if let Letter::Send { id, framed } = letter {
-                if let Some(waiting) = open.get_mut(id) {
-                    *waiting = waiting.saturating_sub(framed.len());
+                if let Some(open) = open.get_mut(id) {
+                    open.waiting = open.waiting.saturating_sub(framed.len());
                 }
             }
         }
@@ -144,9 +151,20 @@ impl Mailbox {
         }
     }
 
-    /// Connection `id` may now be written to from outside.
-    pub(crate) fn opened(&self, id: ConnectionId) {
-        lock(&self.contents).open.insert(id, 0);
+    /// Connection `id` may now be written to from outside; the worker
+    /// publishes the length of its output in `output`.
+    pub(crate) fn opened(&self, id: ConnectionId, output: Arc<AtomicUsize>) {
+        let open = Open { waiting: 0, output };
+        lock(&self.contents).open.insert(id, open);
+    }
+
+    /// The bytes queued for connection `id`: pushed and not yet taken by the
+    /// worker, plus its output as the worker last published it; `None` if it
+    /// is not open.
+    pub(crate) fn buffered(&self, id: ConnectionId) -> Option<usize> {
+        let contents = lock(&self.contents);
+        let open = contents.open.get(&id)?;
+        Some(open.waiting + open.output.load(Ordering::Relaxed))
     }
 
     /// Connection `id` is closed: letters for it are refused from now on.
@@ -180,7 +198,7 @@ mod tests {
     fn pushed_bytes_waiting_count_against_max_output() {
         let mailbox = Mailbox::new(100);
         assert_eq!(send(&mailbox, 7, 10), Err(Refused::Closed), "not open yet");
-        mailbox.opened(7);
+        mailbox.opened(7, Default::default());
         assert_eq!(send(&mailbox, 7, 60), Ok(true), "the first letter wakes");
         assert_eq!(send(&mailbox, 7, 40), Ok(false));
         // Taken by the worker: the bytes no longer wait here.
@@ -203,7 +221,7 @@ mod tests {
     #[test]
     fn an_overflow_wakes_an_idle_worker() {
         let mailbox = Mailbox::new(10);
-        mailbox.opened(3);
+        mailbox.opened(3, Default::default());
         assert_eq!(
             send(&mailbox, 3, 11),
             Err(Refused::Overflowed { wake: true })

@@ -5,6 +5,7 @@
 //! its `Close` event).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use super::connection::Phase;
 use super::event::{CloseReason, ConnectionId, Event};
@@ -82,6 +83,9 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
                 batch.push_event(Event::ResumeWriting { id: conn.id });
             }
         }
+    }
+    if let Some(published) = &conn.published {
+        published.store(conn.output.len(), Ordering::Relaxed);
     }
     match conn.phase() {
         Phase::Open if !conn.output.paused() && !conn.recv_in_flight => {

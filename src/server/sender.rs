@@ -82,6 +82,18 @@ impl ConnectionSender {
         self.post(id, Letter::Abort { id })
     }
 
+    /// The bytes queued for connection `id` and not yet sent (asyncio's
+    /// `get_write_buffer_size`): what was pushed and not yet taken by its
+    /// worker, plus its output as the worker last published it (at the end of
+    /// each of its turns that touched the connection). `None` once closed.
+    pub fn write_buffer_size(&self, id: ConnectionId) -> Option<usize> {
+        if self.wakers.is_empty() {
+            return None;
+        }
+        let worker = (id % self.wakers.len() as u64) as usize;
+        self.shared.mailboxes[worker].buffered(id)
+    }
+
     fn post(&self, id: ConnectionId, letter: Letter) -> Result<(), SendError> {
         if self.shared.stopping() || self.wakers.is_empty() {
             return Err(SendError::Closed);

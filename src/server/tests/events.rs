@@ -399,7 +399,12 @@ fn close_from_another_thread_flushes_then_closes() {
 #[test]
 fn abort_from_another_thread_drops_queued_output() {
     for backend in backends() {
-        let (server, recorder) = recording(config(backend, lines()));
+        // Room for the 64 MiB pushed below: the abort, not max_output, ends it.
+        let config = crate::server::Config {
+            max_output: 128 << 20,
+            ..config(backend, lines())
+        };
+        let (server, recorder) = recording(config);
         let mut client = connect(&server);
         let id = recorder.id_of(&client);
         let sender = server.sender();
