@@ -339,6 +339,25 @@ def test_a_client_that_never_reads_is_closed_as_a_slow_consumer() -> None:
         assert srv.stats()["slow_consumer_closes"] == 1
 
 
+def test_connections_lists_the_open_connections() -> None:
+    journal = Journal()
+    with running(recording(journal)) as srv:
+        assert srv.connections() == []
+        with connect(srv.address) as a, connect(srv.address) as b:
+            wait_for(lambda: len(srv.connections()) == 2, "two connections listed")
+            listed = {conn.peer: conn for conn in srv.connections()}
+            assert set(listed) == {a.getsockname(), b.getsockname()}
+            assert all(isinstance(c, Connection) and not c.closed for c in listed.values())
+            b.close()
+            wait_for(lambda: len(srv.connections()) == 1, "the closed one gone")
+            (left,) = srv.connections()
+            assert left.peer == a.getsockname()
+        wait_for(lambda: srv.connections() == [], "none left")
+    with Server(lambda m: m, host="127.0.0.1", port=0, framing=LINES) as plain:
+        with connect(plain.address):
+            assert plain.connections() == []
+
+
 def test_handler_and_protocol_together_are_a_type_error() -> None:
     with pytest.raises(TypeError, match="not both"):
         Server(lambda m: m, protocol=Protocol)

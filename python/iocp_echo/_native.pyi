@@ -197,6 +197,9 @@ class Server:
     @property
     def running(self) -> bool:
         """Whether the server is started and not closed."""
+    def connections(self) -> list[Connection]:
+        """A snapshot of a protocol server's open connections (from ``connection_made``
+        until ``connection_lost``); always empty for a function handler or the native echo."""
     def stats(self) -> dict[str, Any]:
         """Counters summed over workers, plus ``backend``, ``workers`` and ``per_worker``."""
     def __enter__(self) -> Server: ...

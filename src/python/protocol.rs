@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyWeakrefReference};
 
 use super::connection::PyConnection;
 use super::errors::close_error;
@@ -52,6 +52,10 @@ pub(crate) struct PyProtocolHandler {
     sender: Arc<SenderSlot>,
     /// One map per worker: connection `id` is in `maps[id % maps.len()]`.
     maps: Vec<Mutex<HashMap<ConnectionId, Entry>>>,
+    /// The open connections for `Server.connections()`: a Python dict (id to
+    /// `Connection`), changed and read only with the interpreter attached, so
+    /// no lock of ours is ever waited for while holding it.
+    registry: Py<PyDict>,
 }
 
 impl PyProtocolHandler {
@@ -68,6 +72,7 @@ impl PyProtocolHandler {
             logger: logger(py)?,
             sender,
             maps: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            registry: PyDict::new(py).unbind(),
         })
     }
 
@@ -90,6 +95,9 @@ impl PyProtocolHandler {
                 return None;
             }
         };
+        if let Err(err) = self.registry.bind(py).set_item(id, conn.clone_ref(py)) {
+            self.fail(py, "could not register a Connection", &err);
+        }
         let protocol = match self.factory.bind(py).call0() {
             Ok(protocol) => protocol,
             Err(err) => {
@@ -119,8 +127,11 @@ impl PyProtocolHandler {
     }
 
     /// A connection closed: tell its protocol, once.
-    fn close(&self, py: Python<'_>, entry: Entry, reason: &CloseReason) {
+    fn close(&self, py: Python<'_>, id: ConnectionId, entry: Entry, reason: &CloseReason) {
         entry.conn.get().mark_closed();
+        if let Err(err) = self.registry.bind(py).del_item(id) {
+            self.fail(py, "could not unregister a Connection", &err);
+        }
         if let Some(protocol) = &entry.protocol {
             let exc = match entry.failure {
                 Some(err) => Some(err),
@@ -142,6 +153,13 @@ impl PyProtocolHandler {
     #[cold]
     fn fail(&self, py: Python<'_>, message: &str, err: &PyErr) {
         log_failure(&self.logger, py, message, err);
+    }
+}
+
+impl PyProtocolHandler {
+    /// The registry of open connections (see the field).
+    pub(crate) fn registry(&self, py: Python<'_>) -> Py<PyDict> {
+        self.registry.clone_ref(py)
     }
 }
 
@@ -215,7 +233,7 @@ impl PyProtocolHandler {
             }
             Event::Close { id, reason } => {
                 if let Some(entry) = map.remove(id) {
-                    self.close(py, entry, reason);
+                    self.close(py, *id, entry, reason);
                 }
             }
             Event::PauseWriting { id } => {

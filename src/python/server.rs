@@ -34,6 +34,10 @@ pub(crate) struct PyServer {
     /// The running protocol server's sender, cleared on close (it holds the
     /// server's state, which holds the handler holding this slot).
     sender: Mutex<Option<Arc<SenderSlot>>>,
+    /// The open connections of a protocol server (see
+    /// `PyProtocolHandler`'s registry); None before the first start or for a
+    /// function handler.
+    connections: Mutex<Option<Py<PyDict>>>,
     /// The running server; cloned out of the lock by waiters, so `close`,
     /// `stats` and the getters never wait for a waiting thread.
     running: Mutex<Option<Arc<Server>>>,
@@ -91,6 +95,7 @@ impl PyServer {
             handler,
             protocol,
             sender: Mutex::new(None),
+            connections: Mutex::new(None),
             running: Mutex::new(None),
         })
     }
@@ -113,6 +118,7 @@ impl PyServer {
                 let workers = this.config.workers;
                 let handler =
                     PyProtocolHandler::new(py, factory.clone_ref(py), me, workers, sender)?;
+                *lock(&this.connections) = Some(handler.registry(py));
                 Some(Arc::new(handler))
             }
             (None, None) => None,
@@ -270,6 +276,18 @@ impl PyServer {
     #[getter]
     fn running(&self) -> bool {
         lock(&self.running).is_some()
+    }
+
+    /// A snapshot of the open connections of a protocol server, as
+    /// `Connection` objects (from `connection_made` until `connection_lost`);
+    /// always empty for a function handler or the native echo, which make
+    /// no `Connection`.
+    fn connections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let registry = lock(&self.connections).as_ref().map(|r| r.clone_ref(py));
+        match registry {
+            Some(registry) => Ok(registry.bind(py).values()),
+            None => Ok(PyList::empty(py)),
+        }
     }
 
     /// Counters summed over the workers, with `backend`, `workers` and
