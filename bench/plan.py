@@ -48,6 +48,7 @@ ALL_SERVERS = [
     "rust_bin",
     "native_uring",
     "python_uring",
+    "protocol_uring",
     "native_epoll",
     "python_epoll",
 ]

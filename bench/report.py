@@ -103,6 +103,7 @@ def targets(results: Results, plan: Plan) -> list[Target]:
         ("native echo on io_uring vs the C epoll echo", "native_uring", "c_epoll", 0.8),
         ("Python handler on io_uring vs uvloop Protocol", "python_uring", "uvloop", 0.9),
         ("native echo on epoll vs uvloop Protocol", "native_epoll", "uvloop", 1.0),
+        ("protocol echo vs the function handler, io_uring", "protocol_uring", "python_uring", 1.1),
     )
     for what, key, ref, goal in cpu_targets:
         for size in (64, KIB):

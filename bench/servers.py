@@ -83,6 +83,13 @@ def server_specs(epoll_binary: Path) -> list[ServerSpec]:
             True,
         ),
         ServerSpec(
+            "protocol_uring",
+            "proto uring",
+            "iocp_echo protocol echo (`message_received` returns it), io_uring",
+            iocp("protocol", "io_uring"),
+            True,
+        ),
+        ServerSpec(
             "native_epoll", "native epoll", "iocp_echo native, epoll", iocp("native", "epoll"), True
         ),
         ServerSpec(

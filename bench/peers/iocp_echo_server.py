@@ -1,18 +1,26 @@
-"""iocp_echo as a bench peer: one worker, native echo or the Python handler ``lambda m: m``."""
+"""iocp_echo as a bench peer: one worker, native echo, the Python handler ``lambda m: m``,
+or a protocol whose ``message_received`` returns the message."""
 
 from __future__ import annotations
 
 import argparse
 
 from _common import announce, raise_nofile_limit, sigterm_exits
-from iocp_echo import Server
+from iocp_echo import Protocol, Server
+
+
+class Echo(Protocol):
+    """The protocol echo: each message is its own reply."""
+
+    def message_received(self, message: bytes) -> bytes:
+        return message
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--handler", choices=["native", "python"], default="native")
+    parser.add_argument("--handler", choices=["native", "python", "protocol"], default="native")
     parser.add_argument("--backend", choices=["io_uring", "epoll"], default="io_uring")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-connections", type=int, default=100_000)
@@ -22,6 +30,7 @@ def main() -> None:
     handler = (lambda m: m) if args.handler == "python" else None
     server = Server(
         handler,
+        protocol=Echo if args.handler == "protocol" else None,
         host=args.host,
         port=args.port,
         workers=args.workers,
