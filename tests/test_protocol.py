@@ -213,6 +213,8 @@ def test_a_failing_callback_closes_only_its_connection(
             send_lines(good, b"still")
             assert recv_frames(good, LINES, 1) == [b"still"]
             wait_for(lambda: journal.lost() == 1, "connection_lost of the bad one")
+        # The good one closes from its side before the server does: a clean close.
+        wait_for(lambda: journal.lost() == 2, "connection_lost of the good one")
     assert "message_received failed" in caplog.text
     lost = [calls for calls in journal.calls.values() if calls[-1][0] == "lost"]
     failed = [calls for calls in lost if calls[-1][1] is not None]
