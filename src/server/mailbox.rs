@@ -312,7 +312,9 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, vec![vec![1]]);
-        assert!(taken.iter().any(|l| matches!(l, Letter::Overflow { id: 3 })));
+        assert!(taken
+            .iter()
+            .any(|l| matches!(l, Letter::Overflow { id: 3 })));
         // Nobody left to receive it: nothing posted.
         assert_eq!(mailbox.post_broadcast(&shared, &[1, 2]), (0, false));
     }

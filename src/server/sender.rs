@@ -81,7 +81,10 @@ impl ConnectionSender {
     /// closed as a slow consumer instead (and not counted).
     pub fn broadcast(&self, payload: &[u8], exclude: &[ConnectionId]) -> Result<usize, FrameError> {
         let mut framed = Vec::with_capacity(payload.len() + 8);
-        self.shared.config.framing.encode_into(payload, &mut framed)?;
+        self.shared
+            .config
+            .framing
+            .encode_into(payload, &mut framed)?;
         if self.shared.stopping() || self.wakers.is_empty() {
             return Ok(0);
         }
