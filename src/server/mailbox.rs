@@ -151,37 +151,36 @@ impl Mailbox {
     ) -> (usize, bool) {
         let len = shared.len();
         let max_output = self.max_output;
-        {
-            let mut contents = lock(&self.contents);
-            if contents.shut {
-                return (0, false);
-            }
-            let Contents { letters, open, .. } = &mut *contents;
-            let before = letters.len();
-            let mut ids = Vec::new();
-            open.retain(|id, open| {
-                if exclude.binary_search(id).is_ok() {
-                    return true;
-                }
-                if open.waiting + len > max_output {
-                    letters.push(Letter::Overflow { id: *id });
-                    return false;
-                }
-                open.waiting += len;
-                ids.push(*id);
-                true
-            });
-            let queued = ids.len();
-            if queued > 0 {
-                let shared = Arc::clone(shared);
-                letters.push(Letter::Broadcast { shared, ids });
-            }
-            if letters.len() == before {
-                return (0, false);
-            }
-            drop(contents);
-            (queued, !self.posted.swap(true, Ordering::SeqCst))
+        let mut contents = lock(&self.contents);
+        if contents.shut {
+            return (0, false);
         }
+        let Contents { letters, open, .. } = &mut *contents;
+        let before = letters.len();
+        let mut ids = Vec::with_capacity(open.len());
+        open.retain(|id, conn| {
+            if exclude.binary_search(id).is_ok() {
+                return true;
+            }
+            if conn.waiting + len > max_output {
+                letters.push(Letter::Overflow { id: *id });
+                return false;
+            }
+            conn.waiting += len;
+            ids.push(*id);
+            true
+        });
+        let queued = ids.len();
+        if queued > 0 {
+            let shared = Arc::clone(shared);
+            letters.push(Letter::Broadcast { shared, ids });
+        }
+        let posted = letters.len() > before;
+        drop(contents);
+        if !posted {
+            return (0, false);
+        }
+        (queued, !self.posted.swap(true, Ordering::SeqCst))
     }
 
     /// Move every posted letter into `into` (the worker, once per turn).
