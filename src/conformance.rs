@@ -15,6 +15,7 @@ mod accept_connect;
 mod cancel_register;
 mod chosen;
 mod recv_send;
+mod shared_send;
 pub(crate) mod support;
 mod waking;
 
@@ -53,6 +54,7 @@ macro_rules! suite {
                 recv_send::ping_pong_through_many_rounds,
                 recv_send::many_connections_each_get_their_own_bytes_and_echo,
                 recv_send::a_kernel_error_is_an_error_completion,
+                shared_send::a_shared_buffer_sent_to_many_sockets_arrives_byte_exact_on_each,
                 cancel_register::cancel_of_a_waiting_recv_completes_it_once_with_its_buffer,
                 cancel_register::cancel_right_after_submit_still_targets_the_op,
                 cancel_register::ops_on_an_unregistered_socket_fail_as_completions,

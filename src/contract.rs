@@ -1,8 +1,8 @@
 //! The completion-port contract: what every I/O backend does, and nothing of how.
 //!
 //! A port takes *operations* ([`Op`]): accept, recv, send and connect. Each is
-//! submitted with a [`Token`] chosen by the caller and, where it moves bytes, an
-//! owned buffer. From the moment of [`CompletionPort::submit`] the port owns that
+//! submitted with a [`Token`] chosen by the caller and, where it moves bytes, a
+//! buffer (for a send, a [`SendBuf`]: owned, or shared by many sends). From the moment of [`CompletionPort::submit`] the port owns that
 //! buffer; it comes back inside the operation's [`Completion`] from
 //! [`CompletionPort::wait`]. Rules every backend keeps:
 //!
@@ -45,10 +45,12 @@ mod driver;
 pub(crate) mod errors;
 mod op;
 mod pool;
+mod send_buf;
 mod timeout;
 
 pub use completion_port::{CompletionPort, Wake, Waker, MAX_BATCH};
 pub use driver::{Driver, Ready};
 pub use op::{raw_socket, Completion, Op, Outcome, RawSocket, Token};
 pub(crate) use pool::BufferPool;
+pub use send_buf::SendBuf;
 pub use timeout::whole_millis;

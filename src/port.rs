@@ -16,7 +16,8 @@ use std::io;
 use std::time::Duration;
 
 pub use crate::contract::{
-    raw_socket, Completion, CompletionPort, Op, Outcome, RawSocket, Token, Wake, Waker, MAX_BATCH,
+    raw_socket, Completion, CompletionPort, Op, Outcome, RawSocket, SendBuf, Token, Wake, Waker,
+    MAX_BATCH,
 };
 use crate::front::Front;
 pub use choice::{Backend, BackendChoice, BACKEND_ENV};

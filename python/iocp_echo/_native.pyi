@@ -1,6 +1,6 @@
 """Types of the Rust extension module ``iocp_echo._native``."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
@@ -200,6 +200,18 @@ class Server:
     def connections(self) -> list[Connection]:
         """A snapshot of a protocol server's open connections (from ``connection_made``
         until ``connection_lost``); always empty for a function handler or the native echo."""
+    def broadcast(
+        self,
+        payload: bytes | bytearray | memoryview,
+        /,
+        *,
+        exclude: Connection | int | Iterable[Connection | int] | None = None,
+    ) -> int:
+        """Queue ``payload``, framed once by the server's codec, on every open connection
+        except those in ``exclude`` (a ``Connection`` or an id, or an iterable of them);
+        one buffer shared by all receivers, never copied per connection. Returns the number
+        of connections it was queued to (0 when not running or without a protocol);
+        ``FramingError`` if the codec cannot frame it."""
     def stats(self) -> dict[str, Any]:
         """Counters summed over workers, plus ``backend``, ``workers`` and ``per_worker``."""
     def __enter__(self) -> Server: ...

@@ -356,7 +356,11 @@ impl<'a> Client<'a> {
         self.conns[i].ops -= 1;
         match completion.outcome {
             Outcome::Connected(result) => self.on_connected(i, result),
-            Outcome::Sent { buf, pos, result } => self.on_sent(i, buf, pos, result),
+            Outcome::Sent { buf, pos, result } => {
+                // The client sends only buffers of its own.
+                let buf = buf.into_owned().unwrap_or_default();
+                self.on_sent(i, buf, pos, result)
+            }
             Outcome::Received { buf, result } => self.on_received(i, buf, result),
             Outcome::Accepted(_) => log::error!("bench: unexpected accept completion"),
         }
@@ -392,6 +396,7 @@ impl<'a> Client<'a> {
                     // A partial send: post the rest.
                     conn.ops += 1;
                     let socket = conn.raw;
+                    let buf = buf.into();
                     self.port.submit(i as Token, Op::Send { socket, buf, pos });
                     return;
                 }
@@ -525,7 +530,7 @@ impl<'a> Client<'a> {
         conn.ops += 2;
         self.busy += 1;
         let socket = conn.raw;
-        let buf = mem::take(&mut conn.out);
+        let buf = mem::take(&mut conn.out).into();
         self.port.submit(
             i as Token,
             Op::Send {

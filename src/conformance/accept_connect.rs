@@ -85,7 +85,7 @@ pub(super) fn connect_to_a_listener_then_send_through_the_port(backend: Backend)
         6,
         Op::Send {
             socket: raw(&socket),
-            buf: b"ping".to_vec(),
+            buf: b"ping".to_vec().into(),
             pos: 0,
         },
     );

@@ -100,7 +100,7 @@ pub(super) fn a_large_send_goes_out_byte_exact_through_partial_sends(backend: Ba
         3,
         Op::Send {
             socket: raw(&server),
-            buf: b"xxhello".to_vec(),
+            buf: b"xxhello".to_vec().into(),
             pos: 2,
         },
     );
@@ -130,7 +130,7 @@ pub(super) fn a_large_send_goes_out_byte_exact_through_partial_sends(backend: Ba
             sends,
             Op::Send {
                 socket: raw(&server),
-                buf,
+                buf: buf.into(),
                 pos,
             },
         );
@@ -176,7 +176,7 @@ pub(super) fn ping_pong_through_many_rounds(backend: Backend) {
             2,
             Op::Send {
                 socket,
-                buf: got,
+                buf: got.into(),
                 pos: 0,
             },
         );
@@ -217,7 +217,7 @@ pub(super) fn many_connections_each_get_their_own_bytes_and_echo(backend: Backen
             i as Token,
             Op::Send {
                 socket,
-                buf,
+                buf: buf.into(),
                 pos: 0,
             },
         );
@@ -243,7 +243,7 @@ pub(super) fn a_kernel_error_is_an_error_completion(backend: Backend) {
         4,
         Op::Send {
             socket: raw(&socket),
-            buf: b"nobody".to_vec(),
+            buf: b"nobody".to_vec().into(),
             pos: 0,
         },
     );

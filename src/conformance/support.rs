@@ -161,11 +161,14 @@ pub(crate) fn received(completion: Completion) -> (Vec<u8>, io::Result<usize>) {
     }
 }
 
-/// The buffer, position and result of a send's completion.
+/// The (owned) buffer, position and result of a send's completion.
 #[track_caller]
 pub(crate) fn sent(completion: Completion) -> (Vec<u8>, usize, io::Result<usize>) {
     match completion.outcome {
-        Outcome::Sent { buf, pos, result } => (buf, pos, result),
+        Outcome::Sent { buf, pos, result } => {
+            let buf = buf.into_owned().expect("the owned buffer of the send");
+            (buf, pos, result)
+        }
         other => panic!("expected Sent, got {:?}", other),
     }
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use socket2::Socket;
 
+use super::send_buf::SendBuf;
+
 /// The OS handle of a socket as the kernel sees it.
 #[cfg(unix)]
 pub type RawSocket = std::os::unix::io::RawFd;
@@ -34,12 +36,13 @@ pub enum Op {
         buf: Vec<u8>,
     },
     /// Send `buf[pos..]` (which must not be empty). A partial send is a success
-    /// with a smaller count; the caller resubmits the rest.
+    /// with a smaller count; the caller resubmits the rest. A shared `buf` is
+    /// kept alive by the port (it holds a reference) until the completion.
     Send {
         /// The connected socket.
         socket: RawSocket,
-        /// The bytes to send.
-        buf: Vec<u8>,
+        /// The bytes to send, owned or shared.
+        buf: SendBuf,
         /// Where in `buf` sending starts.
         pos: usize,
     },
@@ -98,7 +101,7 @@ pub enum Outcome {
     /// Bytes sent from `buf[pos..]`; `pos` is as submitted.
     Sent {
         /// The buffer of the op.
-        buf: Vec<u8>,
+        buf: SendBuf,
         /// Where sending started.
         pos: usize,
         /// Bytes sent.

@@ -161,7 +161,7 @@ fn a_send_that_would_block_parks_until_the_socket_is_writable() {
             token,
             Op::Send {
                 socket: server.as_raw_fd(),
-                buf,
+                buf: buf.into(),
                 pos,
             },
         );

@@ -182,7 +182,7 @@ fn connect(socket: RawSocket) -> Op {
 fn empty_send(socket: RawSocket) -> Op {
     Op::Send {
         socket,
-        buf: Vec::new(),
+        buf: Vec::new().into(),
         pos: 0,
     }
 }
@@ -208,13 +208,13 @@ fn last_call(port: &Front<Fake>) -> &Call {
 
 /// The buffer of a recv or send that failed with `InvalidInput`.
 #[track_caller]
-fn invalid_input(completion: &Completion) -> &Vec<u8> {
+fn invalid_input(completion: &Completion) -> &[u8] {
     match &completion.outcome {
         Outcome::Received {
             buf,
             result: Err(e),
-        }
-        | Outcome::Sent {
+        } if e.kind() == io::ErrorKind::InvalidInput => buf,
+        Outcome::Sent {
             buf,
             result: Err(e),
             ..
@@ -242,7 +242,7 @@ fn unusable_buffers_fail_at_once_and_never_reach_the_driver() {
         2,
         Op::Send {
             socket: A,
-            buf: sent,
+            buf: sent.into(),
             pos: 4,
         },
     );
@@ -250,7 +250,7 @@ fn unusable_buffers_fail_at_once_and_never_reach_the_driver() {
         3,
         Op::Send {
             socket: A,
-            buf: b"sent".to_vec(),
+            buf: b"sent".to_vec().into(),
             pos: 9,
         },
     );
@@ -299,7 +299,7 @@ fn usable_buffers_reach_the_driver() {
         3,
         Op::Send {
             socket: A,
-            buf: b"sent".to_vec(),
+            buf: b"sent".to_vec().into(),
             pos: 3,
         },
     );

@@ -9,7 +9,7 @@ use windows_sys::Win32::Networking::WinSock::WSABUF;
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::sys::ACCEPT_BUFFER;
-use crate::contract::{RawSocket, Token};
+use crate::contract::{RawSocket, SendBuf, Token};
 
 /// What an op in flight owns until its completion.
 pub(super) enum State {
@@ -39,8 +39,9 @@ pub(super) enum State {
     },
     /// `WSASend` of `buf[pos..]`.
     Send {
-        /// The bytes being sent.
-        buf: Vec<u8>,
+        /// The bytes being sent (a shared buffer: one reference, kept until
+        /// the completion).
+        buf: SendBuf,
         /// Where sending started.
         pos: usize,
     },

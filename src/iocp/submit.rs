@@ -12,7 +12,7 @@ use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET};
 
 use super::slots::{Slot, Slots, State};
 use super::sys::{self, Extensions};
-use crate::contract::{RawSocket, Token};
+use crate::contract::{RawSocket, SendBuf, Token};
 
 /// An op whose overlapped call was made.
 pub(super) struct Started {
@@ -140,15 +140,17 @@ pub(super) fn send(
     slots: &mut Slots,
     token: Token,
     socket: RawSocket,
-    buf: Vec<u8>,
+    buf: SendBuf,
     pos: usize,
 ) -> Started {
     let index = slots.insert(token, socket, State::Send { buf, pos });
     let slot = slots.get_mut(index);
-    if let State::Send { buf, pos } = &mut slot.state {
-        let rest = &mut buf[*pos..];
+    if let State::Send { buf, pos } = &slot.state {
+        let rest = &buf[*pos..];
         slot.wsabuf.len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        slot.wsabuf.buf = rest.as_mut_ptr();
+        // `WSASend` only reads through the pointer (WSABUF has no const form):
+        // a shared buffer is never written.
+        slot.wsabuf.buf = rest.as_ptr() as *mut u8;
     }
     let mut bytes = 0u32;
     // SAFETY: the WSABUF describes `buf[pos..]`, owned by the slot until the

@@ -9,15 +9,15 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 
-use super::errors::os_error;
+use super::errors::{frame_error, os_error};
 use super::framing::framing_arg;
-use super::handler::PyHandler;
+use super::handler::{reply_bytes, PyHandler};
 use super::options::from_python;
 use super::protocol::PyProtocolHandler;
 use super::slot::SenderSlot;
 use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
-use crate::server::{lock, Config, Handler, Server, StartError, Stats};
+use crate::server::{lock, Config, ConnectionId, Handler, Server, StartError, Stats};
 
 /// How long one wait for the workers lasts before signals are checked again.
 const SIGNAL_SLICE: Duration = Duration::from_millis(50);
@@ -290,6 +290,37 @@ impl PyServer {
         }
     }
 
+    /// Queue `payload`, framed once by the server's codec, on every open
+    /// connection except those in `exclude` (a `Connection` or a connection id,
+    /// or an iterable of them). The framed bytes are one buffer shared by all
+    /// receivers, never copied per connection. Returns the number of
+    /// connections it was queued to (0 when not running, or for a function
+    /// handler or the native echo, which have no connections to write to).
+    #[pyo3(signature = (payload, /, *, exclude = None))]
+    fn broadcast(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        exclude: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        if payload.is_none() {
+            return Err(PyTypeError::new_err(
+                "broadcast() takes bytes, bytearray or memoryview, not None",
+            ));
+        }
+        let exclude = match exclude {
+            Some(exclude) => excluded_ids(exclude)?,
+            None => Vec::new(),
+        };
+        let server = self.current();
+        let mut queued = Ok(0);
+        reply_bytes(payload, "broadcast() payload", |bytes| {
+            if let Some(server) = server {
+                queued = server.sender().broadcast(bytes, &exclude);
+            }
+        })?;
+        queued.map_err(frame_error)
+    }
+
     /// Counters summed over the workers, with `backend`, `workers` and
     /// `per_worker` (a list of each worker's counters).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -348,6 +379,47 @@ impl PyServer {
     fn current(&self) -> Option<Arc<Server>> {
         lock(&self.running).clone()
     }
+}
+
+/// The ids named by `broadcast(exclude=...)`: a connection id or an object
+/// with an `id` (a `Connection`), or an iterable of them.
+fn excluded_ids(exclude: &Bound<'_, PyAny>) -> PyResult<Vec<ConnectionId>> {
+    if let Some(id) = one_id(exclude)? {
+        return Ok(vec![id]);
+    }
+    let mut ids = Vec::new();
+    let items = exclude.try_iter().map_err(|_| not_excludable(exclude))?;
+    for item in items {
+        let item = item?;
+        ids.push(one_id(&item)?.ok_or_else(|| not_excludable(&item))?);
+    }
+    Ok(ids)
+}
+
+/// The id named by `item`: an int, or the `id` of a `Connection`; `None`
+/// for anything else.
+fn one_id(item: &Bound<'_, PyAny>) -> PyResult<Option<ConnectionId>> {
+    if let Ok(id) = item.extract::<ConnectionId>() {
+        return Ok(Some(id));
+    }
+    if item.is_instance_of::<pyo3::types::PyString>() || !item.hasattr("id")? {
+        return Ok(None);
+    }
+    Ok(item.getattr("id")?.extract::<ConnectionId>().ok())
+}
+
+/// The `TypeError` for what `exclude` cannot name.
+#[cold]
+fn not_excludable(item: &Bound<'_, PyAny>) -> PyErr {
+    let name = item
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    PyTypeError::new_err(format!(
+        "exclude takes a Connection, a connection id or an iterable of them, not {}",
+        name
+    ))
 }
 
 /// A handler waiting for its own server would wait for itself forever.

@@ -1,6 +1,6 @@
 //! New connections and letters from other threads: adopting an accepted
-//! socket (with its `Open` event), and applying pushed output, close and
-//! abort requests at the start of a connection's next pump.
+//! socket (with its `Open` event), and applying pushed output (a broadcast:
+//! one shared buffer for all its receivers), close and abort requests at the start of a connection's next pump.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -88,6 +88,16 @@ pub(crate) fn apply(
                         conn.output.push(framed, spares);
                     }
                     table.touch(key);
+                }
+            }
+            Letter::Broadcast { shared, ids } => {
+                for id in ids {
+                    if let Some(key) = table.key_of(id) {
+                        if let Some(conn) = table.get_mut(key) {
+                            conn.output.push_shared(&shared, spares);
+                        }
+                        table.touch(key);
+                    }
                 }
             }
             Letter::Close { id } => {

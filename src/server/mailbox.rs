@@ -9,6 +9,11 @@
 //! count against `max_output` already: a connection whose pushed bytes waiting
 //! here would pass it is refused further letters and closed as a slow
 //! consumer, so a pusher faster than the worker cannot grow the box either.
+//!
+//! A broadcast is one letter per worker, holding the shared framed bytes and
+//! the ids of the connections it was queued to: those open for writing when
+//! it was posted, not excluded, and whose pushed bytes stay within the bound
+//! with it (it counts for each of them like a push of the same length).
 
 use std::collections::HashMap;
 use std::mem;
@@ -32,6 +37,12 @@ pub(crate) enum Letter {
     },
     /// Framed bytes to queue on a connection's output.
     Send { id: ConnectionId, framed: Vec<u8> },
+    /// Framed bytes shared by every receiver, to queue on the output of each
+    /// connection in `ids` still open (a broadcast).
+    Broadcast {
+        shared: Arc<[u8]>,
+        ids: Vec<ConnectionId>,
+    },
     /// Stop reading a connection, flush its output, close it.
     Close { id: ConnectionId },
     /// Bytes pushed to a connection passed `max_output` before the worker
@@ -128,6 +139,50 @@ impl Mailbox {
         Ok(!self.posted.swap(true, Ordering::SeqCst))
     }
 
+    /// Post a broadcast of `shared` to every connection open for writing
+    /// whose id is not in `exclude` (sorted): one letter, whatever the number
+    /// of receivers. A receiver whose pushed bytes would pass `max_output` with
+    /// it is closed as a slow consumer instead. Returns the number of
+    /// connections it was queued to, and whether the worker must be woken.
+    pub(crate) fn post_broadcast(
+        &self,
+        shared: &Arc<[u8]>,
+        exclude: &[ConnectionId],
+    ) -> (usize, bool) {
+        let len = shared.len();
+        let max_output = self.max_output;
+        let mut contents = lock(&self.contents);
+        if contents.shut {
+            return (0, false);
+        }
+        let Contents { letters, open, .. } = &mut *contents;
+        let before = letters.len();
+        let mut ids = Vec::with_capacity(open.len());
+        open.retain(|id, conn| {
+            if exclude.binary_search(id).is_ok() {
+                return true;
+            }
+            if conn.waiting + len > max_output {
+                letters.push(Letter::Overflow { id: *id });
+                return false;
+            }
+            conn.waiting += len;
+            ids.push(*id);
+            true
+        });
+        let queued = ids.len();
+        if queued > 0 {
+            let shared = Arc::clone(shared);
+            letters.push(Letter::Broadcast { shared, ids });
+        }
+        let posted = letters.len() > before;
+        drop(contents);
+        if !posted {
+            return (0, false);
+        }
+        (queued, !self.posted.swap(true, Ordering::SeqCst))
+    }
+
     /// Move every posted letter into `into` (the worker, once per turn).
     #[inline]
     pub(crate) fn take(&self, into: &mut Vec<Letter>) {
@@ -138,10 +193,20 @@ impl Mailbox {
         let mut contents = lock(&self.contents);
         let Contents { letters, open, .. } = &mut *contents;
         for letter in letters.iter() {
-            if let Letter::Send { id, framed } = letter {
-                if let Some(open) = open.get_mut(id) {
-                    open.waiting = open.waiting.saturating_sub(framed.len());
+            match letter {
+                Letter::Send { id, framed } => {
+                    if let Some(open) = open.get_mut(id) {
+                        open.waiting = open.waiting.saturating_sub(framed.len());
+                    }
                 }
+                Letter::Broadcast { shared, ids } => {
+                    for id in ids {
+                        if let Some(open) = open.get_mut(id) {
+                            open.waiting = open.waiting.saturating_sub(shared.len());
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         if into.is_empty() {
@@ -187,6 +252,8 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::{Letter, Mailbox, Refused};
 
     fn send(mailbox: &Mailbox, id: u64, len: usize) -> Result<bool, Refused> {
@@ -216,6 +283,39 @@ mod tests {
         mailbox.take(&mut taken);
         assert!(matches!(taken.last(), Some(Letter::Overflow { id: 7 })));
         assert_eq!(taken.len(), 2, "the 100 bytes, then the overflow");
+    }
+
+    #[test]
+    fn a_broadcast_is_one_letter_counted_for_each_receiver() {
+        let mailbox = Mailbox::new(100);
+        for id in [1, 2, 3] {
+            mailbox.opened(id, Default::default());
+        }
+        assert_eq!(send(&mailbox, 3, 50), Ok(true));
+        let shared: Arc<[u8]> = Arc::from(vec![7u8; 60]);
+        // 2 excluded, 3 would pass the bound: closed; only 1 receives it.
+        assert_eq!(mailbox.post_broadcast(&shared, &[2]), (1, false));
+        assert_eq!(mailbox.buffered(1), Some(60));
+        assert_eq!(mailbox.buffered(3), None, "closed as a slow consumer");
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(mailbox.buffered(1), Some(0), "taken by the worker");
+        let ids: Vec<_> = taken
+            .iter()
+            .filter_map(|letter| match letter {
+                Letter::Broadcast { ids, shared: s } => {
+                    assert!(Arc::ptr_eq(s, &shared), "the same bytes, not a copy");
+                    Some(ids.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, vec![vec![1]]);
+        assert!(taken
+            .iter()
+            .any(|l| matches!(l, Letter::Overflow { id: 3 })));
+        // Nobody left to receive it: nothing posted.
+        assert_eq!(mailbox.post_broadcast(&shared, &[1, 2]), (0, false));
     }
 
     #[test]

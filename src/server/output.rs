@@ -9,12 +9,19 @@
 //! The check is one comparison per queuing, no allocation. Native echoes,
 //! framed straight into [`Output::buffer`], are checked by the pump.
 //!
-//! The queue is one owned buffer, sent whole when nothing is in flight. The
-//! worker reaches it only through the methods here, so a second kind of entry
-//! (a reference-counted segment shared by many connections, for a broadcast
-//! framed once) can be queued behind it later without changing the callers.
+//! **Queue.** In sending order: segments (each a [`SendBuf`], sent one per
+//! send), then the owned tail buffer that replies are framed into. Without a
+//! broadcast there are no segments and the tail is sent whole when nothing is
+//! in flight. A shared segment (a broadcast framed once for every receiver)
+//! is queued by moving the tail, if it holds bytes, into the segments first,
+//! so order is kept; its bytes count against the bound like owned ones. The
+//! worker reaches the queue only through the methods here.
 
+use std::collections::VecDeque;
 use std::mem;
+use std::sync::Arc;
+
+use crate::port::SendBuf;
 
 /// Spare output buffers kept per worker.
 const SPARES_LIMIT: usize = 256;
@@ -22,7 +29,11 @@ const SPARES_LIMIT: usize = 256;
 /// A connection's queued output and backpressure state.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
-    /// Bytes queued behind the send in flight.
+    /// Entries queued behind the send in flight, ahead of `queued`.
+    segments: VecDeque<SendBuf>,
+    /// The bytes of `segments`.
+    segments_len: usize,
+    /// Bytes queued behind the send in flight and `segments`.
     queued: Vec<u8>,
     /// Whether a send is in flight.
     in_flight: bool,
@@ -49,7 +60,7 @@ pub(crate) enum Pause {
 impl Output {
     /// Output queued or in flight, for backpressure.
     pub(crate) fn len(&self) -> usize {
-        self.sending + self.queued.len()
+        self.sending + self.segments_len + self.queued.len()
     }
 
     /// Whether a send is in flight.
@@ -84,7 +95,7 @@ impl Output {
     /// it back.
     #[inline]
     pub(crate) fn adopt(&mut self, buf: Vec<u8>, spares: &mut Spares) -> Result<(), Vec<u8>> {
-        if !self.queued.is_empty() || self.in_flight {
+        if !self.queued.is_empty() || self.in_flight || !self.segments.is_empty() {
             return Err(buf);
         }
         spares.recycle(mem::replace(&mut self.queued, buf));
@@ -111,6 +122,15 @@ impl Output {
     fn overflow(&mut self, spares: &mut Spares) {
         self.overflowed = true;
         spares.recycle(mem::take(&mut self.queued));
+        self.drop_segments();
+    }
+
+    /// Drop the queued segments.
+    fn drop_segments(&mut self) {
+        if !self.segments.is_empty() {
+            self.segments = VecDeque::new();
+            self.segments_len = 0;
+        }
     }
 
     /// Drop what is queued, and everything queued from now on (a connection
@@ -119,6 +139,7 @@ impl Output {
     pub(crate) fn discard(&mut self) {
         self.overflowed = true;
         self.queued = Vec::new();
+        self.drop_segments();
     }
 
     /// Take back a buffer lent to the batch, with the replies framed into it;
@@ -160,14 +181,43 @@ impl Output {
         }
     }
 
-    /// The queued bytes to post as the next send, if nothing is in flight and
-    /// something is queued (or `force`: the transport has bytes of its own).
+    /// Queue a segment shared with other connections (a broadcast) behind
+    /// everything queued; dropped, with what is queued, if it would pass the
+    /// bound. Its bytes are never copied.
+    pub(crate) fn push_shared(&mut self, shared: &Arc<[u8]>, spares: &mut Spares) {
+        if self.would_pass(shared.len(), spares.max_output) {
+            self.overflow(spares);
+            return;
+        }
+        if shared.is_empty() {
+            return;
+        }
+        if !self.queued.is_empty() {
+            // The tail goes first: later replies are framed into a new one.
+            let tail = mem::take(&mut self.queued);
+            self.segments_len += tail.len();
+            self.segments.push_back(SendBuf::Owned(tail));
+        }
+        self.segments_len += shared.len();
+        self.segments.push_back(SendBuf::Shared(Arc::clone(shared)));
+    }
+
+    /// What to post as the next send, if nothing is in flight and something
+    /// is queued (or `force`: the transport has bytes of its own): the first
+    /// segment, else the tail buffer.
     #[inline]
-    pub(crate) fn next_send(&mut self, force: bool) -> Option<Vec<u8>> {
-        if self.in_flight || (self.queued.is_empty() && !force) {
+    pub(crate) fn next_send(&mut self, force: bool) -> Option<SendBuf> {
+        if self.in_flight {
             return None;
         }
-        let buf = mem::take(&mut self.queued);
+        let buf = match self.segments.pop_front() {
+            Some(segment) => {
+                self.segments_len -= segment.len();
+                segment
+            }
+            None if self.queued.is_empty() && !force => return None,
+            None => SendBuf::Owned(mem::take(&mut self.queued)),
+        };
         self.in_flight = true;
         self.sending = buf.len();
         Some(buf)

@@ -17,7 +17,7 @@ use super::output::Spares;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
-use crate::port::{CompletionPort, Op, Port, Token};
+use crate::port::{CompletionPort, Op, Port, SendBuf, Token};
 
 /// Spare output buffers the native raw echo keeps before it hands sent buffers
 /// back to the port.
@@ -145,7 +145,7 @@ pub(crate) fn on_sent(
     port: &mut Port,
     spares: &mut Spares,
     key: usize,
-    buf: Vec<u8>,
+    buf: SendBuf,
     pos: usize,
     result: io::Result<usize>,
 ) {
@@ -179,6 +179,14 @@ pub(crate) fn on_sent(
             }
         }
     }
+    // A shared segment is dropped here (this connection's reference to it).
+    let buf = match buf.into_owned() {
+        Some(buf) => buf,
+        None => {
+            table.touch(key);
+            return;
+        }
+    };
     if turn.mode.echoes_raw() && spares.len() >= RAW_OUTPUT_SPARES {
         // The native raw echo mostly sends the buffers the port received
         // into: they go back to the port, once the worker keeps a few spares

@@ -5,7 +5,8 @@
 //! it to the mailbox of the connection's worker (`id % workers`), waking that
 //! worker if its box was empty. The worker queues it at its next turn, behind
 //! the replies already queued on the connection, in posting order, under the
-//! same backpressure accounting as replies.
+//! same backpressure accounting as replies. A broadcast is framed once and
+//! posted as one letter per worker.
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,6 +69,35 @@ impl ConnectionSender {
             .encode_into(payload, &mut framed)
             .map_err(SendError::Unframable)?;
         self.post(id, Letter::Send { id, framed })
+    }
+
+    /// Queue `payload`, framed once by the server's codec, on every connection
+    /// open for writing (from its `Open` event until its `Close` event) whose
+    /// id is not in `exclude`, on every worker. The framed bytes are one
+    /// reference-counted buffer shared by all receivers, never copied per
+    /// connection. Returns the number of connections it was queued to;
+    /// connections closing meanwhile drop it with the rest of their output.
+    /// A receiver whose pushed bytes would pass `max_output` with it is
+    /// closed as a slow consumer instead (and not counted).
+    pub fn broadcast(&self, payload: &[u8], exclude: &[ConnectionId]) -> Result<usize, FrameError> {
+        let mut framed = Vec::with_capacity(payload.len() + 8);
+        self.shared
+            .config
+            .framing
+            .encode_into(payload, &mut framed)?;
+        if self.shared.stopping() || self.wakers.is_empty() {
+            return Ok(0);
+        }
+        let shared: Arc<[u8]> = Arc::from(framed);
+        let mut exclude = exclude.to_vec();
+        exclude.sort_unstable();
+        let mut queued = 0;
+        for (worker, mailbox) in self.shared.mailboxes.iter().enumerate() {
+            let (count, wake) = mailbox.post_broadcast(&shared, &exclude);
+            queued += count;
+            self.wake(worker, wake);
+        }
+        Ok(queued)
     }
 
     /// Stop reading connection `id`, send what is queued for it, then close

@@ -12,6 +12,7 @@ use crate::framing::{ByteOrder, Framing};
 use crate::port::{Backend, BackendChoice};
 
 mod bound;
+mod broadcast;
 mod events;
 mod faults;
 

@@ -10,6 +10,8 @@
 
 use std::io;
 
+use crate::port::SendBuf;
+
 /// How a connection's bytes are carried.
 #[derive(Debug)]
 pub(crate) enum Transport {
@@ -38,9 +40,11 @@ impl Transport {
         matches!(self, Transport::Plain)
     }
 
-    /// The bytes to send for the queued output `plain`. `Plain`: `plain` itself.
+    /// The bytes to send for the queued output `plain` (owned, or a segment
+    /// shared by many connections, which a sealing transport reads without
+    /// writing). `Plain`: `plain` itself.
     #[inline]
-    pub(crate) fn seal(&mut self, plain: Vec<u8>) -> Vec<u8> {
+    pub(crate) fn seal(&mut self, plain: SendBuf) -> SendBuf {
         match self {
             Transport::Plain => plain,
         }

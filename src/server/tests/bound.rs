@@ -73,7 +73,7 @@ fn count(seen: &[Seen], event: &Seen) -> usize {
 
 /// A client whose receive buffer is small and fixed (no autotuning), so the
 /// kernel holds little of what it does not read.
-fn connect_with_small_window(server: &Server) -> TcpStream {
+pub(super) fn connect_with_small_window(server: &Server) -> TcpStream {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(64 * KIB).unwrap();
     socket.connect(&server.local_addr().into()).unwrap();
