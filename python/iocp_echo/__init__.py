@@ -14,12 +14,15 @@ Per-connection state, push and close: ``Server(protocol=Factory)`` with a
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, Union
+
+from typing_extensions import Self
 
 from ._native import (
     BACKENDS,
@@ -31,10 +34,11 @@ from ._native import (
     FrameTooLarge,
     Framing,
     FramingError,
-    Server,
     ServerOption,
     resolve_backend,
 )
+from ._native import Server as _NativeServer
+from ._aio import AsyncHandler, Lane, Runner, is_async_callable
 
 __all__ = [
     "BACKENDS",
@@ -57,89 +61,105 @@ __all__ = [
 Reply = Union[bytes, bytearray, memoryview, None]
 """What a handler returns: the reply payload (framed by the server), or None for no reply."""
 
-Handler = Callable[[bytes], Reply]
-"""A message handler: called with each complete message."""
+Handler = Callable[[bytes], Union[Reply, Awaitable[Reply]]]
+"""A message handler: called with each complete message (may be ``async def``)."""
 
 
-class Protocol:
-    """One connection's callbacks, for ``Server(protocol=Factory)``: the server calls
-    ``Factory()`` once per accepted connection (a class is a factory). Every method is a
-    no-op here; override those you need. Any object with these methods works too.
+class Server(_NativeServer):
+    """A TCP message server; a context manager (``with`` or ``async with``) that starts
+    on enter and closes on exit.
 
-    The callbacks of one connection run on its worker thread, in order, never two at
-    once: ``connection_made`` first, ``message_received`` per message,
-    ``connection_lost`` exactly once, last. A callback that raises (or a reply of the
-    wrong type) is logged on the ``iocp_echo`` logger and closes only its connection,
-    whose ``connection_lost`` is then given that exception.
+    ``message_received`` of a protocol, or the handler, may be ``async def``: the
+    coroutine is awaited on the asyncio loop running where the server was started
+    (``async with Server(...)``), else on a loop thread of the server's own, started on
+    first need and joined by ``close()``. A connection's messages are handled one at a
+    time, in order (once its ``message_received`` returned a coroutine, its later ones
+    are called on the loop too, and every reply goes out through ``Connection.send``);
+    different connections' concurrently.
     """
 
-    def connection_made(self, conn: Connection) -> None:
-        """The connection opened: keep ``conn`` to send to it, close it, read its addresses."""
+    _runner_lock = threading.Lock()
 
-    def message_received(self, message: bytes) -> Reply:
-        """A whole message arrived; the return value (bytes-like or None) is the reply."""
-        return None
+    def __new__(
+        cls, handler: Handler | None = None, *, protocol: Callable[[], Any] | None = None, **options: Any
+    ) -> Self:
+        if handler is not None and protocol is None and is_async_callable(handler):
+            async_handler = handler
+            protocol, handler = (lambda: AsyncHandler(async_handler)), None  # type: ignore[arg-type]
+        return super().__new__(cls, handler, protocol=protocol, **options)
 
-    def pause_writing(self) -> None:
-        """The connection's queued output passed ``high_water``: stop pushing to it."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: Runner | None = None
 
-    def resume_writing(self) -> None:
-        """The connection's queued output fell to ``low_water``: pushing may resume."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The connection closed: ``None`` for a clean close by either side, else why
-        (``ConnectionResetError``, ``TimeoutError`` for the idle timeout,
-        ``FrameTooLarge``/``FramingError``, the exception a callback raised,
-        ``ConnectionAbortedError`` when the server closes)."""
-
-
-def serve(
-    handler: Handler | None = None,
-    *,
-    protocol: Callable[[], Any] | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    framing: str | Framing = "raw",
-    **options: Any,
-) -> None:
-    """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
-
-    ``handler=None`` echoes every message natively, without entering Python;
-    ``protocol=Factory`` makes one :class:`Protocol` per connection instead.
-    ``options`` are the other keyword arguments of :class:`Server`, one per
-    entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
-    ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
-    ``low_water``, ``backlog``).
-    """
-    server = Server(handler, protocol=protocol, host=host, port=port, framing=framing, **options)
-    with _stop_signals_interrupt():
+    def _note_loop(self) -> None:
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    def start(self) -> None:
+        self._note_loop()
+        super().start()
+
+    def serve_forever(self) -> None:
+        if not self.running:
+            self._note_loop()
+        super().serve_forever()
+        self._close_runner()
+
+    def close(self) -> None:
+        try:
+            super().close()
         finally:
-            server.close()
+            self._close_runner()
 
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
 
-@contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """Make SIGTERM stop the server like Ctrl-C, and SIGINT too where it was ignored
-    at startup (a background job of a non-interactive shell), as the CLI does; only
-    where Python lets us (the main thread). The previous handlers come back after."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self.close()
+        return False
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
 
-    previous_term = signal.signal(signal.SIGTERM, interrupt)
-    previous_int = signal.getsignal(signal.SIGINT)
-    if previous_int == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        if previous_int == signal.SIG_IGN:
-            signal.signal(signal.SIGINT, previous_int)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Closing drains and joins the workers: off the loop, which keeps running the
+        # coroutines meanwhile; then until every async connection heard connection_lost.
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        runner = self._runner
+        if runner is not None:
+            await runner.wait_idle()
+
+    async def wait_closed(self) -> None:
+        """Until the server is closed (from another task or thread, or by a signal)."""
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(None, self.wait, 0.1):
+            pass
+
+    def _async_lane(self, conn: Connection, protocol: Any, first: Awaitable[Any]) -> Lane:
+        """Called by a worker when ``conn``'s protocol returned ``first``, an awaitable."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = Runner(self._loop)
+            runner = self._runner
+        return runner.lane(conn, protocol, first)
+
+    def _close_runner(self) -> None:
+        """The workers are joined (every lane was told): stop a loop thread of our own."""
+        runner = self._runner
+        if runner is not None:
+            runner.close()
