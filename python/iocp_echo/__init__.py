@@ -81,7 +81,11 @@ class Server(_NativeServer):
     _runner_lock = threading.Lock()
 
     def __new__(
-        cls, handler: Handler | None = None, *, protocol: Callable[[], Any] | None = None, **options: Any
+        cls,
+        handler: Handler | None = None,
+        *,
+        protocol: Callable[[], Any] | None = None,
+        **options: Any,
     ) -> Self:
         if handler is not None and protocol is None and is_async_callable(handler):
             async_handler = handler
@@ -163,3 +167,87 @@ class Server(_NativeServer):
         runner = self._runner
         if runner is not None:
             runner.close()
+
+
+class Protocol:
+    """One connection's callbacks, for ``Server(protocol=Factory)``: the server calls
+    ``Factory()`` once per accepted connection (a class is a factory). Every method is a
+    no-op here; override those you need. Any object with these methods works too.
+
+    The callbacks of one connection run on its worker thread, in order, never two at
+    once: ``connection_made`` first, ``message_received`` per message,
+    ``connection_lost`` exactly once, last. A callback that raises (or a reply of the
+    wrong type) is logged on the ``iocp_echo`` logger and closes only its connection,
+    whose ``connection_lost`` is then given that exception.
+    """
+
+    def connection_made(self, conn: Connection) -> None:
+        """The connection opened: keep ``conn`` to send to it, close it, read its addresses."""
+
+    def message_received(self, message: bytes) -> Reply:
+        """A whole message arrived; the return value (bytes-like or None) is the reply."""
+        return None
+
+    def pause_writing(self) -> None:
+        """The connection's queued output passed ``high_water``: stop pushing to it."""
+
+    def resume_writing(self) -> None:
+        """The connection's queued output fell to ``low_water``: pushing may resume."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: ``None`` for a clean close by either side, else why
+        (``ConnectionResetError``, ``TimeoutError`` for the idle timeout,
+        ``FrameTooLarge``/``FramingError``, the exception a callback raised,
+        ``ConnectionAbortedError`` when the server closes)."""
+
+
+def serve(
+    handler: Handler | None = None,
+    *,
+    protocol: Callable[[], Any] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    framing: str | Framing = "raw",
+    **options: Any,
+) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
+
+    ``handler=None`` echoes every message natively, without entering Python;
+    ``protocol=Factory`` makes one :class:`Protocol` per connection instead.
+    ``options`` are the other keyword arguments of :class:`Server`, one per
+    entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
+    ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
+    ``low_water``, ``backlog``).
+    """
+    server = Server(handler, protocol=protocol, host=host, port=port, framing=framing, **options)
+    with _stop_signals_interrupt():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Make SIGTERM stop the server like Ctrl-C, and SIGINT too where it was ignored
+    at startup (a background job of a non-interactive shell), as the CLI does; only
+    where Python lets us (the main thread). The previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous_int)
