@@ -9,7 +9,7 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from helpers import connect, recv_frames, wait_for
@@ -26,8 +26,8 @@ def loop_threads() -> list[threading.Thread]:
 class Sleeper(Protocol):
     """Replies ``message`` after sleeping a little (longer for earlier frames)."""
 
-    lost: list[BaseException | None] = []
-    threads: set[int] = set()
+    lost: ClassVar[list[BaseException | None]] = []
+    threads: ClassVar[set[int]] = set()
 
     def connection_made(self, conn: Connection) -> None:
         self.conn = conn
@@ -43,8 +43,8 @@ class Sleeper(Protocol):
 
 def test_async_replies_come_in_frame_order_per_connection_on_a_loop_thread() -> None:
     class Recorded(Sleeper):
-        lost: list[BaseException | None] = []
-        threads: set[int] = set()
+        lost: ClassVar[list[BaseException | None]] = []
+        threads: ClassVar[set[int]] = set()
 
     with Server(protocol=Recorded, framing=LINES, port=0) as srv:
         socks = [connect(srv.address) for _ in range(3)]
@@ -162,7 +162,8 @@ def test_async_with_uses_the_running_loop() -> None:
 def test_drain_waits_for_resume_and_raises_once_closed() -> None:
     chunk = b"d" * 4095
     count = 6_000  # 24 MiB: more than loopback's kernel buffers and high_water hold
-    options = {"high_water": 64 << 10, "low_water": 16 << 10, "max_output": 64 << 20}
+    options: dict[str, Any] = {"high_water": 64 << 10, "low_water": 16 << 10}
+    options["max_output"] = 64 << 20
     paused = threading.Event()
     after: dict[str, Any] = {}
 

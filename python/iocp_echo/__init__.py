@@ -20,10 +20,11 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import Any, Union
+from typing import Any, Literal, Union, cast
 
 from typing_extensions import Self
 
+from ._aio import AsyncHandler, Lane, Runner, is_async_callable
 from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
@@ -38,7 +39,6 @@ from ._native import (
     resolve_backend,
 )
 from ._native import Server as _NativeServer
-from ._aio import AsyncHandler, Lane, Runner, is_async_callable
 
 __all__ = [
     "BACKENDS",
@@ -80,21 +80,50 @@ class Server(_NativeServer):
 
     _runner_lock = threading.Lock()
 
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: Runner | None = None
+
     def __new__(
         cls,
         handler: Handler | None = None,
         *,
         protocol: Callable[[], Any] | None = None,
-        **options: Any,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        framing: Framing | str | None = None,
+        workers: int | None = None,
+        backend: str = "auto",
+        max_frame: int | None = None,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        drain_timeout: float | None = None,
+        high_water: int | None = None,
+        low_water: int | None = None,
+        max_output: int | None = None,
+        backlog: int | None = None,
     ) -> Self:
         if handler is not None and protocol is None and is_async_callable(handler):
             async_handler = handler
             protocol, handler = (lambda: AsyncHandler(async_handler)), None  # type: ignore[arg-type]
-        return super().__new__(cls, handler, protocol=protocol, **options)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: Runner | None = None
+        server = super().__new__(
+            cls,
+            cast("Callable[[bytes], Reply] | None", handler),
+            protocol=protocol,
+            host=host,
+            port=port,
+            framing=framing,
+            workers=workers,
+            backend=backend,
+            max_frame=max_frame,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            drain_timeout=drain_timeout,
+            high_water=high_water,
+            low_water=low_water,
+            max_output=max_output,
+            backlog=backlog,
+        )
+        return cast(Self, server)
 
     def _note_loop(self) -> None:
         try:
@@ -128,7 +157,7 @@ class Server(_NativeServer):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         self.close()
         return False
 
@@ -184,7 +213,7 @@ class Protocol:
     def connection_made(self, conn: Connection) -> None:
         """The connection opened: keep ``conn`` to send to it, close it, read its addresses."""
 
-    def message_received(self, message: bytes) -> Reply:
+    def message_received(self, message: bytes) -> Reply | Awaitable[Reply]:
         """A whole message arrived; the return value (bytes-like or None) is the reply."""
         return None
 
