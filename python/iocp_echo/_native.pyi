@@ -4,7 +4,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
-from typing_extensions import TypeAlias
+from typing_extensions import TypeAlias, disjoint_base
 
 _Reply: TypeAlias = bytes | bytearray | memoryview | None
 
@@ -120,7 +120,7 @@ class Connection:
         connection is or gets closed."""
     @property
     def _paused(self) -> bool: ...
-    def _add_drain_waiter(self, waiter: Callable[[], object], /) -> bool: ...
+    def _add_drain_waiter(self, waiter: Callable[[], object]) -> bool: ...
 
 @final
 class Framing:
@@ -161,6 +161,7 @@ class Decoder:
     def max_frame(self) -> int:
         """The payload limit."""
 
+@disjoint_base
 class Server:
     """A TCP message server; a context manager that starts on enter and closes on exit.
     ``iocp_echo.Server`` subclasses it (``async with``, async callbacks)."""
