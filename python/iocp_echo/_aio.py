@@ -5,7 +5,8 @@ then on its worker hands each of its frames to the lane (never waiting for the l
 the lane, on the loop, calls ``message_received`` per frame, awaits the result if it is
 awaitable and sends the reply with ``Connection.send``, one frame at a time, in order.
 Different connections' lanes run concurrently on the loop. A coroutine that raises is
-logged on the ``iocp_echo`` logger and aborts its connection only. ``connection_lost``
+logged on the ``iocp_echo`` logger and closes its connection only (after the
+replies to its earlier messages). ``connection_lost``
 of a lane's protocol is called on the loop, once, after its running coroutine (if any)
 was cancelled: still the last callback.
 
@@ -148,7 +149,9 @@ class Lane:
             _log.error("message_received failed; closing its connection", exc_info=exc)
             self._failure = exc
             self._queue.clear()
-            self._conn.abort()
+            # Like a sync failure: the replies to earlier messages still go out (they
+            # were pushed, and an abort would drop them), nothing more is read.
+            self._conn.close()
         finally:
             self._task = None
 
