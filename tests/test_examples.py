@@ -169,3 +169,16 @@ def test_pubsub() -> None:
         for client in (news2, sport, publisher):
             assert client.pending == []
             client.close()
+
+
+def test_async_echo() -> None:
+    with example("async_echo.py") as server:
+        first, second = Client(server.address, LINES), Client(server.address, LINES)
+        for line in [b"one", b"two", b"three"]:
+            first.send(line)
+        second.send(b"other")
+        assert [first.recv() for _ in range(3)] == [b"1: ONE", b"2: TWO", b"3: THREE"]
+        assert second.recv() == b"1: OTHER"
+        assert first.ask(b"four\r") == b"4: FOUR"
+        first.close()
+        second.close()

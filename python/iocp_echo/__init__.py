@@ -14,13 +14,18 @@ Per-connection state, push and close: ``Server(protocol=Factory)`` with a
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any, Union
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Union
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+from ._aio import AsyncHandler, Lane, Runner, is_async_callable
 from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
@@ -31,10 +36,10 @@ from ._native import (
     FrameTooLarge,
     Framing,
     FramingError,
-    Server,
     ServerOption,
     resolve_backend,
 )
+from ._native import Server as _NativeServer
 
 __all__ = [
     "BACKENDS",
@@ -57,8 +62,132 @@ __all__ = [
 Reply = Union[bytes, bytearray, memoryview, None]
 """What a handler returns: the reply payload (framed by the server), or None for no reply."""
 
-Handler = Callable[[bytes], Reply]
-"""A message handler: called with each complete message."""
+Handler = Callable[[bytes], Union[Reply, Awaitable[Reply]]]
+"""A message handler: called with each complete message (may be ``async def``)."""
+
+
+class Server(_NativeServer):
+    """A TCP message server; a context manager (``with`` or ``async with``) that starts
+    on enter and closes on exit.
+
+    ``message_received`` of a protocol, or the handler, may be ``async def``: the
+    coroutine is awaited on the asyncio loop running where the server was started
+    (``async with Server(...)``), else on a loop thread of the server's own, started on
+    first need and joined by ``close()``. A connection's messages are handled one at a
+    time, in order (once its ``message_received`` returned a coroutine, its later ones
+    are called on the loop too, and every reply goes out through ``Connection.send``);
+    different connections' concurrently.
+    """
+
+    _runner_lock = threading.Lock()
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: Runner | None = None
+
+    if TYPE_CHECKING:
+        # What type checkers see: the options by name (as in _native.pyi). At run
+        # time every option goes through to the one definition (OPTIONS) unchanged.
+        def __new__(
+            cls,
+            handler: Handler | Callable[[bytes], Awaitable[Reply]] | None = None,
+            *,
+            protocol: Callable[[], Any] | None = None,
+            host: str = "127.0.0.1",
+            port: int = 8080,
+            framing: Framing | str | None = None,
+            workers: int | None = None,
+            backend: str = "auto",
+            max_frame: int | None = None,
+            max_connections: int | None = None,
+            idle_timeout: float | None = None,
+            drain_timeout: float | None = None,
+            high_water: int | None = None,
+            low_water: int | None = None,
+            max_output: int | None = None,
+            backlog: int | None = None,
+        ) -> Self: ...
+
+    else:
+
+        def __new__(cls, handler=None, *, protocol=None, **options):
+            if handler is not None and protocol is None and is_async_callable(handler):
+                # An async function handler runs as a protocol: one message at a
+                # time per connection, replies in frame order.
+                async_handler = handler
+                protocol, handler = (lambda: AsyncHandler(async_handler)), None
+            return super().__new__(cls, handler, protocol=protocol, **options)
+
+    def _note_loop(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    def start(self) -> None:
+        self._note_loop()
+        super().start()
+
+    def serve_forever(self) -> None:
+        if not self.running:
+            self._note_loop()
+        super().serve_forever()
+        self._close_runner()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._close_runner()
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.close()
+        return False
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Closing drains and joins the workers: off the loop, which keeps running the
+        # coroutines meanwhile; then until every async connection heard connection_lost.
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        runner = self._runner
+        if runner is not None:
+            await runner.wait_idle()
+
+    async def wait_closed(self) -> None:
+        """Until the server is closed (from another task or thread, or by a signal)."""
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(None, self.wait, 0.1):
+            pass
+
+    def _async_lane(self, conn: Connection, protocol: Any, first: Awaitable[Any]) -> Lane:
+        """Called by a worker when ``conn``'s protocol returned ``first``, an awaitable."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = Runner(self._loop)
+            runner = self._runner
+        return runner.lane(conn, protocol, first)
+
+    def _close_runner(self) -> None:
+        """The workers are joined (every lane was told): stop a loop thread of our own."""
+        runner = self._runner
+        if runner is not None:
+            runner.close()
 
 
 class Protocol:
@@ -76,7 +205,7 @@ class Protocol:
     def connection_made(self, conn: Connection) -> None:
         """The connection opened: keep ``conn`` to send to it, close it, read its addresses."""
 
-    def message_received(self, message: bytes) -> Reply:
+    def message_received(self, message: bytes) -> Reply | Awaitable[Reply]:
         """A whole message arrived; the return value (bytes-like or None) is the reply."""
         return None
 

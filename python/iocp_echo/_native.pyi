@@ -1,10 +1,10 @@
 """Types of the Rust extension module ``iocp_echo._native``."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
-from typing_extensions import TypeAlias
+from typing_extensions import TypeAlias, disjoint_base
 
 _Reply: TypeAlias = bytes | bytearray | memoryview | None
 
@@ -114,6 +114,13 @@ class Connection:
         """Stop reading, send what is queued, then close. Idempotent."""
     def abort(self) -> None:
         """Close now, dropping queued output. Idempotent."""
+    def drain(self) -> Coroutine[Any, Any, None]:
+        """Await on an asyncio loop: returns at once unless the output is paused (passed
+        ``high_water``), then once it falls to ``low_water``; ``ConnectionClosed`` if the
+        connection is or gets closed."""
+    @property
+    def _paused(self) -> bool: ...
+    def _add_drain_waiter(self, waiter: Callable[[], object]) -> bool: ...
 
 @final
 class Framing:
@@ -154,9 +161,10 @@ class Decoder:
     def max_frame(self) -> int:
         """The payload limit."""
 
-@final
+@disjoint_base
 class Server:
-    """A TCP message server; a context manager that starts on enter and closes on exit."""
+    """A TCP message server; a context manager that starts on enter and closes on exit.
+    ``iocp_echo.Server`` subclasses it (``async with``, async callbacks)."""
 
     def __new__(
         cls,

@@ -6,19 +6,25 @@
 //! `closed` is set as soon as a close is known here: `close()` or `abort()`
 //! was called, a send found the connection gone, or its `Close` event reached
 //! the protocol handler (just before `connection_lost`).
+//!
+//! `await drain()` (in `iocp_echo._aio`) waits while the connection is paused
+//! (`pause_writing` delivered, `resume_writing` not yet): its waiters are woken
+//! by the worker on `ResumeWriting` and on `Close`, under the lock that adds
+//! them, so none is missed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyWeakrefReference;
 
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
 use super::slot::SenderSlot;
-use crate::server::{ConnectionId, SendError};
+use crate::server::{lock, ConnectionId, SendError};
 
 /// A client connection: `send`, `close`, `abort` from any thread.
 #[pyclass(name = "Connection", module = "iocp_echo", frozen)]
@@ -32,6 +38,10 @@ pub(crate) struct PyConnection {
     /// The server's sender while it runs.
     sender: Arc<SenderSlot>,
     closed: AtomicBool,
+    /// Between `PauseWriting` and `ResumeWriting`, as the protocol was told.
+    paused: AtomicBool,
+    /// `drain()` callbacks to call once unpaused or closed.
+    drain_waiters: Mutex<Vec<Py<PyAny>>>,
 }
 
 impl PyConnection {
@@ -49,6 +59,8 @@ impl PyConnection {
             server,
             sender,
             closed: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            drain_waiters: Mutex::new(Vec::new()),
         }
     }
 
@@ -70,8 +82,43 @@ impl PyConnection {
         let _ = self.sender.with(|s| s.map(|s| s.abort(self.id)));
     }
 
+    /// `PauseWriting` (true) or `ResumeWriting` (false) reached the protocol
+    /// handler; resuming wakes `drain()`.
+    pub(crate) fn set_paused(&self, py: Python<'_>, paused: bool) {
+        if paused {
+            self.paused.store(true, Ordering::SeqCst);
+        } else {
+            let waiters = {
+                let mut waiters = lock(&self.drain_waiters);
+                self.paused.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *waiters)
+            };
+            wake(py, waiters);
+        }
+    }
+
+    /// The connection's `Close` reached the protocol handler: mark it closed
+    /// and wake `drain()`.
+    pub(crate) fn closed_by_event(&self, py: Python<'_>) {
+        let waiters = {
+            let mut waiters = lock(&self.drain_waiters);
+            self.mark_closed();
+            std::mem::take(&mut *waiters)
+        };
+        wake(py, waiters);
+    }
+
     fn closed_error(&self) -> PyErr {
         ConnectionClosed::new_err(format!("connection {} is closed", self.id))
+    }
+}
+
+/// Call `drain()` wake-up callbacks (they only schedule on their loop).
+fn wake(py: Python<'_>, waiters: Vec<Py<PyAny>>) {
+    for waiter in waiters {
+        if let Err(err) = waiter.bind(py).call0() {
+            err.print(py);
+        }
     }
 }
 
@@ -156,6 +203,32 @@ impl PyConnection {
             }
             Err(SendError::Unframable(e)) => Err(frame_error(e)),
         }
+    }
+
+    /// Wait until the connection's queued output is not paused (below
+    /// `low_water` again after passing `high_water`); `ConnectionClosed` if it
+    /// is or gets closed. A coroutine, awaited on an asyncio loop.
+    fn drain<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        py.import(intern!(py, "iocp_echo._aio"))?
+            .call_method1(intern!(py, "drain"), (slf,))
+    }
+
+    /// Whether the output is paused (for `drain()`).
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Keep `waiter` to call once unpaused or closed; false (not kept) if the
+    /// connection is not paused or already closed.
+    fn _add_drain_waiter(&self, waiter: Py<PyAny>) -> bool {
+        let mut waiters = lock(&self.drain_waiters);
+        if self.is_closed() || !self.paused.load(Ordering::SeqCst) {
+            return false;
+        }
+        waiters.push(waiter);
+        true
     }
 
     /// Stop reading, send what is queued, then close. Idempotent.

@@ -12,6 +12,16 @@
 //!   the exception a callback raised if one did, else the close reason's
 //!   exception ([`close_error`]), None for a clean close.
 //!
+//! **Async.** A `message_received` that returns an awaitable (an `async def`)
+//! gives its connection a lane (`Server._async_lane`, in `iocp_echo._aio`):
+//! the awaitable and every later frame of that connection go to the lane,
+//! which handles them one at a time, in order, on an asyncio loop, and sends
+//! each reply through `Connection.send` (the push path: so once a connection
+//! is async, all its replies take that path, in frame order). The worker only
+//! hands over; it never waits for the loop. Such a connection's `Close` calls
+//! the lane's `lost(exc)`, which delivers `connection_lost` on the loop after
+//! cancelling what runs, so it is still the last callback.
+//!
 //! A factory or callback that raises (or a reply of the wrong type) is logged
 //! with its traceback on the `iocp_echo` logger and closes only its connection;
 //! the connection's later frames are not delivered.
@@ -25,13 +35,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyWeakrefReference};
 
 use super::connection::PyConnection;
 use super::errors::close_error;
-use super::handler::{attached_scope, log_failure, logger, reply_bytes};
+use super::handler::{attached_scope, log_failure, logger, reply_bytes, Answer};
 use super::slot::SenderSlot;
 use crate::server::{lock, Batch, CloseReason, ConnectionId, Event, Handler};
 
@@ -42,6 +53,9 @@ struct Entry {
     protocol: Option<Py<PyAny>>,
     /// The exception a callback raised: given to `connection_lost`.
     failure: Option<PyErr>,
+    /// The connection's async lane, once its `message_received` returned an
+    /// awaitable.
+    lane: Option<Py<PyAny>>,
 }
 
 /// Calls a protocol factory per connection and its callbacks per event and frame.
@@ -107,6 +121,7 @@ impl PyProtocolHandler {
                     conn,
                     protocol: None,
                     failure: None,
+                    lane: None,
                 });
             }
         };
@@ -123,12 +138,13 @@ impl PyProtocolHandler {
             conn,
             protocol: Some(protocol.unbind()),
             failure,
+            lane: None,
         })
     }
 
     /// A connection closed: tell its protocol, once.
     fn close(&self, py: Python<'_>, id: ConnectionId, entry: Entry, reason: &CloseReason) {
-        entry.conn.get().mark_closed();
+        entry.conn.get().closed_by_event(py);
         if let Err(err) = self.registry.bind(py).del_item(id) {
             self.fail(py, "could not unregister a Connection", &err);
         }
@@ -141,6 +157,12 @@ impl PyProtocolHandler {
                 Some(err) => err.into_value(py).into_any(),
                 None => py.None(),
             };
+            if let Some(lane) = &entry.lane {
+                if let Err(err) = lane.bind(py).call_method1(intern!(py, "lost"), (exc,)) {
+                    self.fail(py, "could not tell an async lane of its close", &err);
+                }
+                return;
+            }
             if let Err(err) = protocol
                 .bind(py)
                 .call_method1(intern!(py, "connection_lost"), (exc,))
@@ -157,6 +179,29 @@ impl PyProtocolHandler {
 }
 
 impl PyProtocolHandler {
+    /// A connection's `message_received` returned `awaitable`: give the
+    /// connection a lane that awaits it, and its later frames (see the module
+    /// docs). Not on the per-message path of a sync protocol.
+    #[cold]
+    fn go_async(
+        &self,
+        py: Python<'_>,
+        entry: &mut Entry,
+        protocol: &Bound<'_, PyAny>,
+        awaitable: &Bound<'_, PyAny>,
+    ) -> PyResult<Answer> {
+        let server = match self.server.bind(py).upgrade() {
+            Some(server) => server,
+            None => return Err(PyRuntimeError::new_err("the server is gone")),
+        };
+        let lane = server.call_method1(
+            intern!(py, "_async_lane"),
+            (entry.conn.clone_ref(py), protocol, awaitable),
+        )?;
+        entry.lane = Some(lane.unbind());
+        Ok(Answer::Nothing)
+    }
+
     /// The registry of open connections (see the field).
     pub(crate) fn registry(&self, py: Python<'_>) -> Py<PyDict> {
         self.registry.clone_ref(py)
@@ -198,10 +243,27 @@ impl Handler for PyProtocolHandler {
                     continue;
                 }
                 let message = PyBytes::new(py, batch.frame(i));
+                if let Some(lane) = &entry.lane {
+                    // Async: the lane answers it, after the frames before it.
+                    if let Err(err) = lane
+                        .bind(py)
+                        .call_method1(intern!(py, "message"), (message,))
+                    {
+                        self.fail(py, "could not queue a message on its async lane", &err);
+                        entry.conn.get().abort_now();
+                    }
+                    continue;
+                }
                 let answer = protocol
                     .call_method1(intern!(py, "message_received"), (message,))
                     .and_then(|reply| {
-                        reply_bytes(&reply, "message_received", |bytes| batch.reply(i, bytes))
+                        match reply_bytes(&reply, "message_received", |bytes| batch.reply(i, bytes))
+                        {
+                            Err(_) if is_awaitable(&reply) => {
+                                self.go_async(py, entry, &protocol, &reply)
+                            }
+                            answer => answer,
+                        }
                     });
                 if let Err(err) = answer {
                     self.fail(py, "message_received failed; closing its connection", &err);
@@ -238,11 +300,13 @@ impl PyProtocolHandler {
             }
             Event::PauseWriting { id } => {
                 if let Some(entry) = map.get_mut(id) {
+                    entry.conn.get().set_paused(py, true);
                     self.flow(py, entry, intern!(py, "pause_writing"));
                 }
             }
             Event::ResumeWriting { id } => {
                 if let Some(entry) = map.get_mut(id) {
+                    entry.conn.get().set_paused(py, false);
                     self.flow(py, entry, intern!(py, "resume_writing"));
                 }
             }
@@ -267,6 +331,13 @@ impl PyProtocolHandler {
             entry.failure = Some(err);
         }
     }
+}
+
+/// Whether `value` can be awaited (a coroutine, or has `__await__`).
+fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
+    value
+        .hasattr(intern!(value.py(), "__await__"))
+        .unwrap_or(false)
 }
 
 impl Drop for PyProtocolHandler {

@@ -25,7 +25,7 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 /// A TCP message server: `Server(handler, host, port, ...)` or
 /// `Server(protocol=Factory, ...)`; `start()`, `serve_forever()`, `close()`,
 /// or use it as a context manager.
-#[pyclass(name = "Server", module = "iocp_echo", frozen, weakref)]
+#[pyclass(name = "Server", module = "iocp_echo", frozen, weakref, subclass)]
 pub(crate) struct PyServer {
     config: Config,
     handler: Option<Py<PyAny>>,
