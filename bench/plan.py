@@ -53,9 +53,10 @@ ALL_SERVERS = [
     "python_epoll",
 ]
 
-EXTRA_SERVERS = ["native_uring_oneshot"]
-"""Servers run only when named in ``--servers`` (native io_uring with one-shot recvs and
-accepts: what multishot saves)."""
+EXTRA_SERVERS = ["native_uring_oneshot", "async_uring"]
+"""Servers run only when named in ``--servers``: native io_uring with one-shot recvs and
+accepts (what multishot saves), and the ``async def`` handler echo (against asyncio
+streams: issue 11's target is <= 0.5x their CPU per message)."""
 
 
 def make_plan(args: argparse.Namespace, nofile: int) -> Plan:

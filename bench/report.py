@@ -104,6 +104,7 @@ def targets(results: Results, plan: Plan) -> list[Target]:
         ("Python handler on io_uring vs uvloop Protocol", "python_uring", "uvloop", 0.9),
         ("native echo on epoll vs uvloop Protocol", "native_epoll", "uvloop", 1.0),
         ("protocol echo vs the function handler, io_uring", "protocol_uring", "python_uring", 1.1),
+        ("async handler echo vs asyncio streams, io_uring", "async_uring", "streams", 0.5),
     )
     for what, key, ref, goal in cpu_targets:
         for size in (64, KIB):

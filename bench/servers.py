@@ -83,6 +83,13 @@ def server_specs(epoll_binary: Path) -> list[ServerSpec]:
             True,
         ),
         ServerSpec(
+            "async_uring",
+            "async uring",
+            "iocp_echo `async def` handler echo, io_uring",
+            iocp("async", "io_uring"),
+            True,
+        ),
+        ServerSpec(
             "protocol_uring",
             "proto uring",
             "iocp_echo protocol echo (`message_received` returns it), io_uring",

@@ -1,12 +1,18 @@
 """iocp_echo as a bench peer: one worker, native echo, the Python handler ``lambda m: m``,
-or a protocol whose ``message_received`` returns the message."""
+a protocol whose ``message_received`` returns the message, or an ``async def`` handler."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from _common import announce, raise_nofile_limit, sigterm_exits
 from iocp_echo import Protocol, Server
+
+
+async def async_echo(message: bytes) -> bytes:
+    """The async handler echo: awaited on the server's loop thread."""
+    return message
 
 
 class Echo(Protocol):
@@ -20,14 +26,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--handler", choices=["native", "python", "protocol"], default="native")
+    parser.add_argument(
+        "--handler", choices=["native", "python", "protocol", "async"], default="native"
+    )
     parser.add_argument("--backend", choices=["io_uring", "epoll"], default="io_uring")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-connections", type=int, default=100_000)
     args = parser.parse_args()
     raise_nofile_limit()
     sigterm_exits()
-    handler = (lambda m: m) if args.handler == "python" else None
+    handlers = {"python": lambda m: m, "async": async_echo}
+    handler: Any = handlers.get(args.handler)
     server = Server(
         handler,
         protocol=Echo if args.handler == "protocol" else None,
