@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from ._aio import AsyncHandler, Lane, Runner, is_async_callable
+from ._aio import Lane, Runner
 from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
@@ -83,39 +83,6 @@ class Server(_NativeServer):
 
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: Runner | None = None
-
-    if TYPE_CHECKING:
-        # What type checkers see: the options by name (as in _native.pyi). At run
-        # time every option goes through to the one definition (OPTIONS) unchanged.
-        def __new__(
-            cls,
-            handler: Handler | Callable[[bytes], Awaitable[Reply]] | None = None,
-            *,
-            protocol: Callable[[], Any] | None = None,
-            host: str = "127.0.0.1",
-            port: int = 8080,
-            framing: Framing | str | None = None,
-            workers: int | None = None,
-            backend: str = "auto",
-            max_frame: int | None = None,
-            max_connections: int | None = None,
-            idle_timeout: float | None = None,
-            drain_timeout: float | None = None,
-            high_water: int | None = None,
-            low_water: int | None = None,
-            max_output: int | None = None,
-            backlog: int | None = None,
-        ) -> Self: ...
-
-    else:
-
-        def __new__(cls, handler=None, *, protocol=None, **options):
-            if handler is not None and protocol is None and is_async_callable(handler):
-                # An async function handler runs as a protocol: one message at a
-                # time per connection, replies in frame order.
-                async_handler = handler
-                protocol, handler = (lambda: AsyncHandler(async_handler)), None
-            return super().__new__(cls, handler, protocol=protocol, **options)
 
     def _note_loop(self) -> None:
         try:

@@ -212,6 +212,13 @@ class AsyncHandler:
         pass
 
 
+def async_handler_protocol(
+    handler: Callable[[bytes], Awaitable[Any]],
+) -> Callable[[], AsyncHandler]:
+    """The protocol factory ``Server(handler=async_fn)`` runs as (called from Rust)."""
+    return lambda: AsyncHandler(handler)
+
+
 def is_async_callable(handler: object) -> bool:
     """Whether calling ``handler`` makes a coroutine (an ``async def`` function, or an
     object whose ``__call__`` is one)."""

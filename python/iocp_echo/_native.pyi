@@ -1,10 +1,10 @@
 """Types of the Rust extension module ``iocp_echo._native``."""
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
-from typing_extensions import TypeAlias, disjoint_base
+from typing_extensions import Self, TypeAlias, disjoint_base
 
 _Reply: TypeAlias = bytes | bytearray | memoryview | None
 
@@ -168,7 +168,7 @@ class Server:
 
     def __new__(
         cls,
-        handler: Callable[[bytes], _Reply] | None = None,
+        handler: Callable[[bytes], _Reply | Awaitable[_Reply]] | None = None,
         *,
         protocol: Callable[[], Any] | None = None,
         host: str = "127.0.0.1",
@@ -184,7 +184,7 @@ class Server:
         low_water: int | None = None,
         max_output: int | None = None,
         backlog: int | None = None,
-    ) -> Server: ...
+    ) -> Self: ...
     def start(self) -> None:
         """Bind and start the workers; ``OSError`` with the real errno if binding fails."""
     def serve_forever(self) -> None:

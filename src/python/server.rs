@@ -51,8 +51,8 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (handler = None, *, protocol = None, **options))]
     fn new(
-        handler: Option<Py<PyAny>>,
-        protocol: Option<Py<PyAny>>,
+        mut handler: Option<Py<PyAny>>,
+        mut protocol: Option<Py<PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
         py: Python<'_>,
     ) -> PyResult<PyServer> {
@@ -71,6 +71,15 @@ impl PyServer {
             return Err(PyTypeError::new_err(
                 "Server() takes a handler or a protocol, not both",
             ));
+        }
+        if let Some(h) = &handler {
+            // An `async def` handler runs as a protocol (iocp_echo._aio): one
+            // message at a time per connection, replies in frame order.
+            let aio = py.import("iocp_echo._aio")?;
+            if aio.call_method1("is_async_callable", (h,))?.is_truthy()? {
+                protocol = Some(aio.call_method1("async_handler_protocol", (h,))?.unbind());
+                handler = None;
+            }
         }
         let mut base = Config::default();
         let mut given = Vec::new();
