@@ -8,6 +8,10 @@ import resource
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from iocp_echo import Server
 
 BACKLOG = 4096
 """Listen backlog: 10,000 connections arrive at once; asyncio's default of 100 drops SYNs."""
@@ -50,3 +54,16 @@ def announce(host: str, port: int) -> None:
     """The one line the bench waits for before it sends anything."""
     print(f"listening on {host}:{port}", flush=True)
     sys.stdout.flush()
+
+
+def serve_iocp_echo(server: Server) -> None:
+    """Start an iocp_echo ``server``, announce it, serve until SIGTERM or Ctrl-C, close it."""
+    sigterm_exits()
+    try:
+        server.start()
+        announce(*server.address)
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()

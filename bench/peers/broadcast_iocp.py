@@ -4,7 +4,7 @@ buffer for all receivers."""
 
 from __future__ import annotations
 
-from _common import announce, parse_args, raise_nofile_limit, sigterm_exits
+from _common import parse_args, raise_nofile_limit, serve_iocp_echo
 from iocp_echo import Connection, Protocol, Server
 
 
@@ -21,7 +21,6 @@ class Hub(Protocol):
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile_limit()
-    sigterm_exits()
     server = Server(
         protocol=Hub,
         host=args.host,
@@ -31,14 +30,7 @@ def main() -> None:
         backend="io_uring",
         max_connections=100_000,
     )
-    try:
-        server.start()
-        announce(*server.address)
-        server.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.close()
+    serve_iocp_echo(server)
 
 
 if __name__ == "__main__":

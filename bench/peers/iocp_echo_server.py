@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _common import announce, raise_nofile_limit, sigterm_exits
+from _common import raise_nofile_limit, serve_iocp_echo
 from iocp_echo import Protocol, Server
 
 
@@ -34,7 +34,6 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=100_000)
     args = parser.parse_args()
     raise_nofile_limit()
-    sigterm_exits()
     handlers = {"python": lambda m: m, "async": async_echo}
     handler: Any = handlers.get(args.handler)
     server = Server(
@@ -46,14 +45,7 @@ def main() -> None:
         backend=args.backend,
         max_connections=args.max_connections,
     )
-    try:
-        server.start()
-        announce(*server.address)
-        server.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.close()
+    serve_iocp_echo(server)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,35 @@ fn echoes_while_reading(client: &mut TcpStream, line: usize, lines: usize) -> bo
     got.len() == line * lines && got.chunks(line).all(|chunk| chunk == &wire[..])
 }
 
+/// The server closed `client` (connection `id`) as a slow consumer, the one
+/// of this server, and never queued more than `max_output` for a connection.
+#[track_caller]
+pub(super) fn assert_closed_as_slow_consumer(
+    server: &Server,
+    recorder: &Recorder,
+    client: &mut TcpStream,
+    id: ConnectionId,
+    max_output: usize,
+    backend: Backend,
+) {
+    assert_eq!(
+        recorder.reason_of(id),
+        CloseReason::SlowConsumer,
+        "{}",
+        backend
+    );
+    assert!(closed_by_server(client), "{}", backend);
+    let stats = server.stats();
+    assert_eq!(stats.slow_consumer_closes, 1, "{}", backend);
+    assert!(
+        stats.output_peak <= max_output as u64,
+        "{}: a worker queued {} bytes for one connection (bound {})",
+        backend,
+        stats.output_peak,
+        max_output
+    );
+}
+
 /// How many times `event` was seen.
 fn count(seen: &[Seen], event: &Seen) -> usize {
     seen.iter().filter(|s| *s == event).count()
@@ -113,23 +142,7 @@ fn pushing_to_a_client_that_never_reads_closes_it_at_the_bound() {
             backend,
             pushed
         );
-        assert_eq!(
-            recorder.reason_of(id),
-            CloseReason::SlowConsumer,
-            "{}",
-            backend
-        );
-        assert!(closed_by_server(&mut idle), "{}", backend);
-        let stats = server.stats();
-        assert_eq!(stats.slow_consumer_closes, 1, "{}", backend);
-        assert!(
-            stats.output_peak <= max_output as u64,
-            "{}: a worker queued {} bytes for one connection (bound {}, {} pushed)",
-            backend,
-            stats.output_peak,
-            max_output,
-            pushed
-        );
+        assert_closed_as_slow_consumer(&server, &recorder, &mut idle, id, max_output, backend);
 
         // The other connection reads and is untouched.
         assert!(echoes_while_reading(&mut reader, 1000, 2000), "{}", backend);
@@ -155,21 +168,7 @@ fn replies_to_a_client_that_never_reads_hit_the_bound_too() {
         // answered in one turn pass it.
         let ask = format!("big {}\n", max_output / 2);
         idle.write_all(ask.repeat(8).as_bytes()).unwrap();
-        assert_eq!(
-            recorder.reason_of(id),
-            CloseReason::SlowConsumer,
-            "{}",
-            backend
-        );
-        assert!(closed_by_server(&mut idle), "{}", backend);
-        let stats = server.stats();
-        assert_eq!(stats.slow_consumer_closes, 1, "{}", backend);
-        assert!(
-            stats.output_peak <= max_output as u64,
-            "{}: {} queued for one connection",
-            backend,
-            stats.output_peak
-        );
+        assert_closed_as_slow_consumer(&server, &recorder, &mut idle, id, max_output, backend);
 
         // The same replies, read one by one, go out whole.
         for _ in 0..4 {

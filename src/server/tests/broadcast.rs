@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use super::bound::connect_with_small_window;
+use super::bound::{assert_closed_as_slow_consumer, connect_with_small_window};
 use super::events::{check_lifecycles, lines, recording};
-use super::{backends, closed_by_server, config, connect, read_n};
-use crate::server::CloseReason;
+use super::{backends, config, connect, read_n};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -153,21 +152,7 @@ fn broadcasts_to_a_client_that_never_reads_close_it_at_the_bound() {
             assert_eq!(count, 2, "{}", backend);
         }
         assert!(sent < 128 * MIB, "{}: never closed", backend);
-        assert_eq!(
-            recorder.reason_of(idle_id),
-            CloseReason::SlowConsumer,
-            "{}",
-            backend
-        );
-        assert!(closed_by_server(&mut idle), "{}", backend);
-        let stats = server.stats();
-        assert_eq!(stats.slow_consumer_closes, 1, "{}", backend);
-        assert!(
-            stats.output_peak <= max_output as u64,
-            "{}: {} queued for one connection",
-            backend,
-            stats.output_peak
-        );
+        assert_closed_as_slow_consumer(&server, &recorder, &mut idle, idle_id, max_output, backend);
         server.close().unwrap();
         check_lifecycles(&recorder.seen());
     }

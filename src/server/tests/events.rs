@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{backends, closed_by_server, config, connect, read_n, start};
 use crate::framing::{FrameError, Framing};
+use crate::port::Backend;
 use crate::server::{Batch, CloseReason, ConnectionId, Event, Handler, SendError, Server};
 
 /// What a recording handler saw, in the order it saw it.
@@ -127,6 +128,19 @@ impl Recorder {
             })
             .unwrap()
     }
+}
+
+/// The server closed `client` (connection `id`), for `reason`.
+#[track_caller]
+pub(super) fn assert_closed_for(
+    recorder: &Recorder,
+    client: &mut TcpStream,
+    id: ConnectionId,
+    reason: CloseReason,
+    backend: Backend,
+) {
+    assert!(closed_by_server(client), "{}", backend);
+    assert_eq!(recorder.reason_of(id), reason, "{}", backend);
 }
 
 /// Every connection seen: opened once, closed once, nothing of it before its
@@ -254,12 +268,12 @@ fn each_close_reason_is_reported() {
         failing.write_all(b"ok\n").unwrap();
         assert_eq!(read_n(&mut failing, 3), b"ok\n");
         failing.write_all(b"fail\n").unwrap();
-        assert!(closed_by_server(&mut failing), "{}", backend);
-        assert_eq!(
-            recorder.reason_of(failing_id),
+        assert_closed_for(
+            &recorder,
+            &mut failing,
+            failing_id,
             CloseReason::HandlerFailed,
-            "{}",
-            backend
+            backend,
         );
 
         staying.write_all(b"still\n").unwrap();
@@ -279,12 +293,12 @@ fn each_close_reason_is_reported() {
         let (server, recorder) = recording(cfg);
         let mut idle = connect(&server);
         let idle_id = recorder.id_of(&idle);
-        assert!(closed_by_server(&mut idle), "{}", backend);
-        assert_eq!(
-            recorder.reason_of(idle_id),
+        assert_closed_for(
+            &recorder,
+            &mut idle,
+            idle_id,
             CloseReason::IdleTimeout,
-            "{}",
-            backend
+            backend,
         );
         server.close().unwrap();
         check_lifecycles(&recorder.seen());
@@ -384,13 +398,7 @@ fn close_from_another_thread_flushes_then_closes() {
         .join()
         .unwrap();
         assert_eq!(read_n(&mut client, 4), b"bye\n", "{}", backend);
-        assert!(closed_by_server(&mut client), "{}", backend);
-        assert_eq!(
-            recorder.reason_of(id),
-            CloseReason::Requested,
-            "{}",
-            backend
-        );
+        assert_closed_for(&recorder, &mut client, id, CloseReason::Requested, backend);
         server.close().unwrap();
         check_lifecycles(&recorder.seen());
     }
