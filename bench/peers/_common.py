@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import resource
 import signal
+import ssl
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -18,11 +19,27 @@ BACKLOG = 4096
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """``--host`` (127.0.0.1) and ``--port`` (0 picks a free one)."""
+    """``--host`` (127.0.0.1), ``--port`` (0 picks a free one), and ``--tls-cert`` /
+    ``--tls-key`` (PEM files: serve TLS with them)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    return parser.parse_args()
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
+    args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's ``ssl.SSLContext`` for ``--tls-cert``/``--tls-key``, or None: TLS 1.2
+    and 1.3, no client certificates, Python's default ciphers."""
+    if args.tls_cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
 
 
 def raise_nofile_limit() -> None:

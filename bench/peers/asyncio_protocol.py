@@ -1,11 +1,13 @@
-"""Echo peer: asyncio.Protocol on the default event loop (data_received -> transport.write)."""
+"""Echo peer: asyncio.Protocol on the default event loop (data_received -> transport.write);
+over TLS with ``--tls-cert``/``--tls-key`` (an ``ssl.SSLContext``)."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import cast
 
-from _common import BACKLOG, parse_args, raise_nofile_limit, serve_until_sigterm
+from _common import BACKLOG, parse_args, raise_nofile_limit, serve_until_sigterm, ssl_context
 
 
 class Echo(asyncio.Protocol):
@@ -19,16 +21,16 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, context: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, host, port, backlog=BACKLOG)
+    server = await loop.create_server(Echo, host, port, backlog=BACKLOG, ssl=context)
     await serve_until_sigterm(server)
 
 
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile_limit()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, ssl_context(args)))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
-from _common import BACKLOG, parse_args, raise_nofile_limit, serve_until_sigterm
+from _common import BACKLOG, parse_args, raise_nofile_limit, serve_until_sigterm, ssl_context
 
 CHUNK = 65536
 
@@ -20,15 +21,15 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def serve(host: str, port: int) -> None:
-    server = await asyncio.start_server(echo, host, port, backlog=BACKLOG)
+async def serve(host: str, port: int, context: ssl.SSLContext | None = None) -> None:
+    server = await asyncio.start_server(echo, host, port, backlog=BACKLOG, ssl=context)
     await serve_until_sigterm(server)
 
 
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile_limit()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, ssl_context(args)))
 
 
 if __name__ == "__main__":

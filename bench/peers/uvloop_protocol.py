@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import uvloop
-from _common import parse_args, raise_nofile_limit
+from _common import parse_args, raise_nofile_limit, ssl_context
 from asyncio_protocol import serve
 
 
@@ -16,7 +16,7 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile_limit()
     uvloop.install()
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, ssl_context(args)))
 
 
 if __name__ == "__main__":
