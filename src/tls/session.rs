@@ -104,6 +104,13 @@ impl Session {
     /// send: handshake records, alerts, then the data. Nothing is sealed after
     /// our `close_notify`.
     pub fn seal(&mut self, plain: &[&[u8]], out: &mut Vec<u8>) {
+        self.encrypt(plain);
+        self.write_records(out);
+    }
+
+    /// The first half of [`Session::seal`]: encrypt `plain` into records held
+    /// by the session (so the buffer `plain` lies in may then receive them).
+    pub fn encrypt(&mut self, plain: &[&[u8]]) {
         if !self.close_sent {
             let mut writer = self.conn.writer();
             for part in plain {
@@ -111,6 +118,11 @@ impl Session {
                 let _ = writer.write_all(part);
             }
         }
+    }
+
+    /// The second half of [`Session::seal`]: append to `out` every record
+    /// ready to send.
+    pub fn write_records(&mut self, out: &mut Vec<u8>) {
         while self.conn.wants_write() {
             match self.conn.write_tls(out) {
                 Ok(0) | Err(_) => break,
