@@ -281,3 +281,29 @@ def test_server_refuses_an_unusable_tls_file_at_construction(tmp_path: Path) -> 
     assert raised.value.filename == str(missing)
     with pytest.raises(ValueError, match="does not match the certificate"):
         Server(None, tls_cert=GOOD["tls_cert"], tls_key=CERTS / "client.key")
+
+
+def test_server_takes_the_tls_settings_as_one_object() -> None:
+    import socket
+    import ssl
+    from types import SimpleNamespace
+
+    tls = SimpleNamespace(
+        certfile=CERTS / "server.pem",
+        keyfile=CERTS / "server.key",
+        cafile=None,
+        alpn_protocols=["h2", "http/1.1"],
+        handshake_timeout=5.0,
+    )
+    context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    context.set_alpn_protocols(["http/1.1"])
+    with Server(None, port=0, framing="lines", tls=tls) as server:
+        with (
+            socket.create_connection(server.address, timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"hello\n")
+            assert sock.recv(100) == b"hello\n"
+            assert sock.selected_alpn_protocol() == "http/1.1"
+    with pytest.raises(TypeError, match="tls must be a TlsConfig"):
+        Server(None, tls=object())

@@ -49,6 +49,10 @@ impl PyServer {
     /// `Server(handler=None, *, protocol=None, **options)`: every option of
     /// `OPTIONS` by its name; `framing` also takes a `Framing`. None leaves an
     /// option at its default (for `idle_timeout`, the default: no timeout).
+    /// `tls=` takes an object with `certfile`, `keyfile`, `cafile`,
+    /// `alpn_protocols` and `handshake_timeout` (a `TlsConfig`), read as the
+    /// `tls_*` options; the TLS files are read here (`OSError` naming an
+    /// unreadable one, `ValueError` for one that cannot be used).
     #[new]
     #[pyo3(signature = (handler = None, *, protocol = None, **options))]
     fn new(
