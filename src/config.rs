@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::framing::Framing;
 use crate::port::BackendChoice;
+use crate::tls::TlsSettings;
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +44,8 @@ pub struct Config {
     pub max_output: usize,
     /// Length of the kernel's accept queue.
     pub backlog: i32,
+    /// TLS: on when a certificate is given.
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             low_water: 256 << 10,
             max_output: DEFAULT_MAX_OUTPUT,
             backlog: 1024,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -125,6 +129,39 @@ impl Config {
             return bad(
                 "backlog",
                 format!("must be at least 1, got {}", self.backlog),
+            );
+        }
+        self.validate_tls()
+    }
+
+    /// The TLS files come as a pair; the other TLS settings only with them.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |name: &'static str, why: &str| {
+            Err(ConfigError {
+                name,
+                why: why.to_string(),
+            })
+        };
+        let tls = &self.tls;
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => {
+                return bad("tls_cert", "needs tls_key, the file of its private key")
+            }
+            (None, Some(_)) => return bad("tls_key", "needs tls_cert, the certificate file"),
+            (Some(_), Some(_)) => {}
+            (None, None) => {
+                if tls.client_ca.is_some() {
+                    return bad("tls_client_ca", "needs tls_cert and tls_key");
+                }
+                if !tls.alpn.is_empty() {
+                    return bad("tls_alpn", "needs tls_cert and tls_key");
+                }
+            }
+        }
+        if tls.handshake_timeout.is_zero() {
+            return bad(
+                "tls_handshake_timeout",
+                "must be a positive number of seconds, got 0",
             );
         }
         Ok(())

@@ -23,6 +23,7 @@ pub mod front;
 pub mod options;
 pub mod port;
 pub mod server;
+pub mod tls;
 
 #[cfg(target_os = "linux")]
 pub mod epoll;

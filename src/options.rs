@@ -12,108 +12,37 @@
 //!   text of a flag to [`ServerOption::parse_text`], which never fails: a text that
 //!   is no number is kept as text and [`ServerOption::apply`] refuses it.
 //! * [`Value::None`] keeps an option's current value, except for an option that may
-//!   be none (`idle_timeout`), where it means none.
+//!   be none ([`Kind::optional`]: `idle_timeout`, the TLS files, `tls_alpn`), where it
+//!   means none.
 //! * Rules between options ([`build`]): when `high_water` is given without
 //!   `low_water`, the default `low_water` is lowered to a quarter of it; `low_water`
 //!   must stay below `high_water`. When `high_water` is given without
 //!   `max_output`, the default `max_output` is raised to at least twice it (so a
 //!   `high_water` that was valid before `max_output` existed stays valid);
 //!   `max_output` must stay above `high_water`. [`Config::validate`] is the
-//!   final check.
+//!   final check (it also wants `tls_cert` and `tls_key` together, and the other TLS
+//!   options only with them). TLS files are read when the server is built, not here.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::BackendChoice;
 
+mod kinds;
 #[cfg(test)]
 mod tests;
+
+pub use kinds::{Kind, Setting, Value};
 
 /// The largest number of seconds a timeout takes (about 31 years).
 pub const MAX_SECONDS: f64 = 1e9;
 
 /// The largest byte count or connection count (what a `usize` holds).
 const UNBOUNDED: i128 = usize::MAX as i128;
-
-/// The values an option takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// An IP address, or a host name resolved to its first address.
-    Host,
-    /// A whole number from `min` to `max`.
-    Count {
-        /// The smallest value allowed.
-        min: i128,
-        /// The largest value allowed.
-        max: i128,
-    },
-    /// A number of bytes from `min` to `max`.
-    Bytes {
-        /// The smallest value allowed.
-        min: i128,
-        /// The largest value allowed.
-        max: i128,
-    },
-    /// A positive number of seconds, at most [`MAX_SECONDS`].
-    Seconds {
-        /// Whether none (Python `None`, `none` on a command line) is allowed.
-        optional: bool,
-    },
-    /// One of the names.
-    Choice(&'static [&'static str]),
-    /// A framing by name; Python also takes a `Framing`, and the command lines
-    /// have flags of their own for the delimiter and the length prefix.
-    Framing(&'static [&'static str]),
-}
-
-impl Kind {
-    /// The kind's name as the Python fronts see it: `host`, `count`, `bytes`,
-    /// `seconds`, `choice` or `framing`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Host => "host",
-            Kind::Count { .. } => "count",
-            Kind::Bytes { .. } => "bytes",
-            Kind::Seconds { .. } => "seconds",
-            Kind::Choice(_) => "choice",
-            Kind::Framing(_) => "framing",
-        }
-    }
-}
-
-/// Which setting of a [`Config`] an option sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Setting {
-    /// The address's IP (`Config::addr`).
-    Host,
-    /// The address's port (`Config::addr`).
-    Port,
-    /// `Config::framing`.
-    Framing,
-    /// `Config::workers`.
-    Workers,
-    /// `Config::backend`.
-    Backend,
-    /// `Config::max_frame`.
-    MaxFrame,
-    /// `Config::max_connections`.
-    MaxConnections,
-    /// `Config::idle_timeout`.
-    IdleTimeout,
-    /// `Config::drain_timeout`.
-    DrainTimeout,
-    /// `Config::high_water`.
-    HighWater,
-    /// `Config::low_water`.
-    LowWater,
-    /// `Config::max_output`.
-    MaxOutput,
-    /// `Config::backlog`.
-    Backlog,
-}
 
 /// One server option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +178,41 @@ pub const OPTIONS: &[ServerOption] = &[
         },
         help: "length of the kernel's queue of connections waiting to be accepted",
     },
+    ServerOption {
+        setting: Setting::TlsCert,
+        name: "tls_cert",
+        flag: "--tls-cert",
+        kind: Kind::Path,
+        help: "serve TLS with this certificate chain (PEM, the server's certificate first)",
+    },
+    ServerOption {
+        setting: Setting::TlsKey,
+        name: "tls_key",
+        flag: "--tls-key",
+        kind: Kind::Path,
+        help: "the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)",
+    },
+    ServerOption {
+        setting: Setting::TlsClientCa,
+        name: "tls_client_ca",
+        flag: "--tls-client-ca",
+        kind: Kind::Path,
+        help: "require client certificates signed by these CAs (PEM): mutual TLS",
+    },
+    ServerOption {
+        setting: Setting::TlsAlpn,
+        name: "tls_alpn",
+        flag: "--tls-alpn",
+        kind: Kind::Names,
+        help: "ALPN protocols offered, most preferred first, separated by commas (h2,http/1.1)",
+    },
+    ServerOption {
+        setting: Setting::TlsHandshakeTimeout,
+        name: "tls_handshake_timeout",
+        flag: "--tls-handshake-timeout",
+        kind: Kind::Seconds { optional: false },
+        help: "close a TLS connection whose handshake has not finished after this many seconds",
+    },
 ];
 
 /// The option with Python name `name`.
@@ -259,31 +223,6 @@ pub fn by_name(name: &str) -> Option<&'static ServerOption> {
 /// The option with command-line flag `flag` (`--max-frame`).
 pub fn by_flag(flag: &str) -> Option<&'static ServerOption> {
     OPTIONS.iter().find(|o| o.flag == flag)
-}
-
-/// A value given for an option, before it is checked.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    /// Python `None` (`none` on a command line, for an option that may be none).
-    None,
-    /// A whole number.
-    Int(i128),
-    /// A number with a fraction.
-    Float(f64),
-    /// Text: a name, or what a command line gave that is no number.
-    Text(String),
-}
-
-impl fmt::Display for Value {
-    /// As error messages show it: text quoted, numbers bare.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::None => f.write_str("None"),
-            Value::Int(i) => write!(f, "{}", i),
-            Value::Float(x) => write!(f, "{}", x),
-            Value::Text(t) => write!(f, "{:?}", t),
-        }
-    }
 }
 
 impl ServerOption {
@@ -305,7 +244,10 @@ impl ServerOption {
                     Err(_) => Value::Text(text.to_string()),
                 }
             }
-            Kind::Host | Kind::Choice(_) | Kind::Framing(_) => Value::Text(text.to_string()),
+            Kind::Host | Kind::Choice(_) | Kind::Framing(_) | Kind::Path => {
+                Value::Text(text.to_string())
+            }
+            Kind::Names => Value::List(text.split(',').map(str::to_string).collect()),
         }
     }
 
@@ -313,7 +255,7 @@ impl ServerOption {
     /// value. [`Value::None`] keeps the current value, but sets none where the
     /// option may be none.
     pub fn apply(&self, config: &mut Config, value: &Value) -> Result<(), ConfigError> {
-        if *value == Value::None && self.kind != (Kind::Seconds { optional: true }) {
+        if *value == Value::None && !self.kind.optional() {
             return Ok(());
         }
         match self.setting {
@@ -340,6 +282,15 @@ impl ServerOption {
             Setting::LowWater => config.low_water = self.count(value)? as usize,
             Setting::MaxOutput => config.max_output = self.count(value)? as usize,
             Setting::Backlog => config.backlog = self.count(value)? as i32,
+            Setting::TlsCert => config.tls.cert = self.path(value)?,
+            Setting::TlsKey => config.tls.key = self.path(value)?,
+            Setting::TlsClientCa => config.tls.client_ca = self.path(value)?,
+            Setting::TlsAlpn => config.tls.alpn = self.names(value)?,
+            Setting::TlsHandshakeTimeout => {
+                if let Some(d) = self.seconds(value)? {
+                    config.tls.handshake_timeout = d;
+                }
+            }
         }
         Ok(())
     }
@@ -371,6 +322,14 @@ impl ServerOption {
             Setting::LowWater => int(config.low_water),
             Setting::MaxOutput => int(config.max_output),
             Setting::Backlog => Value::Int(i128::from(config.backlog)),
+            Setting::TlsCert => path_value(&config.tls.cert),
+            Setting::TlsKey => path_value(&config.tls.key),
+            Setting::TlsClientCa => path_value(&config.tls.client_ca),
+            Setting::TlsAlpn if config.tls.alpn.is_empty() => Value::None,
+            Setting::TlsAlpn => Value::List(config.tls.alpn.clone()),
+            Setting::TlsHandshakeTimeout => {
+                Value::Float(config.tls.handshake_timeout.as_secs_f64())
+            }
         }
     }
 
@@ -414,7 +373,7 @@ impl ServerOption {
             Value::None => return Ok(None),
             Value::Int(i) => *i as f64,
             Value::Float(x) => *x,
-            Value::Text(_) => f64::NAN,
+            Value::Text(_) | Value::List(_) => f64::NAN,
         };
         if x.is_nan() || x <= 0.0 {
             let or_none = if optional { " or none" } else { "" };
@@ -432,6 +391,32 @@ impl ServerOption {
         Ok(Some(Duration::from_secs_f64(x)))
     }
 
+    /// A file's path (none: none).
+    fn path(&self, value: &Value) -> Result<Option<PathBuf>, ConfigError> {
+        match value {
+            Value::None => Ok(None),
+            Value::Text(t) if !t.is_empty() => Ok(Some(PathBuf::from(t))),
+            other => Err(self.error(format!("must be a file path, got {}", other))),
+        }
+    }
+
+    /// ALPN protocol names, each 1 to 255 bytes (none: none).
+    fn names(&self, value: &Value) -> Result<Vec<String>, ConfigError> {
+        let names: Vec<String> = match value {
+            Value::None => return Ok(Vec::new()),
+            Value::List(names) => names.clone(),
+            Value::Text(t) => t.split(',').map(str::to_string).collect(),
+            other => return Err(self.error(format!("must be names, got {}", other))),
+        };
+        if names.is_empty() || names.iter().any(|n| n.is_empty() || n.len() > 255) {
+            return Err(self.error(format!(
+                "must be protocol names of 1 to 255 bytes separated by commas, got {}",
+                value
+            )));
+        }
+        Ok(names)
+    }
+
     /// The text of `value`, which must be one of `names` (any text if empty).
     fn name_in<'v>(&self, value: &'v Value, names: &[&str]) -> Result<&'v str, ConfigError> {
         match value {
@@ -443,6 +428,14 @@ impl ServerOption {
             ))),
             other => Err(self.error(format!("must be text, got {}", other))),
         }
+    }
+}
+
+/// A path setting as its value: text, or none.
+fn path_value(path: &Option<PathBuf>) -> Value {
+    match path {
+        Some(path) => Value::Text(path.to_string_lossy().into_owned()),
+        None => Value::None,
     }
 }
 

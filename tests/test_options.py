@@ -20,6 +20,7 @@ from iocp_echo import OPTIONS, Server, resolve_backend
 from server_process import START_TIMEOUT, running
 
 ROOT = Path(__file__).resolve().parent.parent
+CERTS = ROOT / "tests" / "certs"
 BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "iocp-echo"
 
 # A good value of each option, none of them its default.
@@ -37,6 +38,20 @@ GOOD: dict[str, Any] = {
     "low_water": 1024,
     "max_output": 4 << 20,
     "backlog": 64,
+    "tls_cert": str(CERTS / "server.pem"),
+    "tls_key": str(CERTS / "server.key"),
+    "tls_client_ca": str(CERTS / "ca.pem"),
+    "tls_alpn": "h2,http/1.1",
+    "tls_handshake_timeout": 5.5,
+}
+
+# The options an option needs beside it (TLS files come as a pair, the other TLS
+# options only with them).
+NEEDS: dict[str, list[str]] = {
+    "tls_cert": ["tls_key"],
+    "tls_key": ["tls_cert"],
+    "tls_client_ca": ["tls_cert", "tls_key"],
+    "tls_alpn": ["tls_cert", "tls_key"],
 }
 
 # A bad value of each option and its message, the same on every front.
@@ -57,6 +72,17 @@ BAD: dict[str, tuple[Any, str]] = {
     "low_water": (-1, "low_water must be at least 0, got -1"),
     "max_output": (0, "max_output must be at least 1, got 0"),
     "backlog": (0, "backlog must be 1 to 2147483647, got 0"),
+    "tls_cert": ("", 'tls_cert must be a file path, got ""'),
+    "tls_key": ("", 'tls_key must be a file path, got ""'),
+    "tls_client_ca": ("", 'tls_client_ca must be a file path, got ""'),
+    "tls_alpn": (
+        "h2,,x",
+        'tls_alpn must be protocol names of 1 to 255 bytes separated by commas, got "h2,,x"',
+    ),
+    "tls_handshake_timeout": (
+        0,
+        "tls_handshake_timeout must be a positive number of seconds, got 0",
+    ),
 }
 
 # Bad combinations: the rules between options.
@@ -77,6 +103,10 @@ BAD_TOGETHER: list[tuple[dict[str, Any], str]] = [
         {"max_output": 1000},
         "max_output must be above high_water (1048576), got 1000",
     ),
+    ({"tls_cert": GOOD["tls_cert"]}, "tls_cert needs tls_key, the file of its private key"),
+    ({"tls_key": GOOD["tls_key"]}, "tls_key needs tls_cert, the certificate file"),
+    ({"tls_client_ca": GOOD["tls_client_ca"]}, "tls_client_ca needs tls_cert and tls_key"),
+    ({"tls_alpn": "h2"}, "tls_alpn needs tls_cert and tls_key"),
 ]
 
 NAMES = [option.name for option in OPTIONS]
@@ -128,7 +158,7 @@ def test_the_definition_is_consistent() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_server_accepts_each_option(name: str) -> None:
-    Server(None, **{name: GOOD[name]})
+    Server(None, **{n: GOOD[n] for n in [name, *NEEDS.get(name, [])]})
 
 
 def test_server_runs_with_every_option_at_once() -> None:
@@ -219,3 +249,61 @@ def test_cli_help_lists_every_option_with_its_default(cli: Any) -> None:
     for option in OPTIONS:
         assert option.flag in text
     assert text.count("(default ") >= len(OPTIONS)
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_cli_refuses_an_unusable_tls_file_in_one_line_naming_it(cli: Any, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    missing = tmp_path / "missing.pem"
+    for cert, key in [
+        (missing, GOOD["tls_key"]),
+        (junk, GOOD["tls_key"]),
+        (GOOD["tls_cert"], junk),
+    ]:
+        done = subprocess.run(
+            cli("--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+        bad = missing if cert == missing else junk
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        assert done.stderr.startswith("iocp-echo: error: ")
+        assert done.stderr.count("\n") == 1 and str(bad) in done.stderr, done.stderr
+
+
+def test_server_refuses_an_unusable_tls_file_at_construction(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(OSError) as raised:
+        Server(None, tls_cert=missing, tls_key=GOOD["tls_key"])
+    assert raised.value.filename == str(missing)
+    with pytest.raises(ValueError, match="does not match the certificate"):
+        Server(None, tls_cert=GOOD["tls_cert"], tls_key=CERTS / "client.key")
+
+
+def test_server_takes_the_tls_settings_as_one_object() -> None:
+    import socket
+    import ssl
+    from types import SimpleNamespace
+
+    tls = SimpleNamespace(
+        certfile=CERTS / "server.pem",
+        keyfile=CERTS / "server.key",
+        cafile=None,
+        alpn_protocols=["h2", "http/1.1"],
+        handshake_timeout=5.0,
+    )
+    context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    context.set_alpn_protocols(["http/1.1"])
+    with Server(None, port=0, framing="lines", tls=tls) as server:
+        with (
+            socket.create_connection(server.address, timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"hello\n")
+            assert sock.recv(100) == b"hello\n"
+            assert sock.selected_alpn_protocol() == "http/1.1"
+    with pytest.raises(TypeError, match="tls must be a TlsConfig"):
+        Server(None, tls=object())

@@ -75,7 +75,9 @@ def _metavar(option: ServerOption) -> str:
         return "|".join(option.choices)
     if option.kind == "seconds":
         return "SECONDS|none" if option.optional else "SECONDS"
-    return {"host": "ADDR", "bytes": "BYTES"}.get(option.kind, "N")
+    return {"host": "ADDR", "bytes": "BYTES", "path": "FILE", "names": "NAME,..."}.get(
+        option.kind, "N"
+    )
 
 
 def _shown(value: object) -> str:
@@ -160,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = Server(
             _handler(args.handler), protocol=_protocol(args.protocol), framing=framing, **options
         )
+    except (ValueError, TypeError) as e:
+        _fail(str(e))
+    except OSError as e:
+        # A TLS file that cannot be read: the error names it.
+        _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    try:
         server.start()
     except (ValueError, TypeError) as e:
         _fail(str(e))
@@ -178,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"iocp_echo listening on {host}:{port} "
             f"(backend {server.backend}, {server.workers} workers, "
-            f"framing {getattr(args, 'framing', 'raw')})",
+            f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)})",
             flush=True,
         )
         server.serve_forever()
@@ -187,6 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.close()
     return 0
+
+
+def _tls_words(given: dict[str, Any]) -> str:
+    """What the listening line says of TLS (as the Rust binary says it)."""
+    if not given.get("tls_cert"):
+        return ""
+    if given.get("tls_client_ca"):
+        return ", TLS on, client certificates required"
+    return ", TLS on"
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,6 +1,7 @@
 """Types of the Rust extension module ``iocp_echo._native``."""
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from os import PathLike
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
@@ -42,7 +43,9 @@ class ServerOption:
     def flag(self) -> str:
         """The command-line flag: ``--max-frame``."""
     @property
-    def kind(self) -> Literal["host", "count", "bytes", "seconds", "choice", "framing"]:
+    def kind(
+        self,
+    ) -> Literal["host", "count", "bytes", "seconds", "choice", "framing", "path", "names"]:
         """What values it takes."""
     @property
     def optional(self) -> bool:
@@ -57,7 +60,7 @@ class ServerOption:
     def choices(self) -> tuple[str, ...]:
         """The names a choice or framing takes, else empty."""
     @property
-    def default(self) -> int | float | str | None:
+    def default(self) -> int | float | str | list[str] | None:
         """The value a server has when the option is not given."""
     @property
     def help(self) -> str:
@@ -66,7 +69,7 @@ class ServerOption:
 OPTIONS: Final[tuple[ServerOption, ...]]
 """Every server option, as ``Server(...)``, ``python -m iocp_echo`` and ``iocp-echo`` take them."""
 
-def option_from_text(name: str, text: str) -> int | float | str | None:
+def option_from_text(name: str, text: str) -> int | float | str | list[str] | None:
     """The value ``Server(...)`` takes for option ``name`` from the text of its flag.
 
     ``ValueError`` (the message ``Server`` gives) if a number is bad.
@@ -184,6 +187,12 @@ class Server:
         low_water: int | None = None,
         max_output: int | None = None,
         backlog: int | None = None,
+        tls: Any = None,
+        tls_cert: str | PathLike[str] | None = None,
+        tls_key: str | PathLike[str] | None = None,
+        tls_client_ca: str | PathLike[str] | None = None,
+        tls_alpn: str | list[str] | None = None,
+        tls_handshake_timeout: float | None = None,
     ) -> Self: ...
     def start(self) -> None:
         """Bind and start the workers; ``OSError`` with the real errno if binding fails."""

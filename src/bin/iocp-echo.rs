@@ -17,6 +17,7 @@ use iocp_echo::cli::value;
 use iocp_echo::framing::{ByteOrder, Framing};
 use iocp_echo::options::{self, Kind, Setting, Value, OPTIONS};
 use iocp_echo::server::{Config, Server, StartError};
+use iocp_echo::tls::ServerTls;
 
 /// The flags of this program alone (the server options come from `OPTIONS`).
 const OWN_FLAGS: &[(&str, &str)] = &[
@@ -61,6 +62,11 @@ fn main() -> ExitCode {
     };
     log::set_max_level(options.log_level);
     let _ = log::set_logger(&STDERR_LOGGER);
+    // The TLS files are checked before anything starts: a bad one is one line.
+    if let Err(e) = ServerTls::load(&options.config.tls) {
+        return fail(&e.to_string());
+    }
+    let tls = tls_words(&options.config);
 
     let stop = iocp_echo::cli::interrupt_flag();
     let addr = options.config.addr;
@@ -70,11 +76,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     println!(
-        "iocp_echo listening on {} (backend {}, {} workers, framing {})",
+        "iocp_echo listening on {} (backend {}, {} workers, framing {}{})",
         server.local_addr(),
         server.backend(),
         server.workers(),
-        options.framing_name
+        options.framing_name,
+        tls
     );
     let _ = io::stdout().flush();
     if options.stop_on_stdin_eof {
@@ -109,6 +116,15 @@ fn main() -> ExitCode {
             eprintln!("iocp-echo: error: {}", why);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the listening line says of TLS: nothing when it is off.
+fn tls_words(config: &Config) -> &'static str {
+    match (config.tls.enabled(), config.tls.client_ca.is_some()) {
+        (false, _) => "",
+        (true, false) => ", TLS on",
+        (true, true) => ", TLS on, client certificates required",
     }
 }
 
@@ -207,6 +223,7 @@ fn help() -> String {
         let default = match option.current(&defaults) {
             Value::None => "none".to_string(),
             Value::Text(t) => t,
+            Value::List(names) => names.join(","),
             other => other.to_string(),
         };
         let flag = format!("{} {}", option.flag, metavar(option.kind));
@@ -227,6 +244,8 @@ fn metavar(kind: Kind) -> String {
         Kind::Seconds { optional: true } => "SECONDS|none".to_string(),
         Kind::Seconds { optional: false } => "SECONDS".to_string(),
         Kind::Choice(names) | Kind::Framing(names) => names.join("|"),
+        Kind::Path => "FILE".to_string(),
+        Kind::Names => "NAME,...".to_string(),
     }
 }
 

@@ -28,6 +28,11 @@ fn example(setting: Setting) -> Value {
         Setting::LowWater => Value::Int(1 << 12),
         Setting::MaxOutput => Value::Int(1 << 22),
         Setting::Backlog => Value::Int(16),
+        Setting::TlsCert => text("cert.pem"),
+        Setting::TlsKey => text("key.pem"),
+        Setting::TlsClientCa => text("ca.pem"),
+        Setting::TlsAlpn => Value::List(vec!["h2".to_string(), "http/1.1".to_string()]),
+        Setting::TlsHandshakeTimeout => Value::Float(2.5),
     }
 }
 
@@ -67,6 +72,7 @@ fn every_config_field_is_an_option() {
         low_water: _,       // low_water
         max_output: _,      // max_output
         backlog: _,         // backlog
+        tls: _,             // tls_cert, tls_key, tls_client_ca, tls_alpn, tls_handshake_timeout
     } = Config::default();
     let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
     assert_eq!(
@@ -84,7 +90,12 @@ fn every_config_field_is_an_option() {
             "high_water",
             "low_water",
             "max_output",
-            "backlog"
+            "backlog",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+            "tls_alpn",
+            "tls_handshake_timeout"
         ]
     );
 }
@@ -221,6 +232,29 @@ fn bad_values_have_one_message_each() {
             text("no such host!"),
             "host must be an IP address or a resolvable name, got \"no such host!\"",
         ),
+        ("tls_cert", text(""), "tls_cert must be a file path, got \"\""),
+        ("tls_key", Value::Int(3), "tls_key must be a file path, got 3"),
+        (
+            "tls_alpn",
+            text("h2,,x"),
+            "tls_alpn must be protocol names of 1 to 255 bytes separated by commas, got \"h2,,x\"",
+        ),
+        (
+            "tls_alpn",
+            Value::List(vec!["x".repeat(256)]),
+            &*Box::leak(
+                format!(
+                    "tls_alpn must be protocol names of 1 to 255 bytes separated by commas, got \"{}\"",
+                    "x".repeat(256)
+                )
+                .into_boxed_str(),
+            ),
+        ),
+        (
+            "tls_handshake_timeout",
+            Value::Int(0),
+            "tls_handshake_timeout must be a positive number of seconds, got 0",
+        ),
     ];
     for (name, value, expected) in cases {
         assert_eq!(message(name, value.clone()), *expected);
@@ -314,4 +348,56 @@ fn framing_and_backend_names_are_the_shared_parsers() {
         .apply(&mut config, &text("epoll"))
         .unwrap();
     assert_eq!(config.backend, BackendChoice::Forced(Backend::Epoll));
+}
+
+#[test]
+fn tls_files_come_as_a_pair_and_the_other_tls_options_only_with_them() {
+    let option = |name| by_name(name).unwrap();
+    let cert = text("cert.pem");
+    let key = text("key.pem");
+    let cases: &[(&[(&str, &Value)], &str)] = &[
+        (
+            &[("tls_cert", &cert)],
+            "tls_cert needs tls_key, the file of its private key",
+        ),
+        (
+            &[("tls_key", &key)],
+            "tls_key needs tls_cert, the certificate file",
+        ),
+        (
+            &[("tls_client_ca", &cert)],
+            "tls_client_ca needs tls_cert and tls_key",
+        ),
+        (
+            &[("tls_alpn", &text("h2"))],
+            "tls_alpn needs tls_cert and tls_key",
+        ),
+    ];
+    for (given, message) in cases {
+        let given = given.iter().map(|(name, value)| (option(name), *value));
+        assert_eq!(
+            build(Config::default(), given).unwrap_err().to_string(),
+            *message
+        );
+    }
+    let config = build(
+        Config::default(),
+        [(option("tls_cert"), &cert), (option("tls_key"), &key)],
+    )
+    .unwrap();
+    assert!(config.tls.enabled());
+    // A handshake timeout alone is harmless: it applies to TLS only.
+    let timeout = Value::Float(1.0);
+    assert!(!build(
+        Config::default(),
+        [(option("tls_handshake_timeout"), &timeout)]
+    )
+    .unwrap()
+    .tls
+    .enabled());
+    assert_eq!(
+        option("tls_alpn").parse_text("h2,http/1.1"),
+        Value::List(vec!["h2".into(), "http/1.1".into()])
+    );
+    assert_eq!(option("tls_cert").parse_text("none"), text("none"));
 }

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 use crate::framing::FrameError;
 use crate::server::CloseReason;
+use crate::tls::LoadError;
 
 pyo3::create_exception!(
     iocp_echo,
@@ -82,9 +83,19 @@ pub(crate) fn close_error(reason: &CloseReason) -> Option<PyErr> {
         },
         CloseReason::Frame(e) => frame_error(e.clone()),
         CloseReason::IdleTimeout => PyTimeoutError::new_err(reason.to_string()),
+        CloseReason::Tls(_) => PyConnectionError::new_err(reason.to_string()),
         CloseReason::HandlerFailed => PyRuntimeError::new_err(reason.to_string()),
         CloseReason::Shutdown => PyConnectionAbortedError::new_err(reason.to_string()),
         // Queued output passed `max_output` (a client that does not read).
         CloseReason::SlowConsumer => PyConnectionError::new_err(reason.to_string()),
     })
+}
+
+/// A TLS file that cannot be used: `OSError(errno, strerror, filename)` when
+/// it cannot be read, else `ValueError` naming the option and the file.
+pub(crate) fn tls_load_error(e: &LoadError) -> PyErr {
+    match e {
+        LoadError::Unreadable { path, error, .. } => os_error(error, &path.to_string_lossy()),
+        LoadError::Invalid { .. } => PyValueError::new_err(e.to_string()),
+    }
 }

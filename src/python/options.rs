@@ -5,6 +5,8 @@
 //! and `option_from_text`, the command line's text of a flag as the value
 //! `Server(...)` takes.
 
+use std::path::PathBuf;
+
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -34,7 +36,8 @@ impl PyServerOption {
         self.option.flag
     }
 
-    /// `"host"`, `"count"`, `"bytes"`, `"seconds"`, `"choice"` or `"framing"`.
+    /// `"host"`, `"count"`, `"bytes"`, `"seconds"`, `"choice"`, `"framing"`,
+    /// `"path"` or `"names"`.
     #[getter]
     fn kind(&self) -> &'static str {
         self.option.kind.name()
@@ -43,7 +46,7 @@ impl PyServerOption {
     /// Whether None (`none` on the command line) is a value, not just "the default".
     #[getter]
     fn optional(&self) -> bool {
-        self.option.kind == (Kind::Seconds { optional: true })
+        self.option.kind.optional()
     }
 
     /// The smallest value of a count, else None.
@@ -157,7 +160,50 @@ pub(crate) fn from_python(option: &ServerOption, value: &Bound<'_, PyAny>) -> Py
             Ok(text) => Ok(Value::Text(text)),
             Err(_) => wrong_type("a str"),
         },
+        Kind::Path => match value.extract::<PathBuf>() {
+            Ok(path) => Ok(Value::Text(path.to_string_lossy().into_owned())),
+            Err(_) => wrong_type("a path (str or os.PathLike)"),
+        },
+        Kind::Names => {
+            if let Ok(text) = value.extract::<String>() {
+                return Ok(Value::List(text.split(',').map(str::to_string).collect()));
+            }
+            match value.extract::<Vec<String>>() {
+                Ok(names) => Ok(Value::List(names)),
+                Err(_) => wrong_type("a list of str"),
+            }
+        }
     }
+}
+
+/// The `tls=` argument of `Server(...)` (a `TlsConfig`, or any object with
+/// its attributes: `certfile`, `keyfile`, `cafile`, `alpn_protocols`,
+/// `handshake_timeout`) as the values of the `tls_*` options.
+pub(crate) fn tls_options(tls: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static ServerOption, Value)>> {
+    const ATTRIBUTES: &[(&str, &str)] = &[
+        ("certfile", "tls_cert"),
+        ("keyfile", "tls_key"),
+        ("cafile", "tls_client_ca"),
+        ("alpn_protocols", "tls_alpn"),
+        ("handshake_timeout", "tls_handshake_timeout"),
+    ];
+    let mut given = Vec::new();
+    for (attribute, name) in ATTRIBUTES {
+        let value = tls.getattr(*attribute).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "tls must be a TlsConfig (certfile, keyfile, cafile, alpn_protocols, \
+                 handshake_timeout) or None, not {}",
+                tls.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        if let Some(option) = by_name(name) {
+            given.push((option, from_python(option, &value)?));
+        }
+    }
+    Ok(given)
 }
 
 fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -166,5 +212,6 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         Value::Int(i) => i.into_bound_py_any(py),
         Value::Float(x) => x.into_bound_py_any(py),
         Value::Text(t) => t.into_bound_py_any(py),
+        Value::List(names) => names.into_bound_py_any(py),
     }
 }

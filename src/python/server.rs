@@ -9,15 +9,16 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 
-use super::errors::{frame_error, os_error};
+use super::errors::{frame_error, os_error, tls_load_error};
 use super::framing::framing_arg;
 use super::handler::{reply_bytes, PyHandler};
-use super::options::from_python;
+use super::options::{from_python, tls_options};
 use super::protocol::PyProtocolHandler;
 use super::slot::SenderSlot;
 use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
 use crate::server::{lock, Config, ConnectionId, Handler, Server, StartError, Stats};
+use crate::tls::ServerTls;
 
 /// How long one wait for the workers lasts before signals are checked again.
 const SIGNAL_SLICE: Duration = Duration::from_millis(50);
@@ -48,6 +49,10 @@ impl PyServer {
     /// `Server(handler=None, *, protocol=None, **options)`: every option of
     /// `OPTIONS` by its name; `framing` also takes a `Framing`. None leaves an
     /// option at its default (for `idle_timeout`, the default: no timeout).
+    /// `tls=` takes an object with `certfile`, `keyfile`, `cafile`,
+    /// `alpn_protocols` and `handshake_timeout` (a `TlsConfig`), read as the
+    /// `tls_*` options; the TLS files are read here (`OSError` naming an
+    /// unreadable one, `ValueError` for one that cannot be used).
     #[new]
     #[pyo3(signature = (handler = None, *, protocol = None, **options))]
     fn new(
@@ -85,6 +90,12 @@ impl PyServer {
         let mut given = Vec::new();
         for (key, value) in options.into_iter().flat_map(|d| d.iter()) {
             let key: String = key.extract()?;
+            if key == "tls" {
+                if !value.is_none() {
+                    given.extend(tls_options(&value)?);
+                }
+                continue;
+            }
             let option = by_name(&key).ok_or_else(|| {
                 PyTypeError::new_err(format!(
                     "Server() got an unexpected keyword argument '{}'",
@@ -99,6 +110,9 @@ impl PyServer {
         }
         let config = crate::options::build(base, given.iter().map(|(o, v)| (*o, v)))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // The TLS files are checked here, so a bad one fails the construction;
+        // `start` reads them again.
+        ServerTls::load(&config.tls).map_err(|e| tls_load_error(&e))?;
         Ok(PyServer {
             config,
             handler,
@@ -151,6 +165,7 @@ impl PyServer {
             Err(StartError::Io(e)) => return Err(os_error(&e, &addr.to_string())),
             Err(StartError::Config(e)) => return Err(PyValueError::new_err(e.to_string())),
             Err(StartError::Backend(e)) => return Err(PyValueError::new_err(e)),
+            Err(StartError::Tls(e)) => return Err(tls_load_error(&e)),
         };
         let raced = {
             let mut running = lock(&this.running);

@@ -60,6 +60,7 @@ impl Connection {
         id: ConnectionId,
         socket: Socket,
         peer: SocketAddr,
+        transport: Transport,
         decoder: Decoder,
         admission: Admission,
     ) -> Connection {
@@ -67,7 +68,7 @@ impl Connection {
             id,
             socket,
             peer,
-            transport: Transport::Plain,
+            transport,
             decoder,
             output: Output::default(),
             phase: Phase::Open,
@@ -126,6 +127,30 @@ impl Connection {
             self.end_ops(port);
         }
         true
+    }
+
+    /// Close for a failure found on receiving: a TLS failure whose alert
+    /// rustls queued is flushed first (so the peer learns why), any other
+    /// closes now.
+    pub(crate) fn fail(&mut self, reason: CloseReason, port: &mut Port) {
+        if self.phase == Phase::Open
+            && matches!(reason, CloseReason::Tls(_))
+            && self.transport.wants_write()
+        {
+            self.flush_then_close(reason);
+        } else {
+            self.abort(reason, port);
+        }
+    }
+
+    /// Whether the connection closed by a TLS failure: closed for one, or
+    /// closed (not by the server's shutdown) before its handshake finished.
+    pub(crate) fn tls_failed(&self) -> bool {
+        match &self.reason {
+            Some(CloseReason::Tls(_)) => true,
+            Some(CloseReason::Shutdown) | None => false,
+            Some(_) => self.transport.handshaking(),
+        }
     }
 
     /// Close now as a slow consumer (unless already closing): its queued

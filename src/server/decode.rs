@@ -1,7 +1,6 @@
-//! Received bytes into frames: queued as native echoes, or collected in the
-//! batch for the handler; counted, and a bad frame reported once.
-
-use std::io;
+//! Received bytes (or, for TLS, their plaintext) into frames: queued as native
+//! echoes, or collected in the batch for the handler; counted, and a bad frame
+//! reported once.
 
 use super::connection::Connection;
 use super::event::CloseReason;
@@ -9,14 +8,15 @@ use super::handler::Batch;
 use super::stats::WorkerCounters;
 use crate::framing::{Frame, Framing};
 
-/// Decode the next received bytes of connection `key` (`None`: the peer ended
-/// the stream, so a lines decoder yields a last frame without delimiter),
-/// through its transport. `echo`: frames are echoed natively (framed into the
-/// connection's output) instead of collected in `batch`.
+/// Decode the next bytes of connection `key` (`None`: the peer ended the
+/// stream, so a lines decoder yields a last frame without delimiter): the
+/// received bytes, or a TLS connection's plaintext of them. `echo`: frames are
+/// echoed natively (framed into the connection's output) instead of collected
+/// in `batch`.
 ///
 /// Returns how many frames completed; `Err` says why the connection must
-/// close. With a handler, the caller must then offer the received chunk to
-/// [`Batch::keep_chunk`].
+/// close. With a handler, the caller must then offer the buffer `data` lies
+/// in to [`Batch::keep_chunk`].
 pub(super) fn decode(
     key: usize,
     conn: &mut Connection,
@@ -28,19 +28,11 @@ pub(super) fn decode(
 ) -> Result<u64, CloseReason> {
     let owner = (key, conn.id);
     let Connection {
-        transport,
         decoder,
         output,
         peer,
         ..
     } = conn;
-    let data = match data {
-        Some(received) => match transport.incoming(received) {
-            Ok(plain) => Some(plain),
-            Err(e) => return Err(transport_failed(peer, &e, counters)),
-        },
-        None => None,
-    };
     let pending = output.buffer();
     let mut frames = 0u64;
     let chunk = data.unwrap_or(&[]);
@@ -68,15 +60,4 @@ pub(super) fn decode(
         WorkerCounters::add(&counters.frame_errors, 1);
         CloseReason::Frame(e)
     })
-}
-
-#[cold]
-fn transport_failed(
-    peer: &std::net::SocketAddr,
-    e: &io::Error,
-    counters: &WorkerCounters,
-) -> CloseReason {
-    log::info!("closing connection from {}: {}", peer, e);
-    WorkerCounters::add(&counters.io_errors, 1);
-    CloseReason::io(e)
 }

@@ -1,11 +1,15 @@
-//! Connection events a handler may ask for: a connection opened, its output
-//! paused and resumed its reading (backpressure), a connection closed and why. Ids are unique across the workers of a server, for its life.
+//! Connection events a handler may ask for: a connection opened (a TLS one once
+//! its handshake finished, with what it negotiated), its output paused and
+//! resumed its reading (backpressure), a connection closed and why. Ids are
+//! unique across the workers of a server, for its life. A TLS connection whose
+//! handshake fails never opens, so it makes no event at all.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
 use crate::framing::FrameError;
+use crate::tls::{TlsFailure, TlsInfo};
 
 /// A connection's id: unique among all connections a server ever had, on
 /// every worker. The worker that owns connection `id` is `id % workers`.
@@ -27,6 +31,9 @@ pub enum CloseReason {
     Frame(FrameError),
     /// Nothing complete arrived or left for `idle_timeout`.
     IdleTimeout,
+    /// TLS failed: a bad record, a stream cut inside a record (a handshake
+    /// that fails never opens, so no event carries its reason).
+    Tls(TlsFailure),
     /// The handler failed one of the connection's frames, or gave a reply
     /// the codec cannot frame.
     HandlerFailed,
@@ -60,6 +67,7 @@ impl fmt::Display for CloseReason {
             },
             CloseReason::Frame(e) => write!(f, "bad frame: {}", e),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::Tls(e) => e.fmt(f),
             CloseReason::HandlerFailed => f.write_str("the handler failed"),
             CloseReason::Requested => f.write_str("closed by the server"),
             CloseReason::SlowConsumer => {
@@ -74,7 +82,8 @@ impl fmt::Display for CloseReason {
 /// events ([`Handler::wants_events`](super::Handler::wants_events)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A connection opened: before any of its frames.
+    /// A connection opened: before any of its frames; a TLS connection once
+    /// its handshake finished.
     Open {
         /// The new connection.
         id: ConnectionId,
@@ -82,6 +91,8 @@ pub enum Event {
         peer: SocketAddr,
         /// The server's address of this connection.
         local: SocketAddr,
+        /// What the TLS handshake negotiated; `None` for plain TCP.
+        tls: Option<Box<TlsInfo>>,
     },
     /// The connection's queued output passed `high_water`: it stops reading
     /// until its output falls to `low_water` ([`Event::ResumeWriting`]).

@@ -21,6 +21,7 @@ use super::stats::Stats;
 use super::worker;
 use crate::config::{Config, ConfigError};
 use crate::port::{Backend, BackendChoice};
+use crate::tls::{LoadError, ServerTls};
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub enum StartError {
     Backend(String),
     /// An OS call failed: bind, listen, opening a port, spawning a thread.
     Io(io::Error),
+    /// A TLS file cannot be read or used (the error names it).
+    Tls(LoadError),
 }
 
 impl fmt::Display for StartError {
@@ -39,6 +42,7 @@ impl fmt::Display for StartError {
             StartError::Config(e) => e.fmt(f),
             StartError::Backend(e) => f.write_str(e),
             StartError::Io(e) => e.fmt(f),
+            StartError::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Server {
     /// every message natively.
     pub fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let tls = ServerTls::load(&config.tls).map_err(StartError::Tls)?;
         let backend = BackendChoice::with_env(config.backend)
             .map_err(StartError::Backend)?
             .resolve()?;
@@ -76,7 +81,7 @@ impl Server {
 
         let workers = config.workers;
         let mode = Mode::new(handler, &config.framing);
-        let shared = Arc::new(Shared::new(config, mode));
+        let shared = Arc::new(Shared::new(config, mode, tls));
 
         let mut threads = Vec::with_capacity(workers);
         let mut ready = Vec::with_capacity(workers);

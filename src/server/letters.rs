@@ -16,8 +16,10 @@ use super::mailbox::Letter;
 use super::output::Spares;
 use super::stats::WorkerCounters;
 use super::table::Table;
+use super::transport::Transport;
 use super::turn::Turn;
 use crate::port::{raw_socket, CompletionPort, Port};
+use crate::tls::TlsInfo;
 
 /// Make an accepted socket a connection of this worker.
 pub(crate) fn adopt(
@@ -29,26 +31,43 @@ pub(crate) fn adopt(
     peer: SocketAddr,
     admission: Admission,
 ) {
+    let transport = match turn.tls {
+        None => Transport::Plain,
+        Some(tls) => match tls.session(turn.now) {
+            Ok(session) => Transport::Tls(Box::new(session)),
+            Err(e) => {
+                log::warn!("no TLS session for connection from {}: {}", peer, e);
+                return;
+            }
+        },
+    };
     if let Err(e) = port.register(raw_socket(&socket)) {
         log::warn!("could not register connection from {}: {}", peer, e);
         WorkerCounters::add(&turn.counters.io_errors, 1);
         return;
     }
+    let plain = transport.is_plain();
     let decoder = turn.config.framing.decoder(turn.config.max_frame);
-    let key = table.insert(|id| Connection::new(id, socket, peer, decoder, admission));
+    let key = table.insert(|id| Connection::new(id, socket, peer, transport, decoder, admission));
     WorkerCounters::add(&turn.counters.connections_accepted, 1);
     WorkerCounters::add(&turn.counters.connections_open, 1);
-    if turn.mode.events() {
+    // A TLS connection opens when its handshake finishes (`receive.rs`).
+    if plain && turn.mode.events() {
         if let Some(conn) = table.get_mut(key) {
-            opened(turn, conn, batch);
+            opened(turn, conn, batch, None);
         }
     }
 }
 
-/// Make the `Open` event of a new connection, and let it be written to from
-/// outside.
+/// Make the `Open` event of a new connection (with what its TLS handshake
+/// negotiated, for a TLS one), and let it be written to from outside.
 #[cold]
-fn opened(turn: &Turn<'_>, conn: &mut Connection, batch: &mut Batch) {
+pub(crate) fn opened(
+    turn: &Turn<'_>,
+    conn: &mut Connection,
+    batch: &mut Batch,
+    tls: Option<TlsInfo>,
+) {
     let local = conn
         .local_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -59,6 +78,7 @@ fn opened(turn: &Turn<'_>, conn: &mut Connection, batch: &mut Batch) {
         id: conn.id,
         peer: conn.peer,
         local,
+        tls: tls.map(Box::new),
     });
 }
 

@@ -1,8 +1,11 @@
 //! Pumping the connections touched this turn: close it as a slow consumer if
-//! its output passed `max_output`, post its send, its next recv unless
-//! backpressure holds it (with `PauseWriting` / `ResumeWriting` events when
-//! that changes), or finish closing it (free it, release its admission, make
-//! its `Close` event).
+//! its output passed `max_output`, post its send (sealed by its transport;
+//! a TLS connection also sends with no output queued, for its handshake
+//! records and alerts), its next recv unless backpressure holds it (with
+//! `PauseWriting` / `ResumeWriting` events when that changes), or finish
+//! closing it (a clean close of a TLS connection sends `close_notify` first;
+//! free it, release its admission, make its `Close` event, count a TLS
+//! failure).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -96,7 +99,11 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
             port.submit(key as Token, Op::Recv { socket, buf });
         }
         Phase::Flushing if !conn.output.in_flight() => {
-            conn.abort(CloseReason::Shutdown, port);
+            // Flushed: a TLS connection sends its close_notify (pumped again
+            // at once), then closes.
+            if !conn.transport.close_notify() {
+                conn.abort(CloseReason::Shutdown, port);
+            }
             table.touch(key);
         }
         _ => {}
@@ -121,7 +128,12 @@ fn finalize(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Bat
     if let Err(e) = port.deregister(conn.raw()) {
         log::debug!("deregister {}: {}", conn.peer, e);
     }
-    if turn.mode.events() {
+    if conn.tls_failed() {
+        WorkerCounters::add(&turn.counters.tls_errors, 1);
+    }
+    // A connection that never opened (a TLS one whose handshake failed) has
+    // no `Close` event either.
+    if turn.mode.events() && conn.published.is_some() {
         turn.mailbox.closed(conn.id);
         let reason = conn.take_reason();
         batch.push_event(Event::Close {

@@ -6,6 +6,12 @@
 //! to the port with `give_buffer` once decoded (for the native raw echo, once
 //! sent; with a handler, a buffer holding frames once they are answered, as the
 //! batch hands them to the handler without copying them).
+//!
+//! A TLS connection's recv is decrypted into a spare output buffer, which is
+//! decoded (and kept by the batch) in its place; the ciphertext goes back to
+//! the port at once. Its `Open` event comes when the handshake finishes,
+//! before the frames of the same bytes; its peer's `close_notify` ends its
+//! stream as an EOF does.
 
 use std::io;
 
@@ -13,11 +19,13 @@ use super::connection::{Connection, Phase};
 use super::decode::decode;
 use super::event::CloseReason;
 use super::handler::Batch;
+use super::letters::opened;
 use super::output::Spares;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
 use crate::port::{CompletionPort, Op, Port, SendBuf, Token};
+use crate::tls::TlsFailure;
 
 /// Spare output buffers the native raw echo keeps before it hands sent buffers
 /// back to the port.
@@ -42,20 +50,24 @@ pub(crate) fn on_received(
     conn.recv_in_flight = false;
     let outcome = match result {
         _ if conn.phase() != Phase::Open => Received::Kept(buf),
-        Ok(0) => {
-            // The peer finished sending: answer what it sent, then close.
-            conn.flush_then_close(CloseReason::PeerClosed);
-            let decoded = decode(
-                key,
-                conn,
-                None,
-                turn.mode.echoes(),
-                &turn.config.framing,
-                turn.counters,
-                batch,
-            );
-            Received::Decoded(buf, decoded.err())
-        }
+        Ok(0) => match conn.transport.ended() {
+            // A TLS stream cut mid-handshake or mid-record.
+            Err(failure) => Received::Decoded(buf, Some(tls_failed(conn.peer, failure))),
+            Ok(()) => {
+                // The peer finished sending: answer what it sent, then close.
+                conn.flush_then_close(CloseReason::PeerClosed);
+                let decoded = decode(
+                    key,
+                    conn,
+                    None,
+                    turn.mode.echoes(),
+                    &turn.config.framing,
+                    turn.counters,
+                    batch,
+                );
+                Received::Decoded(buf, decoded.err())
+            }
+        },
         Ok(n) => {
             WorkerCounters::add(&turn.counters.bytes_received, n as u64);
             received_bytes(turn, conn, key, buf, batch, spares)
@@ -78,7 +90,22 @@ pub(crate) fn on_received(
             }
             if let Some(reason) = failed {
                 if let Some(conn) = table.get_mut(key) {
-                    conn.abort(reason, port);
+                    conn.fail(reason, port);
+                }
+            }
+        }
+        Received::Decrypted {
+            ciphertext,
+            plain,
+            failed,
+        } => {
+            port.give_buffer(ciphertext);
+            if let Some(plain) = batch.keep_chunk(plain) {
+                spares.recycle(plain);
+            }
+            if let Some(reason) = failed {
+                if let Some(conn) = table.get_mut(key) {
+                    conn.fail(reason, port);
                 }
             }
         }
@@ -94,6 +121,13 @@ enum Received {
     Kept(Vec<u8>),
     /// Decoded; the connection must close if a reason is given.
     Decoded(Vec<u8>, Option<CloseReason>),
+    /// TLS: the ciphertext is spent, its plaintext decoded (offered to the
+    /// batch); the connection must close if a reason is given.
+    Decrypted {
+        ciphertext: Vec<u8>,
+        plain: Vec<u8>,
+        failed: Option<CloseReason>,
+    },
 }
 
 /// Bytes arrived on an open connection: echo the buffer itself (native raw
@@ -118,6 +152,8 @@ fn received_bytes(
             }
             Err(buf) => buf,
         }
+    } else if !conn.transport.is_plain() {
+        return received_tls(turn, conn, key, buf, batch, spares);
     } else {
         buf
     };
@@ -135,6 +171,69 @@ fn received_bytes(
         }
         Err(reason) => Received::Decoded(buf, Some(reason)),
     }
+}
+
+/// Bytes arrived on an open TLS connection: decrypt them into a spare
+/// buffer, open the connection if its handshake finished, decode the
+/// plaintext, and end the stream if the peer sent `close_notify`.
+fn received_tls(
+    turn: &Turn<'_>,
+    conn: &mut Connection,
+    key: usize,
+    ciphertext: Vec<u8>,
+    batch: &mut Batch,
+    spares: &mut Spares,
+) -> Received {
+    let mut plain = spares.take();
+    let handshake_done = match conn.transport.incoming(&ciphertext, &mut plain) {
+        Ok(done) => done,
+        Err(failure) => {
+            let failed = Some(tls_failed(conn.peer, failure));
+            return Received::Decrypted {
+                ciphertext,
+                plain,
+                failed,
+            };
+        }
+    };
+    if handshake_done {
+        WorkerCounters::add(&turn.counters.tls_handshakes, 1);
+        if turn.mode.events() {
+            let info = conn.transport.info();
+            opened(turn, conn, batch, info);
+        }
+    }
+    let echo = turn.mode.echoes();
+    if echo && !plain.is_empty() {
+        conn.output.reserve(spares);
+    }
+    let framing = &turn.config.framing;
+    let mut failed = None;
+    if !plain.is_empty() {
+        match decode(key, conn, Some(&plain), echo, framing, turn.counters, batch) {
+            Ok(0) => {}
+            Ok(_) => conn.last_active = turn.now,
+            Err(reason) => failed = Some(reason),
+        }
+    }
+    if failed.is_none() && conn.transport.peer_closed() {
+        // The peer's close_notify: answer what it sent, then close.
+        conn.flush_then_close(CloseReason::PeerClosed);
+        let finished = decode(key, conn, None, echo, framing, turn.counters, batch);
+        failed = finished.err();
+    }
+    Received::Decrypted {
+        ciphertext,
+        plain,
+        failed,
+    }
+}
+
+/// Log a connection's TLS failure; the reason it closes for.
+#[cold]
+fn tls_failed(peer: std::net::SocketAddr, failure: TlsFailure) -> CloseReason {
+    log::info!("closing connection from {}: {}", peer, failure);
+    CloseReason::Tls(failure)
 }
 
 /// A send of connection `key` completed: `buf[pos..]` was posted.

@@ -11,11 +11,14 @@ use super::mode::Mode;
 use super::stats::WorkerCounters;
 use crate::config::Config;
 use crate::port::Waker;
+use crate::tls::ServerTls;
 
 /// State shared by the server handle and its workers.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) mode: Mode,
+    /// The server's TLS, loaded at start; `None`: plain TCP.
+    pub(crate) tls: Option<ServerTls>,
     /// Set once by `close`, or by a worker that failed.
     pub(crate) stopping: AtomicBool,
     /// When the drain started; connections still open after `drain_timeout` are cut.
@@ -36,13 +39,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The state of a server with `workers` workers, none started yet.
-    pub(crate) fn new(config: Config, mode: Mode) -> Shared {
+    pub(crate) fn new(config: Config, mode: Mode, tls: Option<ServerTls>) -> Shared {
         let workers = config.workers;
         let max_output = config.max_output;
         Shared {
             gate: Arc::new(Gate::new(config.max_connections)),
             config,
             mode,
+            tls,
             stopping: AtomicBool::new(false),
             drain_started: Mutex::new(None),
             wakers: Mutex::new(Vec::new()),

@@ -1,46 +1,94 @@
-//! Ending connections on a schedule: the idle timeout, and the drain of
-//! `Server::close` (stop accepting, flush queued replies until the deadline,
-//! cancel the rest, wait for every completion).
+//! Ending connections on a schedule: the idle timeout and the TLS handshake
+//! timeout, and the drain of `Server::close` (stop accepting, flush queued
+//! replies until the deadline, cancel the rest, wait for every completion).
 
 use std::time::{Duration, Instant};
 
 use super::acceptor::Acceptor;
-use super::connection::Phase;
+use super::connection::{Connection, Phase};
 use super::event::CloseReason;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
+use crate::config::Config;
 use crate::port::{CompletionPort, Port};
+use crate::tls::TlsFailure;
 
-/// Close the connections idle for `idle_timeout`, checking at most every
-/// quarter of it (and at least every second); `last_check` is when it last did.
-pub(crate) fn close_idle(
+/// How often connections are checked for expiry: a quarter of the shortest
+/// timeout (idle, TLS handshake), at most a second; `None`: no timeout.
+pub(crate) fn check_every(config: &Config) -> Option<Duration> {
+    let handshake = if config.tls.enabled() {
+        Some(config.tls.handshake_timeout)
+    } else {
+        None
+    };
+    let shortest = match (config.idle_timeout, handshake) {
+        (Some(idle), Some(handshake)) => idle.min(handshake),
+        (one, other) => one.or(other)?,
+    };
+    Some((shortest / 4).min(Duration::from_secs(1)))
+}
+
+/// Close the connections idle for `idle_timeout`, and the TLS connections
+/// whose handshake passed its deadline, checking every [`check_every`];
+/// `last_check` is when it last did.
+pub(crate) fn close_expired(
     turn: &Turn<'_>,
     table: &mut Table,
     port: &mut Port,
     last_check: &mut Instant,
 ) {
-    let idle = match turn.config.idle_timeout {
-        Some(t) => t,
+    let every = match check_every(turn.config) {
+        Some(every) => every,
         None => return,
     };
     let now = Instant::now();
-    if now.duration_since(*last_check) < (idle / 4).min(Duration::from_secs(1)) {
+    if now.duration_since(*last_check) < every {
         return;
     }
     *last_check = now;
-    let expired: Vec<usize> = table
+    let idle = turn.config.idle_timeout;
+    let expired: Vec<(usize, Expiry)> = table
         .iter()
-        .filter(|(_, c)| c.phase() != Phase::Closing && now.duration_since(c.last_active) >= idle)
-        .map(|(key, _)| key)
+        .filter(|(_, c)| c.phase() != Phase::Closing)
+        .filter_map(|(key, c)| expiry(c, idle, now).map(|why| (key, why)))
         .collect();
-    for key in expired {
+    for (key, why) in expired {
         if let Some(conn) = table.get_mut(key) {
-            log::debug!("closing idle connection from {}", conn.peer);
-            WorkerCounters::add(&turn.counters.idle_timeouts, 1);
-            conn.abort(CloseReason::IdleTimeout, port);
+            match why {
+                Expiry::Idle => {
+                    log::debug!("closing idle connection from {}", conn.peer);
+                    WorkerCounters::add(&turn.counters.idle_timeouts, 1);
+                    conn.abort(CloseReason::IdleTimeout, port);
+                }
+                Expiry::Handshake => {
+                    log::info!(
+                        "closing connection from {}: TLS handshake timed out",
+                        conn.peer
+                    );
+                    conn.abort(CloseReason::Tls(TlsFailure::HandshakeTimeout), port);
+                }
+            }
         }
         table.touch(key);
+    }
+}
+
+/// Why a connection expired.
+#[derive(Clone, Copy)]
+enum Expiry {
+    Idle,
+    Handshake,
+}
+
+/// Whether `conn` expired at `now`, and why.
+fn expiry(conn: &Connection, idle: Option<Duration>, now: Instant) -> Option<Expiry> {
+    if matches!(idle, Some(idle) if now.duration_since(conn.last_active) >= idle) {
+        Some(Expiry::Idle)
+    } else if conn.transport.handshake_expired(now) {
+        Some(Expiry::Handshake)
+    } else {
+        None
     }
 }
 

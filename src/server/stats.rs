@@ -84,6 +84,10 @@ counters! {
     backpressure_pauses,
     /// Connections closed because their queued output would have passed `max_output`.
     slow_consumer_closes,
+    /// TLS handshakes finished.
+    tls_handshakes,
+    /// TLS connections closed by a TLS failure (not TLS, a bad record, a refused client certificate, a truncated record) or before their handshake finished (timed out, left, reset).
+    tls_errors,
 }
 
 impl WorkerCounters {

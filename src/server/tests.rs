@@ -15,6 +15,8 @@ mod bound;
 mod broadcast;
 mod events;
 mod faults;
+mod tls;
+mod tls_faults;
 
 fn backends() -> Vec<Backend> {
     let all = [Backend::IoUring, Backend::Epoll, Backend::Iocp];

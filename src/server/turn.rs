@@ -8,12 +8,15 @@ use super::mode::Mode;
 use super::shared::Shared;
 use super::stats::WorkerCounters;
 use crate::config::Config;
+use crate::tls::ServerTls;
 
 /// The read-only context of one worker's turn.
 #[derive(Clone, Copy)]
 pub(crate) struct Turn<'a> {
     pub(crate) config: &'a Config,
     pub(crate) mode: &'a Mode,
+    /// The server's TLS; `None`: plain TCP.
+    pub(crate) tls: Option<&'a ServerTls>,
     pub(crate) counters: &'a WorkerCounters,
     pub(crate) mailbox: &'a Mailbox,
     /// Every worker's mailbox, for handing over.
@@ -29,6 +32,7 @@ impl<'a> Turn<'a> {
         Turn {
             config: &shared.config,
             mode: &shared.mode,
+            tls: shared.tls.as_ref(),
             counters: &shared.counters[index],
             mailbox: &shared.mailboxes[index],
             mailboxes: &shared.mailboxes,

@@ -31,7 +31,7 @@ use super::output::Spares;
 use super::pump::pump_dirty;
 use super::receive::{on_received, on_sent};
 use super::shared::Shared;
-use super::shutdown::{close_idle, finished, Drain};
+use super::shutdown::{check_every, close_expired, finished, Drain};
 use super::table::Table;
 use super::turn::Turn;
 use crate::port::{Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
@@ -127,7 +127,8 @@ struct Parts {
     /// Scratch for the keys being pumped.
     pumping: Vec<usize>,
     drain: Drain,
-    last_idle_check: Instant,
+    /// When idle connections and TLS handshakes were last checked.
+    last_expiry_check: Instant,
 }
 
 impl Worker {
@@ -153,7 +154,7 @@ impl Worker {
             letters: Vec::new(),
             pumping: Vec::new(),
             drain: Drain::default(),
-            last_idle_check: Instant::now(),
+            last_expiry_check: Instant::now(),
         };
         Worker { shared, parts }
     }
@@ -231,11 +232,11 @@ impl Parts {
             if let Some(acceptor) = &mut self.acceptor {
                 acceptor.post(&mut self.port);
             }
-            close_idle(
+            close_expired(
                 turn,
                 &mut self.table,
                 &mut self.port,
-                &mut self.last_idle_check,
+                &mut self.last_expiry_check,
             );
             self.pump(turn);
         }
@@ -344,7 +345,9 @@ impl Parts {
     /// events are still made and answered; they are dropped with the worker.
     fn abandon(&mut self, turn: &Turn<'_>) {
         if turn.mode.events() {
-            for (_, conn) in self.table.iter() {
+            // Those that never opened (a TLS handshake unfinished) get none.
+            let opened = self.table.iter().filter(|(_, c)| c.published.is_some());
+            for (_, conn) in opened {
                 self.batch.push_event(Event::Close {
                     id: conn.id,
                     reason: CloseReason::Shutdown,
@@ -372,10 +375,8 @@ fn timeout(shared: &Shared, acceptor: Option<&Acceptor>) -> Option<Duration> {
     if shared.stopping() {
         return Some(DRAIN_TICK);
     }
-    let mut timeout = shared
-        .config
-        .idle_timeout
-        .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut timeout = check_every(&shared.config)
+        .map(|every| every.clamp(Duration::from_millis(10), Duration::from_secs(1)));
     if let Some(until) = acceptor.and_then(Acceptor::paused_until) {
         let left = until.saturating_duration_since(Instant::now());
         timeout = Some(timeout.map_or(left, |t| t.min(left)));

@@ -45,7 +45,12 @@ impl Handler for Recorder {
         for i in 0..=batch.len() {
             while next < events.len() && events[next].0 == i {
                 seen.push(match events[next].1.clone() {
-                    Event::Open { id, peer, local } => Seen::Open(id, peer, local),
+                    Event::Open {
+                        id,
+                        peer,
+                        local,
+                        tls: _,
+                    } => Seen::Open(id, peer, local),
                     Event::PauseWriting { id } => Seen::Pause(id),
                     Event::ResumeWriting { id } => Seen::Resume(id),
                     Event::Close { id, reason } => Seen::Close(id, reason),
