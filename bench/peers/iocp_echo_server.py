@@ -1,5 +1,6 @@
 """iocp_echo as a bench peer: one worker, native echo, the Python handler ``lambda m: m``,
-a protocol whose ``message_received`` returns the message, or an ``async def`` handler."""
+a protocol whose ``message_received`` returns the message, or an ``async def`` handler;
+over TLS (rustls) with ``--tls-cert``/``--tls-key``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["io_uring", "epoll"], default="io_uring")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-connections", type=int, default=100_000)
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     args = parser.parse_args()
     raise_nofile_limit()
     handlers = {"python": lambda m: m, "async": async_echo}
@@ -44,6 +47,8 @@ def main() -> None:
         workers=args.workers,
         backend=args.backend,
         max_connections=args.max_connections,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     serve_iocp_echo(server)
 
