@@ -9,19 +9,23 @@
 //! The check is one comparison per queuing, no allocation. Native echoes,
 //! framed straight into [`Output::buffer`], are checked by the pump.
 //!
-//! **Queue.** In sending order: segments (each a [`SendBuf`], sent one per
-//! send), then the owned tail buffer that replies are framed into. Without a
-//! broadcast there are no segments and the tail is sent whole when nothing is
+//! **Queue.** In sending order: segments (each a [`SendBuf`]), then the owned
+//! tail buffer that replies are framed into. Without a broadcast there are no
+//! segments and the tail is sent whole, as one owned buffer, when nothing is
 //! in flight. A shared segment (a broadcast framed once for every receiver)
 //! is queued by moving the tail, if it holds bytes, into the segments first,
-//! so order is kept; its bytes count against the bound like owned ones. The
-//! worker reaches the queue only through the methods here.
+//! so order is kept; its bytes count against the bound like owned ones. With
+//! segments queued, the next send gathers them and the tail (up to
+//! [`MAX_GATHER`] buffers) into one vectored send, in a [`Gather`] taken from
+//! the worker's [`Spares`] and given back there at its completion: many
+//! broadcasts queued on a connection cost one send, not one each. The worker
+//! reaches the queue only through the methods here.
 
 use std::collections::VecDeque;
 use std::mem;
 use std::sync::Arc;
 
-use crate::port::SendBuf;
+use crate::port::{Gather, SendBuf, MAX_GATHER};
 
 /// Spare output buffers kept per worker.
 const SPARES_LIMIT: usize = 256;
@@ -203,24 +207,47 @@ impl Output {
     }
 
     /// What to post as the next send, if nothing is in flight and something
-    /// is queued (or `force`: the transport has bytes of its own): the first
-    /// segment, else the tail buffer.
+    /// is queued (or `force`: the transport has bytes of its own): the tail
+    /// buffer when no segment is queued (the usual case, which takes nothing
+    /// from `spares`), else the segments and the tail gathered.
     #[inline]
-    pub(crate) fn next_send(&mut self, force: bool) -> Option<SendBuf> {
+    pub(crate) fn next_send(&mut self, force: bool, spares: &mut Spares) -> Option<SendBuf> {
         if self.in_flight {
             return None;
         }
-        let buf = match self.segments.pop_front() {
-            Some(segment) => {
-                self.segments_len -= segment.len();
-                segment
-            }
-            None if self.queued.is_empty() && !force => return None,
-            None => SendBuf::Owned(mem::take(&mut self.queued)),
+        let buf = if !self.segments.is_empty() {
+            self.gather(spares)
+        } else if self.queued.is_empty() && !force {
+            return None;
+        } else {
+            SendBuf::Owned(mem::take(&mut self.queued))
         };
         self.in_flight = true;
         self.sending = buf.len();
         Some(buf)
+    }
+
+    /// The queued segments and the tail (up to [`MAX_GATHER`] buffers) as one
+    /// send: a lone segment as it is, else gathered.
+    fn gather(&mut self, spares: &mut Spares) -> SendBuf {
+        if self.segments.len() == 1 && self.queued.is_empty() {
+            if let Some(segment) = self.segments.pop_front() {
+                self.segments_len = 0;
+                return segment;
+            }
+        }
+        let mut gather = spares.take_gather();
+        let count = self.segments.len().min(MAX_GATHER);
+        for segment in self.segments.drain(..count) {
+            self.segments_len -= segment.len();
+            // Cannot fail: not full, and segments are never gathered.
+            let _ = gather.push(segment);
+        }
+        if self.segments.is_empty() && !self.queued.is_empty() && !gather.is_full() {
+            // Later replies are framed into a new tail.
+            let _ = gather.push(SendBuf::Owned(mem::take(&mut self.queued)));
+        }
+        SendBuf::Gathered(gather)
     }
 
     /// A send completed with `left` bytes of it still to send (then resent
@@ -254,6 +281,8 @@ impl Output {
 #[derive(Debug)]
 pub(crate) struct Spares {
     bufs: Vec<Vec<u8>>,
+    /// Empty gathers of completed sends, to gather the next ones into.
+    gathers: Vec<Gather>,
     /// The usual buffer size: larger ones are not kept past four times it.
     size: usize,
     /// Output a connection may have queued or in flight (`max_output`).
@@ -266,6 +295,7 @@ impl Spares {
     pub(crate) fn new(size: usize, max_output: usize) -> Spares {
         Spares {
             bufs: Vec::new(),
+            gathers: Vec::new(),
             size,
             max_output,
         }
@@ -287,6 +317,32 @@ impl Spares {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.bufs.len()
+    }
+
+    /// An empty gather: a spare one (its memory kept), or a new one.
+    #[inline]
+    pub(crate) fn take_gather(&mut self) -> Gather {
+        self.gathers.pop().unwrap_or_default()
+    }
+
+    /// Take back what a completed send held: an owned buffer is kept (see
+    /// [`Spares::recycle`]), a shared one dropped (this connection's
+    /// reference), a gather emptied (its owned parts kept) and kept.
+    pub(crate) fn recycle_sent(&mut self, buf: SendBuf) {
+        match buf {
+            SendBuf::Owned(buf) => self.recycle(buf),
+            SendBuf::Shared(_) => {}
+            SendBuf::Gathered(mut gather) => {
+                for part in gather.drain() {
+                    if let SendBuf::Owned(buf) = part {
+                        self.recycle(buf);
+                    }
+                }
+                if self.gathers.len() < SPARES_LIMIT {
+                    self.gathers.push(gather);
+                }
+            }
+        }
     }
 
     /// Keep a buffer (emptied), unless there are enough, it has no memory or

@@ -40,9 +40,12 @@ impl Transport {
         matches!(self, Transport::Plain)
     }
 
-    /// The bytes to send for the queued output `plain` (owned, or a segment
-    /// shared by many connections, which a sealing transport reads without
-    /// writing). `Plain`: `plain` itself.
+    /// The bytes to send for the queued output `plain`, taken as a whole:
+    /// one owned buffer, one segment shared by many connections, or several
+    /// of those gathered into one send (`SendBuf::Gathered`: read them in
+    /// order with `plain.parts()`). A sealing transport reads shared bytes
+    /// without writing them, and may encrypt all of `plain` into one owned
+    /// buffer. `Plain`: `plain` itself.
     #[inline]
     pub(crate) fn seal(&mut self, plain: SendBuf) -> SendBuf {
         match self {
