@@ -93,7 +93,7 @@ pub(super) fn a_gathered_send_arrives_in_order_and_comes_back_whole(backend: Bac
         .collect();
     let (gather, all, weaks) = gather_of(parts);
     let reader = read_in_background(client, all.len());
-    let (back, _) = send_all(&mut port, &server, SendBuf::Gathered(gather), 0);
+    let (back, _) = send_all(&mut port, &server, SendBuf::Gathered(Box::new(gather)), 0);
     assert!(reader.join().unwrap() == all, "bytes differ");
     let mut gather = match back {
         SendBuf::Gathered(gather) => gather,
@@ -132,7 +132,7 @@ pub(super) fn a_gathered_send_resumes_from_inside_any_part(backend: Backend) {
         .map(|(i, &n)| pattern(n, i))
         .collect();
     let (gather, all, _) = gather_of(parts);
-    let mut buf = SendBuf::Gathered(gather);
+    let mut buf = SendBuf::Gathered(Box::new(gather));
     // Inside the first, on the first boundary, inside the second, the one-byte
     // third, inside the last, its last byte.
     for &pos in &[0, 2, 5, 9, 14, 17, 20] {
@@ -156,7 +156,7 @@ pub(super) fn a_gather_of_max_gather_parts_arrives_in_order(backend: Backend) {
     let (gather, all, _) = gather_of(parts);
     assert!(gather.is_full());
     let reader = read_in_background(client, all.len());
-    send_all(&mut port, &server, SendBuf::Gathered(gather), 0);
+    send_all(&mut port, &server, SendBuf::Gathered(Box::new(gather)), 0);
     assert!(reader.join().unwrap() == all, "bytes differ");
     assert_eq!(port.in_flight(), 0);
 }
@@ -193,7 +193,7 @@ pub(super) fn a_large_gathered_send_goes_out_through_partial_sends(backend: Back
         }
         got
     });
-    let (_, stops) = send_all(&mut port, &server, SendBuf::Gathered(gather), 0);
+    let (_, stops) = send_all(&mut port, &server, SendBuf::Gathered(Box::new(gather)), 0);
     assert!(reader.join().unwrap() == all, "bytes differ");
     if cfg!(target_os = "linux") {
         // Each send moves far less than a part: a stop falls inside each.

@@ -52,8 +52,10 @@ pub enum SendBuf {
     Owned(Vec<u8>),
     /// Bytes shared with other sends (and other threads); never copied.
     Shared(Arc<[u8]>),
-    /// Several owned or shared buffers sent as one (see the module doc).
-    Gathered(Gather),
+    /// Several owned or shared buffers sent as one (see the module doc);
+    /// boxed, so that a `SendBuf` stays as small as a `Vec` and a gather
+    /// moves as one pointer.
+    Gathered(Box<Gather>),
 }
 
 impl SendBuf {
@@ -127,9 +129,9 @@ impl From<Arc<[u8]>> for SendBuf {
     }
 }
 
-impl From<Gather> for SendBuf {
+impl From<Box<Gather>> for SendBuf {
     #[inline]
-    fn from(gather: Gather) -> SendBuf {
+    fn from(gather: Box<Gather>) -> SendBuf {
         SendBuf::Gathered(gather)
     }
 }
@@ -299,7 +301,7 @@ mod tests {
     #[test]
     fn parts_to_vec_and_drain() {
         let mut gather = gather(&[b"one", b"two"]);
-        let buf = SendBuf::Gathered(gather.clone());
+        let buf = SendBuf::Gathered(Box::new(gather.clone()));
         assert_eq!(buf.len(), 6);
         assert!(buf.single().is_none());
         assert_eq!(buf.to_vec(), b"onetwo");
@@ -315,7 +317,7 @@ mod tests {
     #[test]
     fn a_full_gather_and_a_gathered_part_are_refused() {
         let mut gather = Gather::new();
-        assert!(gather.push(SendBuf::Gathered(Gather::new())).is_err());
+        assert!(gather.push(SendBuf::Gathered(Box::default())).is_err());
         let shared: Arc<[u8]> = Arc::from(&b"z"[..]);
         for _ in 0..MAX_GATHER {
             gather.push(SendBuf::Shared(Arc::clone(&shared))).unwrap();
