@@ -300,9 +300,10 @@ impl Output {
 #[derive(Debug)]
 pub(crate) struct Spares {
     bufs: Vec<Vec<u8>>,
-    /// Empty gathers of completed sends, to gather the next ones into.
-    /// Boxed as sends carry them (`SendBuf::Gathered`): kept and handed
-    /// out without moving their contents.
+    /// Empty gathers of completed sends, to gather the next ones into (at
+    /// most `SPARES_LIMIT`, each keeping room for as many parts as it once
+    /// held: at most `MAX_GATHER`, about 48 KiB). Boxed as sends carry them
+    /// (`SendBuf::Gathered`): kept and handed out without moving them.
     #[allow(clippy::vec_box)]
     gathers: Vec<Box<Gather>>,
     /// The usual buffer size: larger ones are not kept past four times it.
