@@ -14,6 +14,7 @@ use crate::port::Backend;
 mod accept_connect;
 mod cancel_register;
 mod chosen;
+mod gathered_send;
 mod recv_send;
 mod shared_send;
 pub(crate) mod support;
@@ -55,6 +56,10 @@ macro_rules! suite {
                 recv_send::many_connections_each_get_their_own_bytes_and_echo,
                 recv_send::a_kernel_error_is_an_error_completion,
                 shared_send::a_shared_buffer_sent_to_many_sockets_arrives_byte_exact_on_each,
+                gathered_send::a_gathered_send_arrives_in_order_and_comes_back_whole,
+                gathered_send::a_gathered_send_resumes_from_inside_any_part,
+                gathered_send::a_gather_of_max_gather_parts_arrives_in_order,
+                gathered_send::a_large_gathered_send_goes_out_through_partial_sends,
                 cancel_register::cancel_of_a_waiting_recv_completes_it_once_with_its_buffer,
                 cancel_register::cancel_right_after_submit_still_targets_the_op,
                 cancel_register::ops_on_an_unregistered_socket_fail_as_completions,

@@ -2,8 +2,10 @@
 //!
 //! A port takes *operations* ([`Op`]): accept, recv, send and connect. Each is
 //! submitted with a [`Token`] chosen by the caller and, where it moves bytes, a
-//! buffer (for a send, a [`SendBuf`]: owned, or shared by many sends). From the moment of [`CompletionPort::submit`] the port owns that
-//! buffer; it comes back inside the operation's [`Completion`] from
+//! buffer (for a send, a [`SendBuf`]: owned, shared by many sends, or several
+//! of those gathered into one vectored send of up to [`MAX_GATHER`] buffers).
+//! From the moment of [`CompletionPort::submit`] the port owns that buffer; it
+//! comes back inside the operation's [`Completion`] from
 //! [`CompletionPort::wait`]. Rules every backend keeps:
 //!
 //! * **One submission, one completion.** Every submitted op yields exactly one
@@ -52,5 +54,5 @@ pub use completion_port::{CompletionPort, Wake, Waker, MAX_BATCH};
 pub use driver::{Driver, Ready};
 pub use op::{raw_socket, Completion, Op, Outcome, RawSocket, Token};
 pub(crate) use pool::BufferPool;
-pub use send_buf::SendBuf;
+pub use send_buf::{Gather, SendBuf, MAX_GATHER};
 pub use timeout::whole_millis;

@@ -408,7 +408,11 @@ fn attempt(pending: Pending, pool: &mut BufferPool, hangup: bool) -> Attempt {
             Err(e) if would_block(&e) => return blocked(Op::Recv { socket, buf }),
             result => Outcome::Received { buf, result },
         },
-        Op::Send { socket, buf, pos } => match send(socket, &buf[pos..]) {
+        Op::Send {
+            socket,
+            mut buf,
+            pos,
+        } => match send(socket, &mut buf, pos) {
             Err(e) if would_block(&e) => return blocked(Op::Send { socket, buf, pos }),
             result => Outcome::Sent { buf, pos, result },
         },

@@ -19,8 +19,9 @@
 //! Files: `handle` (the [`Server`] handle), `shared` (state shared with the
 //! workers), `bind`, `worker` (the turn loop) over `acceptor`, `table`,
 //! `connection` (`transport`, `output`, `decode`), `receive`, `answer`,
-//! `letters` (mailbox letters and adoption), `pump`, `shutdown`; `handler` and
-//! `event` are the handler seam, `sender` and `mailbox` the push seam.
+//! `letters` (mailbox letters and adoption), `pump`, `shutdown`; `ids` (maps
+//! by connection id); `handler` and `event` are the handler seam, `sender`
+//! and `mailbox` the push seam.
 
 mod acceptor;
 mod admission;
@@ -31,6 +32,7 @@ mod decode;
 mod event;
 mod handle;
 mod handler;
+mod ids;
 mod letters;
 mod lock;
 mod mailbox;

@@ -311,6 +311,7 @@ impl Ring {
             token,
             op,
             addr: None,
+            msg: None,
             memory: RecvBuf::Caller,
         });
         debug_assert!(
@@ -328,6 +329,7 @@ impl Ring {
             token,
             op: Op::Recv { socket, buf },
             addr: None,
+            msg: None,
             memory: RecvBuf::Pooled,
         });
         if let Op::Recv { buf, .. } = &mut self.slots[key].op {

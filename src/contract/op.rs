@@ -35,15 +35,19 @@ pub enum Op {
         /// The buffer the kernel fills.
         buf: Vec<u8>,
     },
-    /// Send `buf[pos..]` (which must not be empty). A partial send is a success
-    /// with a smaller count; the caller resubmits the rest. A shared `buf` is
-    /// kept alive by the port (it holds a reference) until the completion.
+    /// Send the bytes of `buf` from `pos` on (there must be some). A
+    /// partial send is a success with a smaller count; the caller resubmits
+    /// the rest. A shared `buf` is kept alive by the port (it holds a
+    /// reference) until the completion. A gathered `buf` is one vectored
+    /// send of all its parts, `pos` counting bytes over their concatenation
+    /// (see [`SendBuf`]); the port keeps the gather, and with it the slice
+    /// array the kernel reads, until the completion hands it back.
     Send {
         /// The connected socket.
         socket: RawSocket,
-        /// The bytes to send, owned or shared.
+        /// The bytes to send: owned, shared or gathered.
         buf: SendBuf,
-        /// Where in `buf` sending starts.
+        /// Where in the bytes of `buf` sending starts.
         pos: usize,
     },
     /// Connect a (registered, nonblocking, unconnected) socket to `addr`.
@@ -98,7 +102,7 @@ pub enum Outcome {
         /// Bytes received.
         result: io::Result<usize>,
     },
-    /// Bytes sent from `buf[pos..]`; `pos` is as submitted.
+    /// Bytes sent of those of `buf` from `pos` on; `pos` is as submitted.
     Sent {
         /// The buffer of the op.
         buf: SendBuf,

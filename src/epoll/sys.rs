@@ -1,12 +1,13 @@
 //! The syscalls behind the epoll port's ops: accept, recv, send and connect.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
+use crate::contract::SendBuf;
 use crate::linux::{cvt, retry_eintr};
 
 /// `accept4` a nonblocking, close-on-exec connection and its peer address.
@@ -46,8 +47,35 @@ pub(super) fn recv(socket: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Send the bytes of `buf` from `pos` on without raising `SIGPIPE` on a
+/// closed peer: `send` of one buffer, `sendmsg` of a gathered one's parts.
+pub(super) fn send(socket: RawFd, buf: &mut SendBuf, pos: usize) -> io::Result<usize> {
+    match buf {
+        SendBuf::Gathered(gather) => send_vectored(socket, gather.io_slices(pos)),
+        single => send_one(socket, &single.single().unwrap_or_default()[pos..]),
+    }
+}
+
+/// `sendmsg` of `slices` (at most `MAX_GATHER`, the kernel's `IOV_MAX`)
+/// without raising `SIGPIPE`.
+fn send_vectored(socket: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data for which all-zero is valid (no address,
+    // no control data).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // `IoSlice` is guaranteed to have the layout of `iovec`; sendmsg only
+    // reads through the pointer.
+    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slices.len() as _;
+    let n = retry_eintr(|| {
+        // SAFETY: `msg` describes `slices`, which stay borrowed (and their
+        // bytes alive) for the duration of the call.
+        cvt(unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) })
+    })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// `send` `bytes` without raising `SIGPIPE` on a closed peer.
-pub(super) fn send(socket: RawFd, bytes: &[u8]) -> io::Result<usize> {
+fn send_one(socket: RawFd, bytes: &[u8]) -> io::Result<usize> {
     let n = retry_eintr(|| {
         // SAFETY: the pointer and length describe `bytes`, which send only reads.
         cvt(unsafe {

@@ -218,7 +218,7 @@ fn invalid_input(completion: &Completion) -> &[u8] {
             buf,
             result: Err(e),
             ..
-        } if e.kind() == io::ErrorKind::InvalidInput => buf,
+        } if e.kind() == io::ErrorKind::InvalidInput => buf.single().expect("one buffer"),
         other => panic!("not an InvalidInput failure: {:?}", other),
     }
 }

@@ -37,9 +37,10 @@ pub(super) enum State {
         /// then forbids posting it again.
         cancels: u32,
     },
-    /// `WSASend` of `buf[pos..]`.
+    /// `WSASend` of the bytes of `buf` from `pos` on.
     Send {
-        /// The bytes being sent (a shared buffer: one reference, kept until
+        /// The bytes being sent (a shared buffer: one reference; a gathered
+        /// one: its parts and the slice array `WSASend` was given; kept until
         /// the completion).
         buf: SendBuf,
         /// Where sending started.

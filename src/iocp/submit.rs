@@ -8,7 +8,7 @@ use std::os::windows::io::{AsRawSocket, BorrowedSocket};
 use std::ptr;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
-use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET};
+use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET, WSABUF};
 
 use super::slots::{Slot, Slots, State};
 use super::sys::{self, Extensions};
@@ -135,7 +135,9 @@ pub(super) fn post_recv(slot: &mut Slot) -> io::Result<u32> {
     call_result(rc == 0, bytes)
 }
 
-/// `WSASend` of `buf[pos..]`, which is not empty (checked by the front).
+/// `WSASend` of the bytes of `buf` from `pos` on, which are some (checked by
+/// the front): one `WSABUF` in the slot for an owned or shared buffer, the
+/// gather's own slice array for a gathered one.
 pub(super) fn send(
     slots: &mut Slots,
     token: Token,
@@ -145,22 +147,38 @@ pub(super) fn send(
 ) -> Started {
     let index = slots.insert(token, socket, State::Send { buf, pos });
     let slot = slots.get_mut(index);
-    if let State::Send { buf, pos } = &slot.state {
-        let rest = &buf[*pos..];
-        slot.wsabuf.len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        // `WSASend` only reads through the pointer (WSABUF has no const form):
-        // a shared buffer is never written.
-        slot.wsabuf.buf = rest.as_ptr() as *mut u8;
+    let mut gathered = None;
+    if let State::Send { buf, pos } = &mut slot.state {
+        match buf {
+            SendBuf::Gathered(gather) => {
+                let slices = gather.io_slices(*pos);
+                // `IoSlice` is guaranteed to have the layout of `WSABUF`;
+                // at most `MAX_GATHER` of them, so the count fits.
+                gathered = Some((slices.as_ptr() as *const WSABUF, slices.len() as u32));
+            }
+            single => {
+                let rest = &single.single().unwrap_or_default()[*pos..];
+                slot.wsabuf.len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                // `WSASend` only reads through the pointer (WSABUF has no
+                // const form): a shared buffer is never written.
+                slot.wsabuf.buf = rest.as_ptr() as *mut u8;
+            }
+        }
     }
+    let (buffers, count) = match gathered {
+        Some(gathered) => gathered,
+        None => (&slot.wsabuf as *const WSABUF, 1),
+    };
     let mut bytes = 0u32;
-    // SAFETY: the WSABUF describes `buf[pos..]`, owned by the slot until the
-    // completion; WSABUF and OVERLAPPED live in the boxed slot at a stable
-    // address; no completion routine.
+    // SAFETY: the WSABUFs describe the bytes from `pos` on, owned by the slot
+    // until the completion (a gather's parts and its slice array, whose heap
+    // blocks never move, or the slot's own WSABUF); the OVERLAPPED lives in
+    // the boxed slot at a stable address; no completion routine.
     let rc = unsafe {
         WSASend(
             socket as SOCKET,
-            &slot.wsabuf,
-            1,
+            buffers,
+            count,
             &mut bytes,
             0,
             slot.overlapped(),

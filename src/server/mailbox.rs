@@ -15,7 +15,6 @@
 //! it was posted, not excluded, and whose pushed bytes stay within the bound
 //! with it (it counts for each of them like a push of the same length).
 
-use std::collections::HashMap;
 use std::mem;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +24,7 @@ use socket2::Socket;
 
 use super::admission::Admission;
 use super::event::ConnectionId;
+use super::ids::IdMap;
 use super::lock::lock;
 
 /// One thing posted to a worker, applied at its next turn in posting order.
@@ -65,7 +65,7 @@ struct Contents {
     letters: Vec<Letter>,
     /// Connections open for writing from outside (only when events are on:
     /// without them no one outside knows an id).
-    open: HashMap<ConnectionId, Open>,
+    open: IdMap<Open>,
     /// The worker has stopped: nothing is accepted any more.
     shut: bool,
 }

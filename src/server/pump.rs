@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use super::connection::Phase;
 use super::event::{CloseReason, ConnectionId, Event};
 use super::handler::Batch;
-use super::output::Pause;
+use super::output::{Pause, Spares};
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
@@ -29,18 +29,27 @@ pub(crate) fn pump_dirty(
     table: &mut Table,
     port: &mut Port,
     batch: &mut Batch,
+    spares: &mut Spares,
     keys: &mut Vec<usize>,
 ) {
     while table.has_dirty() {
         table.take_dirty(keys);
         for key in keys.drain(..) {
-            pump(turn, table, port, batch, key);
+            pump(turn, table, port, batch, spares, key);
         }
     }
 }
 
-/// Post what a connection needs next: its send, its next recv, or its end.
-fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, key: usize) {
+/// Post what a connection needs next: its send (gathered from its queued
+/// segments, the gather taken from `spares`), its next recv, or its end.
+fn pump(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    spares: &mut Spares,
+    key: usize,
+) {
     let conn = match table.get_mut(key) {
         Some(conn) => conn,
         None => return,
@@ -58,7 +67,7 @@ fn pump(turn: &Turn<'_>, table: &mut Table, port: &mut Port, batch: &mut Batch, 
         return;
     }
     let force = conn.transport.wants_write();
-    if let Some(plain) = conn.output.next_send(force) {
+    if let Some(plain) = conn.output.next_send(force, spares) {
         let buf = conn.transport.seal(plain);
         let socket = conn.raw();
         port.submit(

@@ -236,7 +236,9 @@ fn tls_failed(peer: std::net::SocketAddr, failure: TlsFailure) -> CloseReason {
     CloseReason::Tls(failure)
 }
 
-/// A send of connection `key` completed: `buf[pos..]` was posted.
+/// A send of connection `key` completed: the bytes of `buf` from `pos` on
+/// were posted (one buffer, or a gathered send of several: a partial one is
+/// posted again from where it stopped, inside whichever part that is).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn on_sent(
     turn: &Turn<'_>,
@@ -278,10 +280,12 @@ pub(crate) fn on_sent(
             }
         }
     }
-    // A shared segment is dropped here (this connection's reference to it).
-    let buf = match buf.into_owned() {
-        Some(buf) => buf,
-        None => {
+    let buf = match buf {
+        SendBuf::Owned(buf) => buf,
+        other => {
+            // A shared segment is dropped (this connection's reference to
+            // it); a gather is emptied into the spares.
+            spares.recycle_sent(other);
             table.touch(key);
             return;
         }

@@ -1,13 +1,13 @@
 //! A worker's connections: the table they live in, their ids, and the list of
 //! those touched this turn (to pump at its end).
 
-use std::collections::HashMap;
 use std::mem;
 
 use slab::Slab;
 
 use super::connection::Connection;
 use super::event::ConnectionId;
+use super::ids::IdMap;
 
 /// The connections of one worker.
 pub(crate) struct Table {
@@ -19,7 +19,7 @@ pub(crate) struct Table {
     id_stride: u64,
     /// The key of each id, kept only when ids are known outside the worker
     /// (connection events on), for letters addressed to a connection.
-    keys: Option<HashMap<ConnectionId, usize>>,
+    keys: Option<IdMap<usize>>,
 }
 
 impl Table {
@@ -31,7 +31,7 @@ impl Table {
             dirty: Vec::new(),
             next_id: index as u64,
             id_stride: workers as u64,
-            keys: if by_id { Some(HashMap::new()) } else { None },
+            keys: if by_id { Some(IdMap::default()) } else { None },
         }
     }
 

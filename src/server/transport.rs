@@ -74,11 +74,13 @@ impl Transport {
         }
     }
 
-    /// The bytes to send for the queued output `plain` (owned, or a segment
-    /// shared by many connections, which a sealing transport reads without
-    /// writing). `Plain`: `plain` itself. `Tls`: the records of `plain`
-    /// behind any pending handshake records or alerts, in `plain`'s own
-    /// buffer when it owns one.
+    /// The bytes to send for the queued output `plain`, taken as a whole:
+    /// one owned buffer, one segment shared by many connections (read, never
+    /// written), or several of those gathered into one send
+    /// (`SendBuf::Gathered`, read in order with `plain.parts()`). `Plain`:
+    /// `plain` itself. `Tls`: the records of all of `plain` behind any
+    /// pending handshake records or alerts, in one owned buffer (`plain`'s
+    /// own when it is owned).
     #[inline]
     pub(crate) fn seal(&mut self, plain: SendBuf) -> SendBuf {
         match self {
@@ -137,14 +139,27 @@ impl Transport {
 /// The records of `plain` (and of whatever the session had pending), in
 /// `plain`'s buffer when it owns one.
 fn seal_tls(session: &mut Session, plain: SendBuf) -> SendBuf {
-    session.encrypt(&[plain.as_slice()]);
-    let mut out = match plain.into_owned() {
-        Some(mut buf) => {
-            buf.clear();
-            buf
+    let mut out = match plain.single() {
+        Some(bytes) => {
+            session.encrypt(&[bytes]);
+            match plain.into_owned() {
+                Some(mut buf) => {
+                    buf.clear();
+                    buf
+                }
+                // A shared segment is only read: this connection's reference is dropped.
+                None => Vec::new(),
+            }
         }
-        // A shared segment is only read: this connection's reference is dropped.
-        None => Vec::new(),
+        None => {
+            // Gathered (queued broadcasts): joined first, so its many small
+            // parts become a few full records rather than one record each;
+            // the joined buffer then takes the records.
+            let mut joined = plain.to_vec();
+            session.encrypt(&[&joined]);
+            joined.clear();
+            joined
+        }
     };
     session.write_records(&mut out);
     SendBuf::Owned(out)

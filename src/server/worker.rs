@@ -250,6 +250,7 @@ impl Parts {
             &mut self.table,
             &mut self.port,
             &mut self.batch,
+            &mut self.spares,
             &mut self.pumping,
         );
         if !self.batch.is_spent() {

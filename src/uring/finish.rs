@@ -11,7 +11,7 @@ use socket2::{SockAddr, Socket};
 
 use super::buf_ring::{self, RecvMemory};
 use super::slot::{RecvBuf, Slot};
-use crate::contract::{Completion, Op, Outcome, RawSocket};
+use crate::contract::{Completion, Op, Outcome, RawSocket, SendBuf};
 
 /// A CQE result as a count, or the error it encodes.
 pub(super) fn result(res: i32) -> io::Result<usize> {
@@ -33,6 +33,7 @@ pub(super) fn recv_sqe(socket: RawSocket, buf: &mut Vec<u8>, key: u64) -> squeue
 
 /// The SQE of the op in `slot`, whose key is `key`; its buffers were checked
 /// by the front (a recv has spare capacity or capacity 0, a send has bytes).
+/// A gathered send is a `sendmsg` whose `msghdr` the slot keeps.
 pub(super) fn prepare(slot: &mut Slot, key: usize, memory: &mut RecvMemory) -> squeue::Entry {
     let sqe = match &mut slot.op {
         Op::Accept { listener } => {
@@ -56,8 +57,32 @@ pub(super) fn prepare(slot: &mut Slot, key: usize, memory: &mut RecvMemory) -> s
             }
         }
         Op::Recv { socket, buf } => return recv_sqe(*socket, buf, key as u64),
+        Op::Send {
+            socket,
+            buf: SendBuf::Gathered(gather),
+            pos,
+        } => {
+            let slices = gather.io_slices(*pos);
+            // SAFETY: msghdr is plain data for which all-zero is valid (no
+            // address, no control data, no flags).
+            let mut msg: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
+            // `IoSlice` is guaranteed to have the layout of `iovec`; the
+            // kernel only reads through the pointer.
+            msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = slices.len() as _;
+            // The slot owns the gather (its parts and slices, whose heap
+            // blocks never move) and the boxed msghdr until the completion.
+            let msg = slot.msg.insert(msg);
+            opcode::SendMsg::new(Fd(*socket), &**msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        }
         Op::Send { socket, buf, pos } => {
-            let rest = buf.get(*pos..).unwrap_or_default();
+            let rest = buf
+                .single()
+                .unwrap_or_default()
+                .get(*pos..)
+                .unwrap_or_default();
             let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
             opcode::Send::new(Fd(*socket), rest.as_ptr(), len)
                 .flags(libc::MSG_NOSIGNAL)

@@ -12,6 +12,11 @@ pub(super) struct Slot {
     pub(super) op: Op,
     /// The peer address of a connect, at a stable address.
     pub(super) addr: Option<Box<SockAddr>>,
+    /// The `msghdr` of a gathered send, at a stable address: it points to
+    /// the slice array of the op's gather. (One small allocation per
+    /// gathered send, which sends many buffers; a pool of them would not
+    /// pay for the room it takes in the ring.)
+    pub(super) msg: Option<Box<libc::msghdr>>,
     /// How a recv's memory was chosen.
     pub(super) memory: RecvBuf,
 }

@@ -1,17 +1,20 @@
 //! Broadcast through the sender, on every backend compiled in (so under Wine
 //! for IOCP too): every other client gets it byte-exact on several workers
 //! with the right count, `exclude` works, broadcasts while other threads open
-//! and close connections, and a client that never reads is closed at the
-//! bound by broadcasts as by pushes.
+//! and close connections, a slow reader gets many broadcasts and pushes
+//! queued together (gathered sends, partial ones resumed) in order, and a
+//! client that never reads is closed at the bound by broadcasts as by pushes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use super::bound::{assert_closed_as_slow_consumer, connect_with_small_window};
 use super::events::{check_lifecycles, lines, recording};
 use super::{backends, config, connect, read_n};
+use crate::port::MAX_GATHER;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -114,6 +117,40 @@ fn broadcasts_while_other_threads_open_and_close_connections() {
         }
         server.close().unwrap();
         assert_eq!(server.stats().connections_open, 0, "{}", backend);
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+#[test]
+fn broadcasts_and_pushes_queued_together_reach_a_slow_reader_in_order() {
+    for backend in backends() {
+        let (server, recorder) = recording(config(backend, lines()));
+        let mut slow = connect_with_small_window(&server);
+        let id = recorder.id_of(&slow);
+        let sender = server.sender();
+        // More broadcasts than one gathered send takes, pushes between them:
+        // the worker queues many at once, behind a send the reader holds up.
+        let mut want = Vec::new();
+        for round in 0..3 * MAX_GATHER {
+            let payload = format!("broadcast {} {}", round, "x".repeat(round % 300));
+            assert_eq!(sender.broadcast(payload.as_bytes(), &[]), Ok(1));
+            want.extend_from_slice(&line(payload.as_bytes()));
+            if round % 7 == 0 {
+                let push = format!("push {}", round);
+                sender.send(id, push.as_bytes()).unwrap();
+                want.extend_from_slice(&line(push.as_bytes()));
+            }
+        }
+        let mut got = Vec::with_capacity(want.len());
+        let mut chunk = [0u8; 8 * KIB];
+        while got.len() < want.len() {
+            thread::sleep(Duration::from_micros(200));
+            let n = slow.read(&mut chunk).unwrap();
+            assert_ne!(n, 0, "{}: early end of stream", backend);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got == want, "{}: other bytes or another order", backend);
+        server.close().unwrap();
         check_lifecycles(&recorder.seen());
     }
 }
