@@ -16,6 +16,7 @@ mod broadcast;
 mod events;
 mod faults;
 mod tls;
+mod tls_broadcast;
 mod tls_faults;
 
 fn backends() -> Vec<Backend> {
