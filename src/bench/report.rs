@@ -322,16 +322,16 @@ impl Report {
         if let Some(n) = self.messages_per_connection {
             let (what, rate) = match self.tls_server_name {
                 Some(_) => ("handshakes", self.handshakes_per_s()),
-                None => ("connects  ", self.connects_per_s()),
+                None => ("connects", self.connects_per_s()),
             };
             let _ = writeln!(
                 out,
-                "  {} {} in {:.2} s, {:.0} {}/s (a new connection every {} message{})",
+                "  {:<12} {} in {:.2} s, {:.0} {}/s (a new connection every {} message{})",
                 what,
                 self.connects,
                 self.seconds,
                 rate,
-                what.trim_end(),
+                what,
                 n,
                 if n == 1 { "" } else { "s" }
             );

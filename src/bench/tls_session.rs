@@ -193,14 +193,20 @@ impl TlsSession {
     /// Decrypt `data` and read the plaintext it gives.
     fn feed(&mut self, conn: &mut Conn, mut data: &[u8]) -> Result<(), Step> {
         while !data.is_empty() {
-            if let Err(e) = self.tls.read_tls(&mut data) {
-                return Err(broken(conn.state, format!("TLS read failed: {}", e)));
-            }
+            let took = match self.tls.read_tls(&mut data) {
+                Ok(took) => took,
+                Err(e) => return Err(broken(conn.state, format!("TLS read failed: {}", e))),
+            };
             if let Err(e) = self.tls.process_new_packets() {
                 self.send_now(conn);
                 return Err(tls_error(conn.state, e));
             }
             self.read_plaintext(conn)?;
+            if took == 0 {
+                // rustls took nothing yet found nothing wrong: never spin on it.
+                let why = "rustls took none of the bytes received".to_string();
+                return Err(broken(conn.state, why));
+            }
         }
         Ok(())
     }
