@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::arrival::Arrival;
 use super::config::Limit;
-use super::conn::{open_socket, Conn, State, Step};
+use super::conn::{finish_send, open_socket, Conn, State, Step};
 use super::payload::Messages;
 use super::plain;
 use super::plan::{Plan, ThreadResult};
@@ -376,9 +376,13 @@ impl<'a> Client<'a> {
             Outcome::Sent { buf, pos, result } => {
                 // The client sends only buffers of its own.
                 let buf = buf.into_owned().unwrap_or_default();
-                match session_of(&mut self.sessions, i) {
-                    Some(session) => session.on_sent(conn, port, token, buf, pos, result),
-                    None => plain::on_sent(conn, port, token, buf, pos, result),
+                match finish_send(conn, port, token, buf, pos, result) {
+                    // Part of it went: the rest is posted.
+                    None => Step::Wait,
+                    Some(sent) => match session_of(&mut self.sessions, i) {
+                        Some(session) => session.on_sent(conn, port, token, sent),
+                        None => plain::on_sent(conn, sent),
+                    },
                 }
             }
             Outcome::Received { buf, result } => match session_of(&mut self.sessions, i) {

@@ -4,7 +4,9 @@
 //!
 //! A connection's `out` (bytes being sent) and `input` (the reply) belong to
 //! the port while an op holding them is in flight; `ops` counts those ops, and
-//! the socket is closed only once it is back to 0.
+//! the socket is closed only once it is back to 0. What plain TCP and TLS
+//! share is here too: a send's completion ([`finish_send`]: a partial send
+//! posts the rest) and the comparison of an echo ([`compare`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::port::RawSocket;
+use crate::port::{CompletionPort, Op, Port, RawSocket, Token};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +115,32 @@ impl Conn {
             measured: false,
         }
     }
+}
+
+/// Take back the buffer of a send that completed on `conn` with `result`:
+/// `None` if only part of it went and the rest is posted again; else the
+/// buffer is `conn.out` again and the answer is whether all of it went.
+pub(super) fn finish_send(
+    conn: &mut Conn,
+    port: &mut Port,
+    token: Token,
+    buf: Vec<u8>,
+    pos: usize,
+    result: io::Result<usize>,
+) -> Option<Result<(), String>> {
+    let done = match result {
+        Ok(n) if n > 0 && pos + n < buf.len() => {
+            conn.ops += 1;
+            let (socket, buf, pos) = (conn.raw, buf.into(), pos + n);
+            port.submit(token, Op::Send { socket, buf, pos });
+            return None;
+        }
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err("send wrote nothing".to_string()),
+        Err(e) => Err(format!("send failed: {}", e)),
+    };
+    conn.out = buf;
+    Some(done)
 }
 
 /// `Echoed` if the reply is the frame sent, else a failure naming the first

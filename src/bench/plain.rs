@@ -32,38 +32,14 @@ pub(super) fn begin(conn: &mut Conn, port: &mut Port, token: Token, frame_len: u
     port.submit(token, Op::Recv { socket, buf });
 }
 
-/// A send of the frame came back.
-pub(super) fn on_sent(
-    conn: &mut Conn,
-    port: &mut Port,
-    token: Token,
-    buf: Vec<u8>,
-    pos: usize,
-    result: io::Result<usize>,
-) -> Step {
-    match result {
-        Ok(n) if n > 0 => {
-            let pos = pos + n;
-            if pos < buf.len() {
-                // A partial send: post the rest.
-                conn.ops += 1;
-                let socket = conn.raw;
-                let buf = buf.into();
-                port.submit(token, Op::Send { socket, buf, pos });
-                return Step::Wait;
-            }
-            conn.out = buf;
+/// The send of the frame came back whole (`Ok`), or failed.
+pub(super) fn on_sent(conn: &mut Conn, sent: Result<(), String>) -> Step {
+    match sent {
+        Ok(()) => {
             conn.sent = true;
             done_if_both(conn)
         }
-        Ok(_) => {
-            conn.out = buf;
-            Step::Failed("send wrote nothing".to_string())
-        }
-        Err(e) => {
-            conn.out = buf;
-            Step::Failed(format!("send failed: {}", e))
-        }
+        Err(why) => Step::Failed(why),
     }
 }
 

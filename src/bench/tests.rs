@@ -13,6 +13,13 @@ use super::{run, BenchConfig, Latency, Limit, MessageFraming, Report};
 use crate::port::{Backend, BackendChoice};
 use crate::server::{Batch, Config, Handler, Server};
 
+/// Every framing the load generator speaks.
+pub(super) const FRAMINGS: [MessageFraming; 3] = [
+    MessageFraming::Raw,
+    MessageFraming::Lines,
+    MessageFraming::Length,
+];
+
 /// Every backend compiled in that opens here.
 pub(super) fn backends() -> Vec<Backend> {
     let all = [Backend::IoUring, Backend::Epoll, Backend::Iocp];
@@ -69,13 +76,8 @@ pub(super) fn run_ok(config: BenchConfig) -> Report {
 
 #[test]
 fn every_framing_echoes_the_exact_count() {
-    let framings = [
-        MessageFraming::Raw,
-        MessageFraming::Lines,
-        MessageFraming::Length,
-    ];
     for backend in backends() {
-        for framing in framings {
+        for framing in FRAMINGS {
             let server = server(backend, framing, None);
             let mut config = bench_config(backend, server.local_addr(), framing);
             // A window smaller than the connections: connects go in batches.

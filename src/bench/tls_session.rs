@@ -99,31 +99,16 @@ impl TlsSession {
         self.send_now(conn);
     }
 
-    /// A send of TLS records came back.
+    /// A send of TLS records came back whole (`Ok`), or failed.
     pub(super) fn on_sent(
         &mut self,
         conn: &mut Conn,
         port: &mut Port,
         token: Token,
-        buf: Vec<u8>,
-        pos: usize,
-        result: io::Result<usize>,
+        sent: Result<(), String>,
     ) -> Step {
-        let failure = match result {
-            Ok(n) if n > 0 && pos + n < buf.len() => {
-                // A partial send: post the rest.
-                conn.ops += 1;
-                let (socket, buf, pos) = (conn.raw, buf.into(), pos + n);
-                port.submit(token, Op::Send { socket, buf, pos });
-                return Step::Wait;
-            }
-            Ok(n) if n > 0 => None,
-            Ok(_) => Some("send wrote nothing".to_string()),
-            Err(e) => Some(format!("send failed: {}", e)),
-        };
-        conn.out = buf;
         self.sending = false;
-        if let Some(why) = failure {
+        if let Err(why) = sent {
             return broken(conn.state, why);
         }
         if self.ended {

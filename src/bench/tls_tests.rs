@@ -5,7 +5,7 @@
 //! the certificate lacks, a plaintext server) failing as connect errors.
 
 use super::config::TlsSettings;
-use super::tests::{backends, bench_config, run_ok, server};
+use super::tests::{backends, bench_config, run_ok, server, FRAMINGS};
 use super::tls::TlsClient;
 use super::tls_echo::{PemFile, TlsEchoServer, CA_PEM, OTHER_CA_PEM};
 use super::{BenchConfig, Limit, MessageFraming};
@@ -32,13 +32,8 @@ fn pem(name: &str, pem: &[u8]) -> PemFile {
 #[test]
 fn every_framing_echoes_over_tls() {
     let ca = pem("ca-framing", CA_PEM);
-    let framings = [
-        MessageFraming::Raw,
-        MessageFraming::Lines,
-        MessageFraming::Length,
-    ];
     for backend in backends() {
-        for framing in framings {
+        for framing in FRAMINGS {
             let server = TlsEchoServer::start();
             let mut config = tls_config(backend, &server, &ca);
             config.framing = framing;
