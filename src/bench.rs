@@ -22,12 +22,19 @@ mod arrival;
 pub mod cli;
 mod client;
 mod config;
+mod conn;
+mod payload;
+mod plain;
 mod plan;
 mod report;
 mod shared;
 mod system;
+mod tls;
+mod tls_session;
 
-pub use config::{BenchConfig, BenchError, Limit, MessageFraming, CONNECT_WINDOW, MAX_SIZE};
+pub use config::{
+    BenchConfig, BenchError, Limit, MessageFraming, TlsSettings, CONNECT_WINDOW, MAX_SIZE,
+};
 pub use report::{Latency, Report, Value};
 pub use system::{raise_fd_limit, stderr_is_terminal};
 
@@ -41,6 +48,7 @@ use std::time::{Duration, Instant};
 use crate::port::BackendChoice;
 use plan::ThreadResult;
 use shared::Shared;
+use tls::TlsClient;
 
 /// A load run in progress: client threads that report back when they end.
 pub struct Bench {
@@ -59,8 +67,12 @@ impl Bench {
             .map_err(BenchError::Config)?
             .resolve()
             .map_err(BenchError::Io)?;
+        let tls = match &config.tls {
+            Some(settings) => Some(TlsClient::load(settings).map_err(BenchError::Config)?),
+            None => None,
+        };
         let threads = config.threads.min(config.connections);
-        let shared = Arc::new(Shared::new(config, backend, threads));
+        let shared = Arc::new(Shared::new(config, backend, tls, threads));
         let (tx, results) = mpsc::channel();
         let mut bench = Bench {
             progress: if shared.config.progress {
@@ -176,3 +188,7 @@ pub fn run(config: BenchConfig) -> Result<Report, BenchError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_echo;
+#[cfg(test)]
+mod tls_tests;

@@ -8,13 +8,38 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Bench, BenchConfig, BenchError, Limit, MessageFraming};
+use super::{Bench, BenchConfig, BenchError, Limit, MessageFraming, TlsSettings};
 use crate::port::BackendChoice;
 
 /// The one-line usage of `iocp-echo bench`.
 pub const USAGE: &str = "usage: iocp-echo bench [--host ADDR] [--port N] [--connections N] \
 [--size BYTES] [--duration SECS | --count MESSAGES] [--framing raw|lines|length] \
-[--threads N] [--warmup SECS] [--backend auto|io_uring|epoll|iocp] [--json]";
+[--threads N] [--warmup SECS] [--backend auto|io_uring|epoll|iocp] \
+[--messages-per-connection N] [--tls --tls-ca FILE [--tls-server-name NAME]] [--json]";
+
+/// What `iocp-echo bench --help` prints after the usage.
+const HELP: &str = "
+A closed-loop echo load generator: each connection sends a message, reads its echo back,
+compares every byte, and sends the next.
+
+  --host ADDR, --port N     the echo server (default 127.0.0.1:8080)
+  --connections N           connections, all open at once (default 50)
+  --size BYTES              payload bytes of each message (default 64)
+  --duration SECS           measure this long (default 10), or
+  --count MESSAGES          until this many messages
+  --framing raw|lines|length  how messages are framed (default raw)
+  --threads N               client threads (default 1)
+  --warmup SECS             unmeasured seconds first (default 0)
+  --backend NAME            the clients' I/O backend (default auto)
+  --messages-per-connection N
+                            close each connection after N messages and open a new one
+                            (default: never); reports connects/s, or handshakes/s under TLS
+  --tls                     speak TLS (rustls), verifying the server; each handshake is a
+                            full one (no session resumption)
+  --tls-ca FILE             PEM file of the CA that signed the server's certificate
+                            (required with --tls)
+  --tls-server-name NAME    the name the certificate must carry (default: --host)
+  --json                    print the report as one JSON object";
 
 /// Exit status: every message echoed correctly.
 pub const EXIT_OK: u8 = 0;
@@ -39,7 +64,7 @@ where
     let mut options = match parse(args) {
         Ok(Some(options)) => options,
         Ok(None) => {
-            println!("{}", USAGE);
+            println!("{}\n{}", USAGE, HELP);
             return EXIT_OK;
         }
         Err(message) => {
@@ -113,6 +138,9 @@ where
     let mut duration = None;
     let mut count = None;
     let mut json = false;
+    let mut tls = false;
+    let mut tls_ca = None;
+    let mut tls_server_name = None;
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -141,11 +169,39 @@ where
                 config.backend =
                     BackendChoice::parse(&name).map_err(|e| format!("--backend: {}", e))?;
             }
+            Long("messages-per-connection") => {
+                let n = value(&mut parser, "--messages-per-connection")?;
+                config.messages_per_connection = Some(n);
+            }
+            Long("tls") => tls = true,
+            Long("tls-ca") => tls_ca = Some(value::<String>(&mut parser, "--tls-ca")?),
+            Long("tls-server-name") => {
+                tls_server_name = Some(value::<String>(&mut parser, "--tls-server-name")?)
+            }
             Long("json") => json = true,
             other => return Err(format!("{}; {}", other.unexpected(), USAGE)),
         }
     }
     config.addr = crate::cli::resolve(&host, port)?;
+    config.tls = match (tls, tls_ca) {
+        (true, Some(ca)) => Some(TlsSettings {
+            ca_file: ca.into(),
+            server_name: tls_server_name.unwrap_or(host),
+        }),
+        (true, None) => {
+            return Err(
+                "--tls needs --tls-ca FILE: the PEM certificate of the CA that signed \
+                        the server's certificate (scripts/make-test-certs makes a test CA and \
+                        server certificate)"
+                    .to_string(),
+            )
+        }
+        (false, _) if tls_server_name.is_some() => {
+            return Err("--tls-server-name is for --tls".to_string())
+        }
+        (false, Some(_)) => return Err("--tls-ca is for --tls".to_string()),
+        (false, None) => None,
+    };
     config.limit = match (duration, count) {
         (Some(_), Some(_)) => return Err("give --duration or --count, not both".to_string()),
         (None, Some(n)) => Limit::Count(n),

@@ -1,29 +1,35 @@
 //! One client thread: its port, its share of the connections, and the closed
-//! loop each connection runs (connect; then send a frame and read exactly its
-//! length back, compare, repeat).
+//! loop each connection runs: connect (under TLS, then handshake); send a
+//! frame, read exactly its echo back, compare, repeat. With
+//! `--messages-per-connection`, a connection that has echoed that many
+//! messages closes and a new one opens in its slot.
 //!
-//! A connection's two buffers (`out`, the frame sent, and `input`, the reply)
-//! are handed to the port with each op and come back with its completion. The
-//! send and the receive of a message are posted together; the message is done
-//! when both have completed, and only then are the bytes compared and the next
-//! message built into the same buffers. The receive buffer's capacity is the
-//! frame length exactly, so a receive can never read into the next reply.
+//! How a message travels is `plain.rs` (TCP) or `tls_session.rs` (TLS); a
+//! completion comes back from them as a [`Step`], which this file acts on:
+//! counting, the next message, a reconnect, or closing. `pending` counts the
+//! connections on their way somewhere ([`State::is_pending`]); the connect
+//! phase and the closed loop each last while it is not zero.
+//!
+//! Sockets, ops and buffers follow the port contract: a buffer belongs to the
+//! port while its op is in flight, and a socket is closed only after its last
+//! completion (cancelled ops included).
 
 use std::io;
-use std::mem;
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use super::arrival::Arrival;
 use super::config::Limit;
+use super::conn::{finish_send, open_socket, Conn, State, Step};
+use super::payload::Messages;
+use super::plain;
 use super::plan::{Plan, ThreadResult};
 use super::shared::Shared;
-use crate::framing::Framing;
-use crate::port::{raw_socket, Completion, CompletionPort, Op, Outcome, Port, RawSocket, Token};
+use super::tls_session::TlsSession;
+use crate::port::{raw_socket, Completion, CompletionPort, Op, Outcome, Port, Token};
 
 /// The longest one wait on the port blocks, so a stop request is seen soon.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -31,9 +37,11 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long closing waits for the completions of cancelled ops.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Payload bytes cycle through these 64 characters (no `\n`, so any slice is a
-/// valid `lines` payload); each message starts at a different offset.
-const ALPHABET: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/";
+/// A connection not through its TLS handshake this long after its connect
+/// began fails (a server that never answers must not stall the run).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often handshakes in progress are checked against that limit.
+const HANDSHAKE_CHECK: Duration = Duration::from_secs(1);
 
 /// The body of a client thread: run `plan` and send back what it measured.
 pub(crate) fn run(shared: Arc<Shared>, plan: Plan, results: Sender<ThreadResult>) {
@@ -57,112 +65,61 @@ pub(crate) fn run(shared: Arc<Shared>, plan: Plan, results: Sender<ThreadResult>
     let _ = results.send(result);
 }
 
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Not yet asked to connect.
-    New,
-    /// A connect is in flight.
-    Connecting,
-    /// Connected, no message in flight.
-    Ready,
-    /// A message's send and receive are in flight.
-    Busy,
-    /// Cancelled; closes when its last op completes.
-    Closing,
-    /// The socket is closed (or was never opened).
-    Closed,
-}
-
-/// One connection of the closed loop.
-struct Conn {
-    socket: Option<Socket>,
-    raw: RawSocket,
-    state: State,
-    /// Ops in flight on the socket.
-    ops: u8,
-    /// The frame of the current message (empty while the port holds it).
-    out: Vec<u8>,
-    /// The reply so far (empty while the port holds it).
-    input: Vec<u8>,
-    sent: bool,
-    received: bool,
-    /// Messages this connection has sent.
-    seq: usize,
-    /// When the current message was posted.
-    posted: Instant,
-    /// Whether the current message counts (it began after the warm-up).
-    measured: bool,
-}
-
 /// A client thread's port and connections.
 struct Client<'a> {
     shared: &'a Shared,
     port: Port,
     conns: Vec<Conn>,
+    /// Each connection's TLS session, under TLS (else empty).
+    sessions: Vec<Option<Box<TlsSession>>>,
     completions: Vec<Completion>,
     window: usize,
     first: usize,
-    codec: Framing,
-    /// `ALPHABET` repeated over `size + 64` bytes: payloads are slices of it.
-    pattern: Vec<u8>,
-    size: usize,
-    frame_len: usize,
-    /// Connects in flight.
-    connecting: usize,
-    /// Connections with a message in flight.
-    busy: usize,
+    messages: Messages,
+    /// Connections whose state is pending.
+    pending: usize,
+    /// The closed loop has begun: connections begin messages once established.
+    looping: bool,
     measure_start: Instant,
     deadline: Option<Instant>,
     /// Measured messages this thread may still begin (count mode).
     quota: Option<u64>,
     last_completion: Option<Instant>,
+    /// When handshakes in progress were last checked against their time limit.
+    handshakes_checked: Instant,
     result: ThreadResult,
     published: (u64, u64),
+}
+
+/// The TLS session of connection `i`, if it has one.
+fn session_of(sessions: &mut [Option<Box<TlsSession>>], i: usize) -> Option<&mut TlsSession> {
+    sessions.get_mut(i).and_then(|s| s.as_deref_mut())
 }
 
 impl<'a> Client<'a> {
     fn new(shared: &'a Shared, plan: &Plan, port: Port) -> Client<'a> {
         let config = &shared.config;
-        let codec = config.framing.codec();
         let now = Instant::now();
-        let conns = (0..plan.connections)
-            .map(|_| Conn {
-                socket: None,
-                raw: Default::default(),
-                state: State::New,
-                ops: 0,
-                out: Vec::new(),
-                input: Vec::new(),
-                sent: false,
-                received: false,
-                seq: 0,
-                posted: now,
-                measured: false,
-            })
-            .collect();
+        let sessions = match shared.tls {
+            Some(_) => (0..plan.connections).map(|_| None).collect(),
+            None => Vec::new(),
+        };
         Client {
             shared,
             port,
-            conns,
+            conns: (0..plan.connections).map(|_| Conn::new(now)).collect(),
+            sessions,
             completions: Vec::new(),
             window: plan.window,
             first: plan.first,
-            pattern: ALPHABET
-                .iter()
-                .copied()
-                .cycle()
-                .take(config.size + ALPHABET.len())
-                .collect(),
-            size: config.size,
-            frame_len: config.size + codec.overhead(),
-            codec,
-            connecting: 0,
-            busy: 0,
+            messages: Messages::new(config.framing, config.size),
+            pending: 0,
+            looping: false,
             measure_start: now,
             deadline: None,
             quota: plan.quota,
             last_completion: None,
+            handshakes_checked: now,
             result: ThreadResult::new(),
             published: (0, 0),
         }
@@ -179,15 +136,16 @@ impl<'a> Client<'a> {
         self.result
     }
 
-    /// Open every connection, at most `window` connects in flight at once.
+    /// Open every connection, at most `window` connects (and handshakes) in
+    /// flight at once.
     fn connect_all(&mut self) -> io::Result<()> {
         let mut next = 0;
         while !self.stopped() {
-            while self.connecting < self.window && next < self.conns.len() {
+            while self.pending < self.window && next < self.conns.len() {
                 self.start_connect(next);
                 next += 1;
             }
-            if self.connecting == 0 && next == self.conns.len() {
+            if self.pending == 0 && next == self.conns.len() {
                 break;
             }
             self.turn(Some(WAIT_SLICE))?;
@@ -203,6 +161,7 @@ impl<'a> Client<'a> {
         if let Limit::Duration(d) = config.limit {
             self.deadline = Some(self.measure_start + d);
         }
+        self.looping = true;
         let now = Instant::now();
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Ready && self.may_begin(now) {
@@ -211,7 +170,7 @@ impl<'a> Client<'a> {
         }
         let ended = loop {
             let now = Instant::now();
-            if self.busy == 0 || self.stopped() || matches!(self.deadline, Some(d) if now >= d) {
+            if self.pending == 0 || self.stopped() || matches!(self.deadline, Some(d) if now >= d) {
                 break now;
             }
             let timeout = match self.deadline {
@@ -230,29 +189,37 @@ impl<'a> Client<'a> {
 
     /// End whatever is in flight and close every socket once its ops are back.
     ///
-    /// On Linux a busy connection is shut down rather than cancelled: its
-    /// receive then completes with end of stream and its send with `EPIPE`.
-    /// Cancelling by socket makes io_uring search every op in flight, which
-    /// for thousands of connections costs seconds; shutting down costs one
-    /// call each. What is still in flight after [`SHUTDOWN_GRACE`] is cancelled.
+    /// On Linux a connection with ops in flight is shut down rather than
+    /// cancelled: its receive then completes with end of stream and its send
+    /// with `EPIPE`. Cancelling by socket makes io_uring search every op in
+    /// flight, which for thousands of connections costs seconds; shutting
+    /// down costs one call each. What is still in flight after
+    /// [`SHUTDOWN_GRACE`] is cancelled. An established TLS connection says
+    /// `close_notify` first.
     fn close_all(&mut self) -> io::Result<()> {
         let shut_down = cfg!(target_os = "linux");
         for i in 0..self.conns.len() {
+            let state = self.conns[i].state;
+            if matches!(state, State::New | State::Closing | State::Closed) {
+                continue;
+            }
+            if matches!(state, State::Ready | State::Busy) {
+                if let Some(session) = session_of(&mut self.sessions, i) {
+                    session.close_now(&self.conns[i]);
+                }
+            }
             let conn = &self.conns[i];
-            if shut_down && conn.state == State::Busy {
+            if shut_down && state != State::Connecting && conn.ops > 0 {
                 let done = conn
                     .socket
                     .as_ref()
-                    .map(|s| s.shutdown(std::net::Shutdown::Both).is_ok());
+                    .map(|s| s.shutdown(Shutdown::Both).is_ok());
                 if done == Some(true) {
-                    self.busy -= 1;
-                    self.conns[i].state = State::Closing;
+                    self.set_state(i, State::Closing);
                     continue;
                 }
             }
-            if !matches!(conn.state, State::New | State::Closed) {
-                self.abort(i);
-            }
+            self.abort(i);
         }
         let started = Instant::now();
         let mut cancelled = false;
@@ -285,11 +252,14 @@ impl<'a> Client<'a> {
     /// Wait for a batch of completions and handle each.
     fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.port.wait(&mut self.completions, timeout)?;
-        let mut batch = mem::take(&mut self.completions);
+        let mut batch = std::mem::take(&mut self.completions);
         for completion in batch.drain(..) {
             self.on_completion(completion);
         }
         self.completions = batch;
+        if !self.sessions.is_empty() {
+            self.expire_handshakes();
+        }
         self.publish();
         Ok(())
     }
@@ -311,21 +281,36 @@ impl<'a> Client<'a> {
         self.published = (messages, errors);
     }
 
+    /// Move connection `i` to `state`, keeping `pending` true.
+    fn set_state(&mut self, i: usize, state: State) {
+        let conn = &mut self.conns[i];
+        match (conn.state.is_pending(), state.is_pending()) {
+            (false, true) => self.pending += 1,
+            (true, false) => self.pending -= 1,
+            _ => {}
+        }
+        conn.state = state;
+    }
+
+    /// Whether connects and handshakes at `now` count in the measured rates.
+    fn counting(&self, now: Instant) -> bool {
+        self.looping && now >= self.measure_start && !matches!(self.deadline, Some(d) if now > d)
+    }
+
     fn start_connect(&mut self, i: usize) {
         let addr = self.shared.config.addr;
         let opened = open_socket(addr).and_then(|socket| {
-            let raw = raw_socket(&socket);
-            self.port.register(raw)?;
+            self.port.register(raw_socket(&socket))?;
             Ok(socket)
         });
         match opened {
             Ok(socket) => {
+                self.set_state(i, State::Connecting);
                 let conn = &mut self.conns[i];
                 conn.raw = raw_socket(&socket);
                 conn.socket = Some(socket);
-                conn.state = State::Connecting;
                 conn.ops = 1;
-                self.connecting += 1;
+                conn.posted = Instant::now();
                 let socket = conn.raw;
                 self.port.submit(i as Token, Op::Connect { socket, addr });
             }
@@ -335,16 +320,39 @@ impl<'a> Client<'a> {
 
     #[cold]
     fn connect_failed(&mut self, i: usize, e: io::Error) {
-        let result = &mut self.result;
-        result.connect_errors += 1;
         if e.kind() == io::ErrorKind::AddrNotAvailable {
-            result.addr_not_available += 1;
+            self.result.addr_not_available += 1;
         }
-        if result.first_connect_error.is_none() {
-            result.first_connect_error = Some(e.to_string());
-        }
+        self.result.connect_error(e.to_string());
         self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
-        self.finalize(i);
+        self.abort(i);
+    }
+
+    #[cold]
+    fn handshake_failed(&mut self, i: usize, why: String) {
+        self.result.tls_errors += 1;
+        self.result
+            .connect_error(format!("TLS handshake failed: {}", why));
+        self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.abort(i);
+    }
+
+    /// Fail the TLS handshakes that have taken too long (checked once a second).
+    fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.handshakes_checked) < HANDSHAKE_CHECK {
+            return;
+        }
+        self.handshakes_checked = now;
+        for i in 0..self.conns.len() {
+            let conn = &self.conns[i];
+            if conn.state == State::Handshaking
+                && now.saturating_duration_since(conn.posted) >= HANDSHAKE_TIMEOUT
+            {
+                let secs = HANDSHAKE_TIMEOUT.as_secs();
+                self.handshake_failed(i, format!("not done {} s after the connect", secs));
+            }
+        }
     }
 
     fn on_completion(&mut self, completion: Completion) {
@@ -354,139 +362,115 @@ impl<'a> Client<'a> {
             return;
         }
         self.conns[i].ops -= 1;
-        match completion.outcome {
-            Outcome::Connected(result) => self.on_connected(i, result),
+        if self.conns[i].state == State::Closing {
+            // An aborted connection's buffers go with it.
+            self.finalize_if_idle(i);
+            return;
+        }
+        let token = i as Token;
+        let conn = &mut self.conns[i];
+        let port = &mut self.port;
+        let step = match completion.outcome {
+            Outcome::Connected(Ok(())) => return self.on_connected(i),
+            Outcome::Connected(Err(e)) => Step::ConnectFailed(e),
             Outcome::Sent { buf, pos, result } => {
                 // The client sends only buffers of its own.
                 let buf = buf.into_owned().unwrap_or_default();
-                self.on_sent(i, buf, pos, result)
-            }
-            Outcome::Received { buf, result } => self.on_received(i, buf, result),
-            Outcome::Accepted(_) => log::error!("bench: unexpected accept completion"),
-        }
-    }
-
-    fn on_connected(&mut self, i: usize, result: io::Result<()>) {
-        self.connecting -= 1;
-        if self.conns[i].state == State::Closing {
-            self.finalize_if_idle(i);
-            return;
-        }
-        match result {
-            Ok(()) => {
-                self.conns[i].state = State::Ready;
-                self.result.connected += 1;
-                self.shared.connected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => self.connect_failed(i, e),
-        }
-    }
-
-    fn on_sent(&mut self, i: usize, buf: Vec<u8>, pos: usize, result: io::Result<usize>) {
-        let conn = &mut self.conns[i];
-        if conn.state == State::Closing {
-            conn.out = buf;
-            self.finalize_if_idle(i);
-            return;
-        }
-        match result {
-            Ok(n) if n > 0 => {
-                let pos = pos + n;
-                if pos < buf.len() {
-                    // A partial send: post the rest.
-                    conn.ops += 1;
-                    let socket = conn.raw;
-                    let buf = buf.into();
-                    self.port.submit(i as Token, Op::Send { socket, buf, pos });
-                    return;
-                }
-                conn.out = buf;
-                conn.sent = true;
-                if conn.received {
-                    self.complete(i);
+                match finish_send(conn, port, token, buf, pos, result) {
+                    // Part of it went: the rest is posted.
+                    None => Step::Wait,
+                    Some(sent) => match session_of(&mut self.sessions, i) {
+                        Some(session) => session.on_sent(conn, port, token, sent),
+                        None => plain::on_sent(conn, sent),
+                    },
                 }
             }
-            Ok(_) => {
-                conn.out = buf;
-                self.failed(i, "send wrote nothing".to_string());
+            Outcome::Received { buf, result } => match session_of(&mut self.sessions, i) {
+                Some(session) => session.on_received(conn, port, token, buf, result),
+                None => {
+                    let frame_len = self.messages.frame_len();
+                    plain::on_received(conn, port, token, buf, result, frame_len)
+                }
+            },
+            Outcome::Accepted(_) => {
+                log::error!("bench: unexpected accept completion");
+                Step::Wait
             }
-            Err(e) => {
-                conn.out = buf;
-                self.failed(i, format!("send failed: {}", e));
-            }
-        }
+        };
+        self.apply(i, step);
     }
 
-    fn on_received(&mut self, i: usize, buf: Vec<u8>, result: io::Result<usize>) {
-        let frame_len = self.frame_len;
-        let conn = &mut self.conns[i];
-        if conn.state == State::Closing {
-            conn.input = buf;
-            self.finalize_if_idle(i);
-            return;
-        }
-        match result {
-            Ok(0) => {
-                let got = buf.len();
-                conn.input = buf;
-                self.failed(
-                    i,
-                    format!(
-                        "the server closed the connection after {} of {} reply bytes",
-                        got, frame_len
-                    ),
-                );
+    /// The TCP connect succeeded: established, or under TLS the handshake begins.
+    fn on_connected(&mut self, i: usize) {
+        let tls = match &self.shared.tls {
+            Some(tls) => tls,
+            None => return self.apply(i, Step::Established),
+        };
+        let step = match tls.connect() {
+            Ok(tls) => {
+                self.set_state(i, State::Handshaking);
+                let session = self.sessions[i].insert(Box::new(TlsSession::new(tls)));
+                session.start(&mut self.conns[i], &mut self.port, i as Token)
             }
-            Ok(_) if buf.len() < frame_len => {
-                // Part of the reply: read the rest into the same buffer.
-                conn.ops += 1;
-                let socket = conn.raw;
-                self.port.submit(i as Token, Op::Recv { socket, buf });
-            }
-            Ok(_) => {
-                conn.input = buf;
-                conn.received = true;
-                if conn.sent {
-                    self.complete(i);
+            Err(e) => Step::HandshakeFailed(e.to_string()),
+        };
+        self.apply(i, step);
+    }
+
+    /// Act on what happened on connection `i`.
+    fn apply(&mut self, i: usize, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::Echoed => self.echoed(i),
+            Step::Established => self.established(i),
+            Step::Retired => {
+                self.close_socket(i);
+                if self.may_begin(Instant::now()) {
+                    self.start_connect(i);
                 }
             }
-            Err(e) => {
-                conn.input = buf;
-                self.failed(i, format!("recv failed: {}", e));
-            }
+            Step::Failed(why) => self.failed(i, why),
+            Step::ConnectFailed(e) => self.connect_failed(i, e),
+            Step::HandshakeFailed(why) => self.handshake_failed(i, why),
         }
     }
 
-    /// Both halves of a message are back: compare, record, go again.
-    fn complete(&mut self, i: usize) {
+    /// Connected (under TLS: handshake done): count it, and go if the loop runs.
+    fn established(&mut self, i: usize) {
         let now = Instant::now();
+        self.set_state(i, State::Ready);
         let conn = &mut self.conns[i];
-        if conn.input != conn.out {
-            let at = conn
-                .input
-                .iter()
-                .zip(&conn.out)
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            let len = conn.out.len();
-            self.failed(
-                i,
-                format!("echo mismatch at byte {} of a {}-byte frame", at, len),
-            );
-            return;
+        conn.echoed = 0;
+        if !conn.was_established {
+            conn.was_established = true;
+            self.result.connected += 1;
+            self.shared.connected.fetch_add(1, Ordering::Relaxed);
         }
-        conn.state = State::Ready;
-        self.busy -= 1;
+        if self.counting(now) {
+            self.result.connects += 1;
+        }
+        if self.looping && self.may_begin(now) {
+            self.begin(i, now);
+        }
+    }
+
+    /// A message's echo is back and right: record it, then the next message,
+    /// or a new connection once this one has had its share.
+    fn echoed(&mut self, i: usize) {
+        let now = Instant::now();
+        self.set_state(i, State::Ready);
+        let conn = &mut self.conns[i];
+        conn.echoed += 1;
         if conn.measured && !matches!(self.deadline, Some(d) if now > d) {
-            let nanos = now.saturating_duration_since(conn.posted).as_nanos();
-            self.result
-                .histogram
-                .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
-            self.result.messages += 1;
+            self.result.record(conn.posted, now);
             self.last_completion = Some(now);
         }
-        if self.may_begin(now) {
-            self.begin(i, now);
+        if !self.may_begin(now) {
+            return;
+        }
+        match self.shared.config.messages_per_connection {
+            Some(n) if self.conns[i].echoed >= n => self.retire(i),
+            _ => self.begin(i, now),
         }
     }
 
@@ -498,7 +482,7 @@ impl<'a> Client<'a> {
         now < self.measure_start || self.quota != Some(0)
     }
 
-    /// Build the next frame and post its send and the receive of its echo.
+    /// Send the next message and post the receive of its echo.
     fn begin(&mut self, i: usize, now: Instant) {
         let measured = now >= self.measure_start;
         if measured {
@@ -506,62 +490,55 @@ impl<'a> Client<'a> {
                 *q -= 1;
             }
         }
-        let frame_len = self.frame_len;
+        self.set_state(i, State::Busy);
         let conn = &mut self.conns[i];
         conn.seq += 1;
-        let shift = (self.first + i + conn.seq) % ALPHABET.len();
-        let payload = &self.pattern[shift..shift + self.size];
-        conn.out.clear();
-        if let Err(e) = self.codec.encode_into(payload, &mut conn.out) {
-            // Cannot happen: payloads have no delimiter and fit a 4-byte length.
-            self.failed(i, format!("cannot frame the message: {}", e));
-            return;
-        }
-        // Exactly the frame's length: a receive can never take more.
-        if conn.input.capacity() != frame_len {
-            conn.input = Vec::with_capacity(frame_len);
-        }
-        conn.input.clear();
-        conn.sent = false;
-        conn.received = false;
         conn.measured = measured;
         conn.posted = now;
-        conn.state = State::Busy;
-        conn.ops += 2;
-        self.busy += 1;
-        let socket = conn.raw;
-        let buf = mem::take(&mut conn.out).into();
-        self.port.submit(
-            i as Token,
-            Op::Send {
-                socket,
-                buf,
-                pos: 0,
+        let n = self.first + i + conn.seq;
+        let (token, port) = (i as Token, &mut self.port);
+        let step = match session_of(&mut self.sessions, i) {
+            Some(session) => session.begin(conn, port, token, &self.messages, n),
+            None => match self.messages.frame_into(n, &mut conn.out) {
+                Ok(()) => {
+                    plain::begin(conn, port, token, self.messages.frame_len());
+                    Step::Wait
+                }
+                Err(why) => Step::Failed(why),
             },
-        );
-        let buf = mem::take(&mut conn.input);
-        self.port.submit(i as Token, Op::Recv { socket, buf });
+        };
+        self.apply(i, step);
+    }
+
+    /// Close connection `i` cleanly after its last message; a new connection
+    /// takes its slot once it is closed.
+    fn retire(&mut self, i: usize) {
+        if self.sessions.is_empty() {
+            // Plain TCP: no op is in flight between messages.
+            self.close_socket(i);
+            return self.start_connect(i);
+        }
+        self.set_state(i, State::Retiring);
+        if let Some(session) = session_of(&mut self.sessions, i) {
+            let step = session.retire(&mut self.conns[i], &mut self.port, i as Token);
+            self.apply(i, step);
+        }
     }
 
     /// A message went wrong: count it and close the connection.
     #[cold]
     fn failed(&mut self, i: usize, why: String) {
-        self.result.errors += 1;
-        if self.result.first_error.is_none() {
-            self.result.first_error = Some(why);
-        }
+        self.result.message_error(why);
         self.abort(i);
     }
 
     /// Close a connection: cancel its ops; it is freed once they complete.
     fn abort(&mut self, i: usize) {
-        let conn = &mut self.conns[i];
-        match conn.state {
-            State::Closing | State::Closed => return,
-            State::Busy => self.busy -= 1,
-            _ => {}
+        if matches!(self.conns[i].state, State::Closing | State::Closed) {
+            return;
         }
-        conn.state = State::Closing;
+        self.set_state(i, State::Closing);
+        let conn = &self.conns[i];
         if conn.ops > 0 {
             self.port.cancel(conn.raw);
         } else {
@@ -575,26 +552,27 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// Forget and close a connection's socket; no op of it is in flight.
+    /// Close the socket of an aborted connection and free its buffers.
     fn finalize(&mut self, i: usize) {
+        self.close_socket(i);
         let conn = &mut self.conns[i];
-        conn.state = State::Closed;
+        conn.out = Vec::new();
+        conn.input = Vec::new();
+    }
+
+    /// Forget and close connection `i`'s socket and session; no op of it is
+    /// in flight. Its buffers stay for the next connection in the slot.
+    fn close_socket(&mut self, i: usize) {
+        self.set_state(i, State::Closed);
+        if let Some(session) = self.sessions.get_mut(i) {
+            *session = None;
+        }
+        let conn = &mut self.conns[i];
         if let Some(socket) = conn.socket.take() {
             if let Err(e) = self.port.deregister(conn.raw) {
                 log::debug!("bench: deregister: {}", e);
             }
             drop(socket);
         }
-        conn.out = Vec::new();
-        conn.input = Vec::new();
     }
-}
-
-/// A nonblocking TCP socket for `addr`'s family, with Nagle off (each message
-/// is one write and waits for its echo).
-fn open_socket(addr: std::net::SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_nodelay(true)?;
-    Ok(socket)
 }

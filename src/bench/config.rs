@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::framing::{ByteOrder, Framing};
@@ -73,6 +74,16 @@ pub enum Limit {
     Count(u64),
 }
 
+/// How the clients speak TLS to the server (`iocp-echo bench --tls`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file of the CA certificate(s) the server's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// The name the server's certificate must carry (a DNS name or an IP
+    /// address); also sent as SNI when it is a DNS name.
+    pub server_name: String,
+}
+
 /// Everything a load run is configured with.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
@@ -96,6 +107,11 @@ pub struct BenchConfig {
     pub connect_window: usize,
     /// Print a live progress line on stderr once a second.
     pub progress: bool,
+    /// Speak TLS, verifying the server; `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+    /// Close each connection after this many messages and open a new one in
+    /// its place (a new TLS handshake each time); `None`: never.
+    pub messages_per_connection: Option<u64>,
 }
 
 impl Default for BenchConfig {
@@ -111,6 +127,8 @@ impl Default for BenchConfig {
             backend: BackendChoice::Auto,
             connect_window: CONNECT_WINDOW,
             progress: false,
+            tls: None,
+            messages_per_connection: None,
         }
     }
 }
@@ -139,6 +157,14 @@ impl BenchConfig {
         }
         if self.connect_window == 0 {
             return Err("connect_window must be at least 1".to_string());
+        }
+        if self.messages_per_connection == Some(0) {
+            return Err("messages-per-connection must be at least 1".to_string());
+        }
+        if let Some(tls) = &self.tls {
+            if tls.server_name.is_empty() {
+                return Err("tls-server-name must not be empty".to_string());
+            }
         }
         if self.addr.port() == 0 {
             return Err("port must be 1..=65535, got 0".to_string());

@@ -2,7 +2,7 @@
 //! hands back ([`ThreadResult`]) for the report.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -71,8 +71,13 @@ pub(crate) struct ThreadResult {
     pub(crate) connect_errors: u64,
     /// Of those, how many failed with `EADDRNOTAVAIL` (no local port left).
     pub(crate) addr_not_available: u64,
+    /// Of those, how many failed in the TLS handshake.
+    pub(crate) tls_errors: u64,
     /// The first connect failure, described.
     pub(crate) first_connect_error: Option<String>,
+    /// Connections established (under TLS: handshakes done) within the
+    /// measured time: the reconnects of `--messages-per-connection`.
+    pub(crate) connects: u64,
     /// How long this thread measured.
     pub(crate) measured: Duration,
     /// A failure of the port itself, which ends the thread's run.
@@ -89,9 +94,37 @@ impl ThreadResult {
             connected: 0,
             connect_errors: 0,
             addr_not_available: 0,
+            tls_errors: 0,
             first_connect_error: None,
+            connects: 0,
             measured: Duration::ZERO,
             failure: None,
+        }
+    }
+
+    /// A measured message posted at `posted` came back right at `now`.
+    pub(crate) fn record(&mut self, posted: Instant, now: Instant) {
+        let nanos = now.saturating_duration_since(posted).as_nanos();
+        self.histogram
+            .saturating_record(u64::try_from(nanos).unwrap_or(u64::MAX).max(1));
+        self.messages += 1;
+    }
+
+    /// A message failed for the reason `why`.
+    #[cold]
+    pub(crate) fn message_error(&mut self, why: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why);
+        }
+    }
+
+    /// A connection could not be established, for the reason `why`.
+    #[cold]
+    pub(crate) fn connect_error(&mut self, why: String) {
+        self.connect_errors += 1;
+        if self.first_connect_error.is_none() {
+            self.first_connect_error = Some(why);
         }
     }
 }

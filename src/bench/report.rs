@@ -44,8 +44,18 @@ pub struct Report {
     pub connect_errors: u64,
     /// Of those, how many failed with `EADDRNOTAVAIL`: no local port was left.
     pub addr_not_available: u64,
+    /// Of the connect failures, how many failed in the TLS handshake.
+    pub tls_errors: u64,
     /// The first connect failure, if any.
     pub connect_error: Option<String>,
+    /// The server name verified under TLS; `None`: plaintext.
+    pub tls_server_name: Option<String>,
+    /// Messages each connection sent before a new one took its place; `None`:
+    /// connections stayed open.
+    pub messages_per_connection: Option<u64>,
+    /// Connections established within the measured time (under TLS, each a
+    /// full handshake): the reconnects of `messages_per_connection`.
+    pub connects: u64,
     /// Payload bytes of each message.
     pub size: usize,
     /// How messages were framed.
@@ -92,7 +102,11 @@ impl Report {
             connected: 0,
             connect_errors: 0,
             addr_not_available: 0,
+            tls_errors: 0,
             connect_error: None,
+            tls_server_name: config.tls.as_ref().map(|t| t.server_name.clone()),
+            messages_per_connection: config.messages_per_connection,
+            connects: 0,
             size: config.size,
             framing: config.framing,
             messages: 0,
@@ -108,6 +122,8 @@ impl Report {
             report.connected += t.connected;
             report.connect_errors += t.connect_errors;
             report.addr_not_available += t.addr_not_available;
+            report.tls_errors += t.tls_errors;
+            report.connects += t.connects;
             report.messages += t.messages;
             report.errors += t.errors;
             if report.connect_error.is_none() {
@@ -136,8 +152,31 @@ impl Report {
 
     /// Messages per second over the measured time.
     pub fn messages_per_s(&self) -> f64 {
+        self.per_s(self.messages)
+    }
+
+    /// Connections established per second over the measured time.
+    pub fn connects_per_s(&self) -> f64 {
+        self.per_s(self.connects)
+    }
+
+    /// TLS handshakes done within the measured time (0 in plaintext).
+    pub fn handshakes(&self) -> u64 {
+        if self.tls_server_name.is_some() {
+            self.connects
+        } else {
+            0
+        }
+    }
+
+    /// TLS handshakes per second over the measured time (0 in plaintext).
+    pub fn handshakes_per_s(&self) -> f64 {
+        self.per_s(self.handshakes())
+    }
+
+    fn per_s(&self, count: u64) -> f64 {
         if self.seconds > 0.0 {
-            self.messages as f64 / self.seconds
+            count as f64 / self.seconds
         } else {
             0.0
         }
@@ -158,6 +197,7 @@ impl Report {
     /// mb_per_s, p50_us, p99_us, p999_us, max_us`), then the details.
     pub fn fields(&self) -> Vec<(&'static str, Value)> {
         let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+        let per_connection = self.messages_per_connection.map_or(Value::Null, Value::Int);
         vec![
             ("connections", Value::Int(self.connections as u64)),
             ("size", Value::Int(self.size as u64)),
@@ -172,9 +212,16 @@ impl Report {
             ("p999_us", Value::Float(self.latency.p999_us)),
             ("max_us", Value::Float(self.latency.max_us)),
             ("mean_us", Value::Float(self.latency.mean_us)),
+            ("connects", Value::Int(self.connects)),
+            ("connects_per_s", Value::Float(self.connects_per_s())),
+            ("handshakes", Value::Int(self.handshakes())),
+            ("handshakes_per_s", Value::Float(self.handshakes_per_s())),
+            ("messages_per_connection", per_connection),
+            ("tls_server_name", text(&self.tls_server_name)),
             ("connected", Value::Int(self.connected as u64)),
             ("connect_errors", Value::Int(self.connect_errors)),
             ("addr_not_available", Value::Int(self.addr_not_available)),
+            ("tls_errors", Value::Int(self.tls_errors)),
             ("connect_error", text(&self.connect_error)),
             ("error", text(&self.error)),
             ("host", Value::Text(self.addr.ip().to_string())),
@@ -236,22 +283,31 @@ impl Report {
     /// The report for people: a few aligned lines.
     pub fn human(&self) -> String {
         let mut out = String::new();
+        let tls = match &self.tls_server_name {
+            Some(name) => format!(", TLS to {}", name),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "iocp-echo bench: {}, {} connections, {}-byte messages, framing {}, backend {}, {} client thread{}",
+            "iocp-echo bench: {}, {} connections, {}-byte messages, framing {}{}, backend {}, {} client thread{}",
             self.addr,
             self.connections,
             self.size,
             self.framing.name(),
+            tls,
             self.backend,
             self.threads,
             if self.threads == 1 { "" } else { "s" }
         );
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  connections  {} open, {} connect failures",
             self.connected, self.connect_errors
         );
+        if self.tls_server_name.is_some() {
+            let _ = write!(out, " ({} in the TLS handshake)", self.tls_errors);
+        }
+        let _ = writeln!(out);
         let _ = writeln!(
             out,
             "  messages     {} in {:.2} s, {} errors",
@@ -263,6 +319,23 @@ impl Report {
             self.messages_per_s(),
             self.mb_per_s()
         );
+        if let Some(n) = self.messages_per_connection {
+            let (what, rate) = match self.tls_server_name {
+                Some(_) => ("handshakes", self.handshakes_per_s()),
+                None => ("connects", self.connects_per_s()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<12} {} in {:.2} s, {:.0} {}/s (a new connection every {} message{})",
+                what,
+                self.connects,
+                self.seconds,
+                rate,
+                what,
+                n,
+                if n == 1 { "" } else { "s" }
+            );
+        }
         let l = &self.latency;
         let _ = writeln!(
             out,

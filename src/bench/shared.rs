@@ -5,6 +5,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::BenchConfig;
+use super::tls::TlsClient;
 use crate::port::Backend;
 use crate::server::lock;
 
@@ -12,6 +13,8 @@ use crate::server::lock;
 pub(crate) struct Shared {
     pub(crate) config: BenchConfig,
     pub(crate) backend: Backend,
+    /// The TLS client configuration, under `--tls`.
+    pub(crate) tls: Option<TlsClient>,
     /// Set to end the run early: threads stop sending and close.
     pub(crate) stop: AtomicBool,
     /// Client threads still connecting; the run starts when it reaches 0.
@@ -49,9 +52,15 @@ impl Shared {
     }
 
     /// The state of a run of `threads` client threads, none connected yet.
-    pub(crate) fn new(config: BenchConfig, backend: Backend, threads: usize) -> Shared {
+    pub(crate) fn new(
+        config: BenchConfig,
+        backend: Backend,
+        tls: Option<TlsClient>,
+        threads: usize,
+    ) -> Shared {
         Shared {
             backend,
+            tls,
             stop: AtomicBool::new(false),
             connecting: Mutex::new(threads),
             started: Condvar::new(),

@@ -1,6 +1,7 @@
 //! The load generator against an in-process server on a loopback port, on
 //! every backend compiled in: each framing, both limits, big messages, a
-//! server that echoes wrong bytes, a port nobody listens on, bad options.
+//! server that echoes wrong bytes, a port nobody listens on, reconnects, bad
+//! options. The helpers here serve `tls_tests.rs` too.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -12,7 +13,15 @@ use super::{run, BenchConfig, Latency, Limit, MessageFraming, Report};
 use crate::port::{Backend, BackendChoice};
 use crate::server::{Batch, Config, Handler, Server};
 
-fn backends() -> Vec<Backend> {
+/// Every framing the load generator speaks.
+pub(super) const FRAMINGS: [MessageFraming; 3] = [
+    MessageFraming::Raw,
+    MessageFraming::Lines,
+    MessageFraming::Length,
+];
+
+/// Every backend compiled in that opens here.
+pub(super) fn backends() -> Vec<Backend> {
     let all = [Backend::IoUring, Backend::Epoll, Backend::Iocp];
     all.iter()
         .copied()
@@ -20,8 +29,13 @@ fn backends() -> Vec<Backend> {
         .collect()
 }
 
+/// A native echo server with `framing` (or `handler`) on a loopback port.
 #[track_caller]
-fn server(backend: Backend, framing: MessageFraming, handler: Option<Arc<dyn Handler>>) -> Server {
+pub(super) fn server(
+    backend: Backend,
+    framing: MessageFraming,
+    handler: Option<Arc<dyn Handler>>,
+) -> Server {
     let config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         framing: framing.codec(),
@@ -35,7 +49,12 @@ fn server(backend: Backend, framing: MessageFraming, handler: Option<Arc<dyn Han
     }
 }
 
-fn bench_config(backend: Backend, addr: SocketAddr, framing: MessageFraming) -> BenchConfig {
+/// 6 connections, 100-byte messages, 600 in all.
+pub(super) fn bench_config(
+    backend: Backend,
+    addr: SocketAddr,
+    framing: MessageFraming,
+) -> BenchConfig {
     BenchConfig {
         addr,
         connections: 6,
@@ -48,7 +67,7 @@ fn bench_config(backend: Backend, addr: SocketAddr, framing: MessageFraming) -> 
 }
 
 #[track_caller]
-fn run_ok(config: BenchConfig) -> Report {
+pub(super) fn run_ok(config: BenchConfig) -> Report {
     match run(config) {
         Ok(report) => report,
         Err(e) => panic!("bench failed: {}", e),
@@ -57,13 +76,8 @@ fn run_ok(config: BenchConfig) -> Report {
 
 #[test]
 fn every_framing_echoes_the_exact_count() {
-    let framings = [
-        MessageFraming::Raw,
-        MessageFraming::Lines,
-        MessageFraming::Length,
-    ];
     for backend in backends() {
-        for framing in framings {
+        for framing in FRAMINGS {
             let server = server(backend, framing, None);
             let mut config = bench_config(backend, server.local_addr(), framing);
             // A window smaller than the connections: connects go in batches.
@@ -177,6 +191,37 @@ fn refused_connects_are_counted_not_fatal() {
 }
 
 #[test]
+fn reconnects_count_connects() {
+    for backend in backends() {
+        let server = server(backend, MessageFraming::Lines, None);
+        let mut config = bench_config(backend, server.local_addr(), MessageFraming::Lines);
+        config.messages_per_connection = Some(3);
+        let report = run_ok(config);
+        assert_eq!(report.errors, 0, "{}: {:?}", backend, report.error);
+        assert_eq!(report.messages, 600, "{}", backend);
+        assert_eq!(report.connected, 6, "{}", backend);
+        // 100 connections' worth of messages over 6 slots: about 94 reconnects.
+        assert!(
+            report.connects >= 600 / 3 - 6,
+            "{}: {}",
+            backend,
+            report.connects
+        );
+        assert_eq!(report.handshakes(), 0, "{}", backend);
+        assert!(report.connects_per_s() > 0.0, "{}", backend);
+        assert!(report.human().contains("connects/s"), "{}", report.human());
+        // The last connects may be established before the server's accept.
+        let accepted = || server.stats().connections_accepted;
+        let waited = std::time::Instant::now();
+        while accepted() < 6 + report.connects && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(accepted(), 6 + report.connects, "{}", backend);
+        server.close().unwrap();
+    }
+}
+
+#[test]
 fn plans_share_connections_and_count() {
     let config = BenchConfig {
         connections: 10,
@@ -205,7 +250,11 @@ fn report_json_keys_and_escapes() {
         connected: 2,
         connect_errors: 0,
         addr_not_available: 0,
+        tls_errors: 0,
         connect_error: None,
+        tls_server_name: None,
+        messages_per_connection: None,
+        connects: 0,
         size: 1000,
         framing: MessageFraming::Lines,
         messages: 500,
@@ -260,8 +309,13 @@ fn report_json_keys_and_escapes() {
 
 #[test]
 fn bad_options_exit_with_2() {
-    let bad: [&[&str]; 7] = [
+    let bad: [&[&str]; 12] = [
         &["--bogus"],
+        &["--tls"],
+        &["--tls-ca", "ca.pem"],
+        &["--tls-server-name", "localhost"],
+        &["--tls", "--tls-ca", "/nonexistent/ca.pem"],
+        &["--messages-per-connection", "0"],
         &["--size", "0"],
         &["--connections", "many"],
         &["--framing", "xml"],
