@@ -40,9 +40,13 @@ from typing import Any
 
 from ._native import Connection, ConnectionClosed
 
-try:  # What asyncio's own tasks use to be current; eager steps need them.
+# What asyncio's own tasks use to be current (in every supported Python); without
+# them every coroutine runs in a Task of its own from the start.
+_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
+_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
+try:
     from asyncio.tasks import _enter_task, _leave_task
-except ImportError:  # pragma: no cover - every supported Python has them
+except ImportError:  # pragma: no cover
     _enter_task = _leave_task = None
 
 _log = logging.getLogger("iocp_echo")
@@ -206,18 +210,19 @@ class Runner:
         it runs in a Task of its own from the start."""
         carrier = self._carrier
         loop = lane.loop
-        if carrier is None or not carrier.parked or _enter_task is None:
-            if carrier is None and _enter_task is not None:
+        enter, leave = _enter_task, _leave_task
+        if carrier is None or not carrier.parked or enter is None or leave is None:
+            if carrier is None and enter is not None:
                 self._carrier = _Carrier(loop)
             lane.task = loop.create_task(lane.carry_on(coro))
             return _SUSPENDED
-        _enter_task(loop, carrier.task)
+        enter(loop, carrier.task)
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
         finally:
-            _leave_task(loop, carrier.task)
+            leave(loop, carrier.task)
         self._carrier = _Carrier(loop)
         lane.task = carrier.task
         carrier.carry(lane, _Resumed(coro, yielded))
@@ -259,7 +264,7 @@ class _Resumed:
     awaiting this yields ``first`` again (to the task that now runs it: a future to wait
     for, or None for a bare yield), then steps the coroutine as ``await coro`` would."""
 
-    __slots__ = ("_coro", "_first", "_started", "_cancel")
+    __slots__ = ("_cancel", "_coro", "_first", "_started")
 
     def __init__(self, coro: Any, first: Any) -> None:
         self._coro = coro
@@ -273,7 +278,7 @@ class _Resumed:
         self._cancel = True
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        return self  # type: ignore[return-value]
+        return self
 
     def __iter__(self) -> _Resumed:
         return self

@@ -254,6 +254,7 @@ impl PyConnection {
     /// `ConnectionClosed`, `FramingError`, or `TypeError` for a payload of the
     /// wrong type; that connection's later pairs in `items` are skipped.
     #[staticmethod]
+    #[pyo3(signature = (items, /))]
     fn _send_each(items: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Py<PyAny>)>> {
         let py = items.py();
         let mut failures = Vec::new();
@@ -281,7 +282,9 @@ impl PyConnection {
             let mut one = Err(SendError::Closed);
             let payload = items.get_item(2 * k + 1)?;
             match reply_bytes(&payload, "message_received", |bytes| {
-                one = conn.sender.with(|s| s.map_or(Err(SendError::Closed), |s| s.frame(bytes)));
+                one = conn
+                    .sender
+                    .with(|s| s.map_or(Err(SendError::Closed), |s| s.frame(bytes)));
             }) {
                 Ok(Answer::Nothing) => {}
                 Ok(Answer::Reply) => match one {

@@ -15,12 +15,14 @@
 //! **Async.** A `message_received` that returns an awaitable (an `async def`)
 //! gives its connection a lane (`Server._async_lane`, in `iocp_echo._aio`):
 //! the awaitable and every later frame of that connection go to the lane,
-//! which handles them one at a time, in order, on an asyncio loop, and sends
-//! each reply through `Connection.send` (the push path: so once a connection
-//! is async, all its replies take that path, in frame order). The worker only
-//! hands over; it never waits for the loop. Such a connection's `Close` calls
-//! the lane's `lost(exc)`, which delivers `connection_lost` on the loop after
-//! cancelling what runs, so it is still the last callback.
+//! which handles them one at a time, in order, on an asyncio loop (so once a
+//! connection is async, all its replies take the push path, in frame order).
+//! The worker only hands over; it never waits for the loop. It hands over once
+//! per turn (`iocp_echo._aio.hand_over`, one list for all the turn's async
+//! frames, first awaitables and closes, in order), not once per frame. Such a
+//! connection's `Close` goes to its lane as a `Lost` in that list, after its
+//! frames; the lane delivers `connection_lost` on the loop after cancelling
+//! what runs, so it is still the last callback.
 //!
 //! A factory or callback that raises (or a reply of the wrong type) is logged
 //! with its traceback on the `iocp_echo` logger and closes only its connection;
