@@ -41,13 +41,20 @@ from typing import Any
 from ._native import Connection, ConnectionClosed
 
 # What asyncio's own tasks use to be current (in every supported Python); without
-# them every coroutine runs in a Task of its own from the start.
-_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
-_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] | None
+# them (_EAGER false) every coroutine runs in a Task of its own from the start.
 try:
     from asyncio.tasks import _enter_task, _leave_task
+
+    _EAGER = True
 except ImportError:  # pragma: no cover
-    _enter_task = _leave_task = None
+    _EAGER = False
+
+    def _enter_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        pass
+
+    def _leave_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        pass
+
 
 _log = logging.getLogger("iocp_echo")
 
@@ -185,10 +192,52 @@ class Runner:
     def _pass(self) -> None:
         with self._inbox_lock:
             items, self._inbox, self._scheduled = self._inbox, [], False
+        replies, replying = self._replies, self._replying
+        loop, carrier = self._loop, self._carrier
+        assert loop is not None
+        # The parked carrier's Task while there is one (a suspension takes it).
+        task = carrier.task if carrier is not None and carrier.parked else None
+        enter, leave = _enter_task, _leave_task
         it = iter(items)
         for lane, item in zip(it, it):
-            lane.take(item)
-        if self._replies:
+            if lane.task is not None or lane.stopped or type(item) is not bytes:
+                lane.take(item)
+                continue
+            # The common case, written out (Lane.take and Runner.step do the same): an
+            # idle lane's frame, its coroutine's first step run here.
+            try:
+                reply = lane.protocol.message_received(item)
+                if type(reply) is _Coroutine:
+                    if task is None:
+                        reply = self.step(lane, reply)
+                        if reply is _SUSPENDED:
+                            continue
+                    else:
+                        coro = reply
+                        enter(loop, task)
+                        try:
+                            yielded = coro.send(None)
+                        except StopIteration as stop:
+                            leave(loop, task)
+                            reply = stop.value
+                        except BaseException:
+                            leave(loop, task)
+                            raise
+                        else:
+                            leave(loop, task)
+                            self._carry(lane, coro, yielded)
+                            task = None
+                            continue
+                elif reply is not None and inspect.isawaitable(reply):
+                    lane.task = lane.loop.create_task(lane.carry_on(reply))
+                    continue
+            except (Exception, asyncio.CancelledError) as exc:
+                lane.fail(exc)
+                continue
+            if reply is not None:
+                replies += (lane.conn, reply)
+                replying.append(lane)
+        if replies:
             self.flush()
 
     def reply(self, lane: Lane, reply: Any) -> None:
@@ -198,9 +247,11 @@ class Runner:
 
     def flush(self) -> None:
         """Post this pass's replies (in order), all at once."""
-        replies, lanes = self._replies, self._replying
-        self._replies, self._replying = [], []
-        for k, exc in Connection._send_each(replies):
+        failures = Connection._send_each(self._replies)
+        self._replies.clear()  # in place: a pass holds these lists
+        lanes = self._replying[:] if failures else ()
+        self._replying.clear()
+        for k, exc in failures:
             lanes[k].refused(exc)
 
     def step(self, lane: Lane, coro: Any) -> Any:
@@ -210,23 +261,29 @@ class Runner:
         it runs in a Task of its own from the start."""
         carrier = self._carrier
         loop = lane.loop
-        enter, leave = _enter_task, _leave_task
-        if carrier is None or not carrier.parked or enter is None or leave is None:
-            if carrier is None and enter is not None:
+        if carrier is None or not carrier.parked:
+            if carrier is None and _EAGER:
                 self._carrier = _Carrier(loop)
             lane.task = loop.create_task(lane.carry_on(coro))
             return _SUSPENDED
-        enter(loop, carrier.task)
+        _enter_task(loop, carrier.task)
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
         finally:
-            leave(loop, carrier.task)
-        self._carrier = _Carrier(loop)
+            _leave_task(loop, carrier.task)
+        self._carry(lane, coro, yielded)
+        return _SUSPENDED
+
+    def _carry(self, lane: Lane, coro: Any, yielded: Any) -> None:
+        """``coro`` suspended in its first step (yielding ``yielded``): the parked
+        carrier carries it on as ``lane``'s task; a new carrier parks."""
+        carrier = self._carrier
+        assert carrier is not None
+        self._carrier = _Carrier(lane.loop)
         lane.task = carrier.task
         carrier.carry(lane, _Resumed(coro, yielded))
-        return _SUSPENDED
 
 
 # What Runner.step returns for a coroutine that did not finish in its first step.
@@ -314,18 +371,19 @@ class Lane:
         self.runner = runner
         self.loop = loop
         self.conn = conn
-        self._protocol = protocol
+        self.protocol = protocol
         self._queue: deque[Any] = deque()
         # The Task answering the lane's frames (while one suspended), else None.
         self.task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
-        self._lost = False
+        # Lost or failed: nothing more is answered.
+        self.stopped = False
 
     def take(self, item: Any) -> None:
         """The next item of the connection (see :func:`hand_over`), in a pass."""
         if type(item) is Lost:
             self._close(item.exc)
-        elif self._lost or self._failure is not None:
+        elif self.stopped:
             _discard(item)
         elif self.task is not None:
             self._queue.append(item)
@@ -337,7 +395,7 @@ class Lane:
         out with the pass's replies."""
         try:
             if type(item) is bytes:
-                reply = self._protocol.message_received(item)
+                reply = self.protocol.message_received(item)
             else:
                 reply = item  # the first awaitable
             if type(reply) is _Coroutine:
@@ -346,7 +404,7 @@ class Lane:
                 self.task = self.loop.create_task(self.carry_on(reply))
                 return
         except (Exception, asyncio.CancelledError) as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
         if reply is _SUSPENDED or reply is None:
             return
@@ -364,7 +422,7 @@ class Lane:
                     break
                 item = self._queue.popleft()
                 if type(item) is bytes:
-                    reply = self._protocol.message_received(item)
+                    reply = self.protocol.message_received(item)
                 else:
                     reply = item
                 if inspect.isawaitable(reply):
@@ -372,7 +430,7 @@ class Lane:
         except ConnectionClosed:
             self._clear()  # closed meanwhile: its Close event is on its way
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
         finally:
             self.task = None
 
@@ -381,11 +439,13 @@ class Lane:
         if isinstance(exc, ConnectionClosed):
             self._clear()
         else:
-            self._fail(exc)
+            self.fail(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """``message_received`` (or its coroutine, or its reply) failed with ``exc``."""
         _log.error("message_received failed; closing its connection", exc_info=exc)
         self._failure = exc
+        self.stopped = True
         self._clear()
         # Like a sync failure: the replies to earlier messages still go out (an abort
         # would drop them), nothing more is read.
@@ -398,7 +458,7 @@ class Lane:
         self._queue.clear()
 
     def _close(self, exc: BaseException | None) -> None:
-        self._lost = True
+        self.stopped = True
         self._clear()
         task = self.task
         if task is not None and not task.done():
@@ -409,7 +469,7 @@ class Lane:
 
     def _deliver(self, exc: BaseException | None) -> None:
         try:
-            self._protocol.connection_lost(self._failure if self._failure is not None else exc)
+            self.protocol.connection_lost(self._failure if self._failure is not None else exc)
         except Exception as err:
             _log.error("connection_lost failed", exc_info=err)
         finally:
