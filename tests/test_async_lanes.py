@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import pytest
 from helpers import connect, recv_frames, recv_until_closed, wait_for
 from iocp_echo import Connection, ConnectionClosed, Framing, FramingError, Protocol, Server
-from iocp_echo._aio import Runner, _Carrier
+from iocp_echo._aio import Runner
+from iocp_echo._carrier import Carrier
 
 LINES = Framing.lines()
 
@@ -196,7 +197,7 @@ def test_the_carrier_cancelled_before_it_first_ran_cancels_the_coroutine() -> No
         loop = asyncio.get_running_loop()
         runner = Runner(loop)
         for yield_future in (True, False):
-            runner._carrier = _Carrier(loop)
+            runner._carrier = Carrier(loop)
             await asyncio.sleep(0)  # the carrier parks
             lane = FakeLane(loop)
             stepped = loop.create_future()

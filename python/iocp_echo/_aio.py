@@ -20,9 +20,10 @@ at once, one step by hand (as Python 3.12's eager tasks do): one that returns wi
 suspending needs no Task, and its reply joins the pass's replies, posted to the workers
 together at the end of the pass (``Connection._send_each``: one mailbox post and wake
 per worker). While that step runs, the current task is a parked Task of the runner's
-(the *carrier*), so ``asyncio.current_task()`` and ``asyncio.timeout()`` work; a
-coroutine that suspends is carried on by that very Task (which resumes it from the
-future it waits on, cancellation forwarded), so the task it saw is the task it runs in.
+(the *carrier*, ``iocp_echo._carrier``), so ``asyncio.current_task()`` and
+``asyncio.timeout()`` work; a coroutine that suspends is carried on by that very Task
+(which resumes it from the future it waits on, cancellation forwarded), so the task it
+saw is the task it runs in.
 A lane with a running Task queues its later frames; the Task answers them in order,
 sending each reply with ``Connection.send``.
 """
@@ -35,26 +36,11 @@ import logging
 import threading
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._carrier import EAGER, Carrier, Resumed, enter_task, leave_task
 from ._native import Connection, ConnectionClosed
-
-# What asyncio's own tasks use to be current (in every supported Python); without
-# them (_EAGER false) every coroutine runs in a Task of its own from the start.
-try:
-    from asyncio.tasks import _enter_task, _leave_task
-
-    _EAGER = True
-except ImportError:  # pragma: no cover
-    _EAGER = False
-
-    def _enter_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-        pass
-
-    def _leave_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-        pass
-
 
 _log = logging.getLogger("iocp_echo")
 
@@ -97,7 +83,7 @@ class Runner:
         # On the loop: this pass's replies ``[conn, reply, ...]`` and their lanes.
         self._replies: list[Any] = []
         self._replying: list[Lane] = []
-        self._carrier: _Carrier | None = None
+        self._carrier: Carrier | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The loop lanes run on, starting the runner's own thread on first need."""
@@ -197,7 +183,7 @@ class Runner:
         assert loop is not None
         # The parked carrier's Task while there is one (a suspension takes it).
         task = carrier.task if carrier is not None and carrier.parked else None
-        enter, leave = _enter_task, _leave_task
+        enter, leave = enter_task, leave_task
         it = iter(items)
         for lane, item in zip(it, it):
             if lane.task is not None or lane.stopped or type(item) is not bytes:
@@ -262,17 +248,17 @@ class Runner:
         carrier = self._carrier
         loop = lane.loop
         if carrier is None or not carrier.parked:
-            if carrier is None and _EAGER:
-                self._carrier = _Carrier(loop)
+            if carrier is None and EAGER:
+                self._carrier = Carrier(loop)
             lane.task = loop.create_task(lane.carry_on(coro))
             return _SUSPENDED
-        _enter_task(loop, carrier.task)
+        enter_task(loop, carrier.task)
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
         finally:
-            _leave_task(loop, carrier.task)
+            leave_task(loop, carrier.task)
         self._carry(lane, coro, yielded)
         return _SUSPENDED
 
@@ -281,85 +267,13 @@ class Runner:
         carrier carries it on as ``lane``'s task; a new carrier parks."""
         carrier = self._carrier
         assert carrier is not None
-        self._carrier = _Carrier(lane.loop)
+        self._carrier = Carrier(lane.loop)
         lane.task = carrier.task
-        carrier.carry(lane, _Resumed(coro, yielded))
+        carrier.carry(lane, Resumed(coro, yielded))
 
 
 # What Runner.step returns for a coroutine that did not finish in its first step.
 _SUSPENDED: Any = object()
-
-
-class _Carrier:
-    """A Task parked until a coroutine's first step (run by hand with this Task as the
-    current one) suspends; then it carries that coroutine on, and its lane's queue."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.parked = False
-        self._waiter: asyncio.Future[tuple[Lane, _Resumed]] = loop.create_future()
-        self.task = loop.create_task(self._carry())
-
-    def carry(self, lane: Lane, rest: _Resumed) -> None:
-        self._waiter.set_result((lane, rest))
-
-    async def _carry(self) -> None:
-        self.parked = True
-        try:
-            lane, rest = await self._waiter
-        except asyncio.CancelledError:
-            if not self._waiter.done() or self._waiter.cancelled():
-                raise  # retired while parked
-            # Cancelled between the coroutine's suspension and this first wake-up
-            # (its connection closed meanwhile): the coroutine hears it.
-            lane, rest = self._waiter.result()
-            rest.cancel()
-        await lane.carry_on(rest)
-
-
-class _Resumed:
-    """The rest of a coroutine whose first step ran by hand and yielded ``first``:
-    awaiting this yields ``first`` again (to the task that now runs it: a future to wait
-    for, or None for a bare yield), then steps the coroutine as ``await coro`` would."""
-
-    __slots__ = ("_cancel", "_coro", "_first", "_started")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self._coro = coro
-        self._first = first
-        self._started = False
-        self._cancel = False
-
-    def cancel(self) -> None:
-        """Its task was cancelled before it ran: the coroutine is cancelled as if its
-        task had been while it waited."""
-        self._cancel = True
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return self
-
-    def __iter__(self) -> _Resumed:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
-        if self._started:
-            return self._coro.send(value)
-        self._started = True
-        if not self._cancel:
-            return self._first
-        if asyncio.isfuture(self._first):
-            self._first.cancel()  # the task wakes and throws CancelledError in
-            return self._first
-        return self._coro.throw(asyncio.CancelledError())
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._started = True
-        return self._coro.throw(typ if val is None else val)
-
-    def close(self) -> None:
-        self._coro.close()
 
 
 class Lane:
