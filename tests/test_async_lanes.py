@@ -7,6 +7,7 @@ failures closing only their connection, ``connection_lost`` once and last."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import sys
@@ -288,3 +289,29 @@ def test_a_reply_to_a_connection_closed_meanwhile_is_dropped_quietly(
             other.close()
             wait_for(lambda: len(lost) == 2, "connection_lost of the other")
     assert "failed" not in caplog.text
+
+
+@pytest.mark.parametrize("where", ["a thread", "a running loop"])
+def test_closing_leaves_no_task_pending(where: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def echo(message: bytes) -> bytes:
+        if message == b"sleep":
+            await asyncio.sleep(0)
+        return message
+
+    async def close_on_a_loop(srv: Server) -> None:
+        srv.close()
+
+    with caplog.at_level(logging.ERROR, "asyncio"):
+        srv = Server(echo, framing=LINES, port=0)
+        srv.start()
+        with connect(srv.address) as sock:
+            sock.sendall(b"a\nsleep\nb\n")
+            assert recv_frames(sock, LINES, 3) == [b"a", b"sleep", b"b"]
+        if where == "a thread":
+            srv.close()
+        else:
+            asyncio.run(close_on_a_loop(srv))
+        del srv
+        gc.collect()
+    assert "pending" not in caplog.text
+    assert not [t for t in threading.enumerate() if t.name == "iocp_echo-asyncio"]

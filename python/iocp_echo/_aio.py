@@ -84,6 +84,7 @@ class Runner:
         self._replies: list[Any] = []
         self._replying: list[Lane] = []
         self._carrier: Carrier | None = None
+        self._retired = False
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The loop lanes run on, starting the runner's own thread on first need."""
@@ -131,14 +132,23 @@ class Runner:
                 return
             self._no_lanes.wait_for(lambda: not self._lanes, timeout=_LOST_TIMEOUT)
             self._thread = None
-        loop.call_soon_threadsafe(loop.stop)
+        loop.call_soon_threadsafe(self._stop)
         thread.join()
-        left = asyncio.all_tasks(loop)
-        for task in left:
-            task.cancel()
-        if left:
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # none here: end what tasks are left, as asyncio.run does
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         loop.close()
+
+    def _stop(self) -> None:
+        """On the runner's own loop: retire the carrier, then stop once it has ended."""
+        assert self._loop is not None
+        self.retire()
+        self._loop.call_soon(self._loop.stop)
 
     async def wait_idle(self) -> None:
         """On the server's loop: until every lane has delivered its ``connection_lost``."""
@@ -147,7 +157,9 @@ class Runner:
         self.retire()
 
     def retire(self) -> None:
-        """On the loop: cancel the parked carrier (the server closed)."""
+        """On the loop: cancel the parked carrier, and park no more (the server
+        closed; a coroutine that suspends from now on gets a Task of its own)."""
+        self._retired = True
         carrier, self._carrier = self._carrier, None
         if carrier is not None:
             carrier.task.cancel()
@@ -248,7 +260,7 @@ class Runner:
         carrier = self._carrier
         loop = lane.loop
         if carrier is None or not carrier.parked:
-            if carrier is None and EAGER:
+            if carrier is None and EAGER and not self._retired:
                 self._carrier = Carrier(loop)
             lane.task = loop.create_task(lane.carry_on(coro))
             return _SUSPENDED
@@ -267,7 +279,7 @@ class Runner:
         carrier carries it on as ``lane``'s task; a new carrier parks."""
         carrier = self._carrier
         assert carrier is not None
-        self._carrier = Carrier(lane.loop)
+        self._carrier = None if self._retired else Carrier(lane.loop)
         lane.task = carrier.task
         carrier.carry(lane, Resumed(coro, yielded))
 
