@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 from helpers import connect, recv_frames, recv_until_closed, wait_for
-from iocp_echo import Connection, ConnectionClosed, Framing, FramingError, Protocol, Server
+from iocp_echo import Connection, ConnectionClosed, Framing, FramingError, Protocol, Server, _aio
 from iocp_echo._aio import Runner
 from iocp_echo._carrier import Carrier
 
@@ -221,6 +221,52 @@ def test_the_carrier_cancelled_before_it_first_ran_cancels_the_coroutine() -> No
 
     asyncio.run(main())
     assert heard == ["cancelled", "cancelled"]
+
+
+def test_a_pass_never_steps_a_coroutine_with_a_carrier_already_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # White box: in one pass, a new connection's first coroutine suspends (taking the
+    # parked carrier), then another lane's frame comes: its coroutine must not run with
+    # the taken carrier current.
+    sent: list[bytes] = []
+    seen: list[tuple[bytes, bool]] = []
+
+    class FakeConnection:
+        """Replies of a pass and of a Task alike go to ``sent``."""
+
+        @staticmethod
+        def _send_each(items: list[Any]) -> list[tuple[int, BaseException]]:
+            sent.extend(items[1::2])
+            return []
+
+        def send(self, payload: bytes) -> None:
+            sent.append(payload)
+
+    class Same(Protocol):
+        async def message_received(self, message: bytes) -> bytes:
+            before = asyncio.current_task()
+            await asyncio.sleep(0)
+            seen.append((message, before is asyncio.current_task()))
+            return message
+
+    monkeypatch.setattr(_aio, "Connection", FakeConnection)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        runner = Runner(loop)
+        runner._carrier = Carrier(loop)
+        await asyncio.sleep(0)  # the carrier parks
+        new, idle = (runner.lane(FakeConnection(), Same()) for _ in range(2))  # type: ignore[arg-type]
+        runner._inbox = [new, new.protocol.message_received(b"new"), idle, b"idle"]
+        loop.call_soon(runner._pass)
+        while len(sent) < 2:
+            await asyncio.sleep(0.001)
+        runner.retire()
+
+    asyncio.run(main())
+    assert sorted(seen) == [(b"idle", True), (b"new", True)]
+    assert sorted(sent) == [b"idle", b"new"]
 
 
 def test_a_reply_batch_skips_closed_connections_and_reports_each_failure() -> None:

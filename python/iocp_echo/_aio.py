@@ -71,7 +71,6 @@ class Runner:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._loop = loop
-        self._own = loop is None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._lanes: set[Lane] = set()
@@ -200,6 +199,8 @@ class Runner:
         for lane, item in zip(it, it):
             if lane.task is not None or lane.stopped or type(item) is not bytes:
                 lane.take(item)
+                if task is not None and self._carrier is not carrier:
+                    task = None  # a suspension in it took the carrier
                 continue
             # The common case, written out (Lane.take and Runner.step do the same): an
             # idle lane's frame, its coroutine's first step run here.
