@@ -75,7 +75,7 @@ class Server(_NativeServer):
     (``async with Server(...)``), else on a loop thread of the server's own, started on
     first need and joined by ``close()``. A connection's messages are handled one at a
     time, in order (once its ``message_received`` returned a coroutine, its later ones
-    are called on the loop too, and every reply goes out through ``Connection.send``);
+    are called on the loop too, and every reply goes out as ``Connection.send`` would send it);
     different connections' concurrently.
     """
 
