@@ -12,6 +12,7 @@ import logging
 import socket
 import sys
 import threading
+from contextvars import ContextVar, copy_context
 from typing import Any, ClassVar
 
 import pytest
@@ -208,7 +209,7 @@ def test_the_carrier_cancelled_before_it_first_ran_cancels_the_coroutine() -> No
                 yield_future: bool = yield_future,
                 stepped: asyncio.Future[Any] = stepped,
             ) -> None:
-                stepped.set_result(runner.step(lane, user(yield_future)))  # type: ignore[arg-type]
+                stepped.set_result(runner.step(lane, user(yield_future), copy_context()))  # type: ignore[arg-type]
                 assert lane.task is not None
                 lane.task.cancel()
 
@@ -267,6 +268,34 @@ def test_a_pass_never_steps_a_coroutine_with_a_carrier_already_taken(
     asyncio.run(main())
     assert sorted(seen) == [(b"idle", True), (b"new", True)]
     assert sorted(sent) == [b"idle", b"new"]
+
+
+REQUEST: ContextVar[bytes] = ContextVar("REQUEST")
+
+
+def test_each_message_runs_in_a_context_of_its_own() -> None:
+    # A variable set by one message's coroutine is seen after its suspension, and by
+    # no other message (of this or another connection), as with a Task per message.
+    seen: list[tuple[bytes, bytes, bytes]] = []
+
+    async def handler(message: bytes) -> bytes:
+        before = REQUEST.get(b"unset")
+        REQUEST.set(message)
+        if message.endswith(b"wait"):
+            await asyncio.sleep(0.001)
+        seen.append((message, before, REQUEST.get()))
+        return message
+
+    with Server(handler, framing=LINES, port=0) as srv:
+        socks = [connect(srv.address) for _ in range(3)]
+        for c, sock in enumerate(socks):
+            sock.sendall(b"".join(b"c%d m%d%s\n" % (c, i, b" wait" * (i % 2)) for i in range(6)))
+        for sock in socks:
+            assert len(recv_frames(sock, LINES, 6)) == 6
+            sock.close()
+    assert len(seen) == 18
+    for message, before, after in seen:
+        assert (before, after) == (b"unset", message)
 
 
 def test_a_reply_batch_skips_closed_connections_and_reports_each_failure() -> None:

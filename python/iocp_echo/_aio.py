@@ -23,8 +23,9 @@ per worker). While that step runs, the current task is a parked Task of the runn
 (the *carrier*, ``iocp_echo._carrier``), so ``asyncio.current_task()`` and
 ``asyncio.timeout()`` work; a coroutine that suspends is carried on by that very Task
 (which resumes it from the future it waits on, cancellation forwarded), so the task it
-saw is the task it runs in.
-A lane with a running Task queues its later frames; the Task answers them in order,
+saw is the task it runs in. Each message runs in a new, empty ``contextvars`` context
+(its first step and the rest alike), so nothing one message sets is seen by another. A
+lane with a running Task queues its later frames; the Task answers them in order,
 sending each reply with ``Connection.send``.
 """
 
@@ -33,13 +34,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import threading
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import Context
 from typing import Any
 
-from ._carrier import EAGER, Carrier, Resumed, enter_task, leave_task
+from ._carrier import EAGER, UNSTARTED, Carrier, Resumed, enter_task, leave_task
 from ._native import Connection, ConnectionClosed
 
 _log = logging.getLogger("iocp_echo")
@@ -203,19 +206,21 @@ class Runner:
                     task = None  # a suspension in it took the carrier
                 continue
             # The common case, written out (Lane.take and Runner.step do the same): an
-            # idle lane's frame, its coroutine's first step run here.
+            # idle lane's frame, its coroutine's first step run here. Each message runs
+            # in a new, empty context: nothing it sets leaks to another message.
+            ctx = Context()
             try:
-                reply = lane.protocol.message_received(item)
+                reply = ctx.run(lane.protocol.message_received, item)
                 if type(reply) is _Coroutine:
                     if task is None:
-                        reply = self.step(lane, reply)
+                        reply = self.step(lane, reply, ctx)
                         if reply is _SUSPENDED:
                             continue
                     else:
                         coro = reply
                         enter(loop, task)
                         try:
-                            yielded = coro.send(None)
+                            yielded = ctx.run(coro.send, None)
                         except StopIteration as stop:
                             leave(loop, task)
                             reply = stop.value
@@ -224,11 +229,11 @@ class Runner:
                             raise
                         else:
                             leave(loop, task)
-                            self._carry(lane, coro, yielded)
+                            self._carry(lane, coro, yielded, ctx)
                             task = None
                             continue
                 elif reply is not None and inspect.isawaitable(reply):
-                    lane.task = lane.loop.create_task(lane.carry_on(reply))
+                    lane.task = _task(loop, lane.carry_on(reply), ctx)
                     continue
             except (Exception, asyncio.CancelledError) as exc:
                 lane.fail(exc)
@@ -253,36 +258,43 @@ class Runner:
         for k, exc in failures:
             lanes[k].refused(exc)
 
-    def step(self, lane: Lane, coro: Any) -> Any:
-        """Run ``coro``'s first step now, with the carrier as the current task: its
-        return value, or :data:`_SUSPENDED` when it awaits (the carrier carries it on
-        as ``lane``'s task). ``None`` carrier ready (none yet, or it was just taken):
-        it runs in a Task of its own from the start."""
+    def step(self, lane: Lane, coro: Any, ctx: Context) -> Any:
+        """Run ``coro``'s first step now, in ``ctx``, with the carrier as the current
+        task: its return value, or :data:`_SUSPENDED` when it awaits (the carrier
+        carries it on as ``lane``'s task, still in ``ctx``). No carrier ready (none
+        yet, or it was just taken): it runs in a Task of its own from the start."""
         carrier = self._carrier
         loop = lane.loop
         if carrier is None or not carrier.parked:
             if carrier is None and EAGER and not self._retired:
                 self._carrier = Carrier(loop)
-            lane.task = loop.create_task(lane.carry_on(coro))
+            lane.task = _task(loop, lane.carry_on(coro), ctx)
             return _SUSPENDED
         enter_task(loop, carrier.task)
         try:
-            yielded = coro.send(None)
+            yielded = ctx.run(coro.send, None)
         except StopIteration as stop:
             return stop.value
         finally:
             leave_task(loop, carrier.task)
-        self._carry(lane, coro, yielded)
+        self._carry(lane, coro, yielded, ctx)
         return _SUSPENDED
 
-    def _carry(self, lane: Lane, coro: Any, yielded: Any) -> None:
+    def _carry(self, lane: Lane, coro: Any, yielded: Any, ctx: Context) -> None:
         """``coro`` suspended in its first step (yielding ``yielded``): the parked
         carrier carries it on as ``lane``'s task; a new carrier parks."""
         carrier = self._carrier
         assert carrier is not None
         self._carrier = None if self._retired else Carrier(lane.loop)
         lane.task = carrier.task
-        carrier.carry(lane, Resumed(coro, yielded))
+        carrier.carry(lane, Resumed(coro, yielded, ctx))
+
+
+def _task(loop: asyncio.AbstractEventLoop, coro: Any, ctx: Context) -> asyncio.Task[None]:
+    """A Task running ``coro`` in ``ctx`` (where Python lets a Task be given one: 3.11)."""
+    if sys.version_info >= (3, 11):
+        return loop.create_task(coro, context=ctx)
+    return loop.create_task(coro)  # pragma: no cover
 
 
 # What Runner.step returns for a coroutine that did not finish in its first step.
@@ -326,7 +338,7 @@ class Lane:
             else:
                 reply = item  # the first awaitable
             if type(reply) is _Coroutine:
-                reply = self.runner.step(self, reply)
+                reply = self.runner.step(self, reply, Context())
             elif reply is not None and inspect.isawaitable(reply):
                 self.task = self.loop.create_task(self.carry_on(reply))
                 return
@@ -348,11 +360,14 @@ class Lane:
                 if not self._queue:
                     break
                 item = self._queue.popleft()
+                ctx = Context()  # each message its own, as in a pass
                 if type(item) is bytes:
-                    reply = self.protocol.message_received(item)
+                    reply = ctx.run(self.protocol.message_received, item)
                 else:
                     reply = item
-                if inspect.isawaitable(reply):
+                if type(reply) is _Coroutine:
+                    reply = await Resumed(reply, UNSTARTED, ctx)
+                elif inspect.isawaitable(reply):
                     reply = await reply
         except ConnectionClosed:
             self._clear()  # closed meanwhile: its Close event is on its way

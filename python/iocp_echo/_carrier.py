@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Generator
+from contextvars import Context
 from typing import Any, Protocol
 
-__all__ = ["EAGER", "CarriedLane", "Carrier", "Resumed", "enter_task", "leave_task"]
+__all__ = ["EAGER", "UNSTARTED", "CarriedLane", "Carrier", "Resumed", "enter_task", "leave_task"]
 
 # What asyncio's own tasks use to be current (in every supported Python); without
 # them (EAGER false) every coroutine runs in a Task of its own from the start.
@@ -68,15 +69,22 @@ class Carrier:
         await lane.carry_on(rest)
 
 
+# ``Resumed``'s ``first`` for a coroutine not started yet: its first step is its own.
+UNSTARTED: Any = object()
+
+
 class Resumed:
     """The rest of a coroutine whose first step ran by hand and yielded ``first``:
     awaiting this yields ``first`` again (to the task that now runs it: a future to wait
-    for, or None for a bare yield), then steps the coroutine as ``await coro`` would."""
+    for, or None for a bare yield), then steps the coroutine as ``await coro`` would,
+    each step in ``ctx`` (the context its first step ran in). With ``first`` UNSTARTED:
+    a coroutine not started yet, all of whose steps run in ``ctx``."""
 
-    __slots__ = ("_cancel", "_coro", "_first", "_started")
+    __slots__ = ("_cancel", "_coro", "_ctx", "_first", "_started")
 
-    def __init__(self, coro: Any, first: Any) -> None:
+    def __init__(self, coro: Any, first: Any, ctx: Context) -> None:
         self._coro = coro
+        self._ctx = ctx
         self._first = first
         self._started = False
         self._cancel = False
@@ -97,18 +105,20 @@ class Resumed:
 
     def send(self, value: Any) -> Any:
         if self._started:
-            return self._coro.send(value)
+            return self._ctx.run(self._coro.send, value)
         self._started = True
+        if self._first is UNSTARTED:
+            return self._ctx.run(self._coro.send, None)
         if not self._cancel:
             return self._first
         if asyncio.isfuture(self._first):
             self._first.cancel()  # the task wakes and throws CancelledError in
             return self._first
-        return self._coro.throw(asyncio.CancelledError())
+        return self._ctx.run(self._coro.throw, asyncio.CancelledError())
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self._started = True
-        return self._coro.throw(typ if val is None else val)
+        return self._ctx.run(self._coro.throw, typ if val is None else val)
 
     def close(self) -> None:
-        self._coro.close()
+        self._ctx.run(self._coro.close)
