@@ -75,7 +75,7 @@ class Server(_NativeServer):
     (``async with Server(...)``), else on a loop thread of the server's own, started on
     first need and joined by ``close()``. A connection's messages are handled one at a
     time, in order (once its ``message_received`` returned a coroutine, its later ones
-    are called on the loop too, and every reply goes out through ``Connection.send``);
+    are called on the loop too, and every reply goes out as ``Connection.send`` would send it);
     different connections' concurrently.
     """
 
@@ -142,13 +142,14 @@ class Server(_NativeServer):
         while not await loop.run_in_executor(None, self.wait, 0.1):
             pass
 
-    def _async_lane(self, conn: Connection, protocol: Any, first: Awaitable[Any]) -> Lane:
-        """Called by a worker when ``conn``'s protocol returned ``first``, an awaitable."""
+    def _async_lane(self, conn: Connection, protocol: Any) -> Lane:
+        """Called by a worker when ``conn``'s protocol returned an awaitable (handed to
+        the lane with the rest of the worker's turn)."""
         with self._runner_lock:
             if self._runner is None:
                 self._runner = Runner(self._loop)
             runner = self._runner
-        return runner.lane(conn, protocol, first)
+        return runner.lane(conn, protocol)
 
     def _close_runner(self) -> None:
         """The workers are joined (every lane was told): stop a loop thread of our own."""

@@ -124,6 +124,11 @@ class Connection:
     @property
     def _paused(self) -> bool: ...
     def _add_drain_waiter(self, waiter: Callable[[], object]) -> bool: ...
+    @staticmethod
+    def _send_each(items: list[Any], /) -> list[tuple[int, BaseException]]:
+        """Queue each reply of ``[conn, payload, conn, payload, ...]`` (None: no reply), in
+        order, one mailbox post and wake per worker; ``(k, exception)`` for each k-th pair
+        not queued (that connection's later pairs are skipped)."""
 
 @final
 class Framing:

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyWeakrefReference;
+use pyo3::types::{PyList, PyWeakrefReference};
 
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
@@ -111,6 +111,54 @@ impl PyConnection {
     fn closed_error(&self) -> PyErr {
         ConnectionClosed::new_err(format!("connection {} is closed", self.id))
     }
+
+    /// The exception for a send refused: closed ones are marked closed.
+    fn send_error(&self, why: SendError) -> PyErr {
+        match why {
+            SendError::Closed => {
+                self.mark_closed();
+                self.closed_error()
+            }
+            SendError::Unframable(e) => frame_error(e),
+        }
+    }
+}
+
+/// Framed replies to post: `(index of the pair, connection, bytes)`.
+type Framed = Vec<(usize, ConnectionId, Vec<u8>)>;
+
+/// A reply of `Connection._send_each` not queued: the `index`-th pair's.
+struct Failure {
+    index: usize,
+    id: ConnectionId,
+    error: PyErr,
+}
+
+impl Failure {
+    fn new(index: usize, id: ConnectionId, error: PyErr) -> Failure {
+        Failure { index, id, error }
+    }
+}
+
+/// Post the replies `framed` (indexes of pairs in `items`) through `slot`'s
+/// sender; those refused are added to `failures`.
+fn post(
+    items: &Bound<'_, PyList>,
+    slot: Arc<SenderSlot>,
+    framed: Framed,
+    failures: &mut Vec<Failure>,
+) -> PyResult<()> {
+    let mut refused = Vec::new();
+    slot.with(|s| match s {
+        Some(sender) => sender.post_framed(framed, &mut refused),
+        None => refused.extend(framed.iter().map(|(k, _, _)| (*k, SendError::Closed))),
+    });
+    for (k, why) in refused {
+        let conn = items.get_item(2 * k)?.cast_into::<PyConnection>()?;
+        let conn = conn.get();
+        failures.push(Failure::new(k, conn.id, conn.send_error(why)));
+    }
+    Ok(())
 }
 
 /// Call `drain()` wake-up callbacks (they only schedule on their loop).
@@ -195,14 +243,65 @@ impl PyConnection {
                 .with(|s| s.map_or(Err(SendError::Closed), |s| s.send(self.id, bytes)));
         })?;
         debug_assert!(matches!(answer, Answer::Reply));
-        match sent {
-            Ok(()) => Ok(()),
-            Err(SendError::Closed) => {
-                self.mark_closed();
-                Err(self.closed_error())
+        sent.map_err(|why| self.send_error(why))
+    }
+
+    /// Queue the replies of `items`, a flat list `[conn, payload, conn,
+    /// payload, ...]` (a payload bytes-like, or None for no reply), each as
+    /// `conn.send(payload)` would, in order; the replies to one server's
+    /// connections are posted with one mailbox lock and at most one wake per
+    /// worker. Returns `(k, exception)` for each k-th pair not queued:
+    /// `ConnectionClosed`, `FramingError`, or `TypeError` for a payload of the
+    /// wrong type; that connection's later pairs in `items` are skipped.
+    #[staticmethod]
+    #[pyo3(signature = (items, /))]
+    fn _send_each(items: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Py<PyAny>)>> {
+        let py = items.py();
+        let mut failures = Vec::new();
+        let mut posting: Option<(Arc<SenderSlot>, Framed)> = None;
+        for k in 0..items.len() / 2 {
+            let conn = items.get_item(2 * k)?.cast_into::<PyConnection>()?;
+            let conn = conn.get();
+            if failures.iter().any(|f: &Failure| f.id == conn.id) {
+                continue;
             }
-            Err(SendError::Unframable(e)) => Err(frame_error(e)),
+            if conn.is_closed() {
+                failures.push(Failure::new(k, conn.id, conn.closed_error()));
+                continue;
+            }
+            if !matches!(&posting, Some((slot, _)) if Arc::ptr_eq(slot, &conn.sender)) {
+                if let Some((slot, framed)) = posting.take() {
+                    post(items, slot, framed, &mut failures)?;
+                }
+                posting = Some((Arc::clone(&conn.sender), Vec::new()));
+            }
+            let framed = match &mut posting {
+                Some((_, framed)) => framed,
+                None => continue,
+            };
+            let mut one = Err(SendError::Closed);
+            let payload = items.get_item(2 * k + 1)?;
+            match reply_bytes(&payload, "message_received", |bytes| {
+                one = conn
+                    .sender
+                    .with(|s| s.map_or(Err(SendError::Closed), |s| s.frame(bytes)));
+            }) {
+                Ok(Answer::Nothing) => {}
+                Ok(Answer::Reply) => match one {
+                    Ok(bytes) => framed.push((k, conn.id, bytes)),
+                    Err(e) => failures.push(Failure::new(k, conn.id, conn.send_error(e))),
+                },
+                Err(err) => failures.push(Failure::new(k, conn.id, err)),
+            }
         }
+        if let Some((slot, framed)) = posting {
+            post(items, slot, framed, &mut failures)?;
+        }
+        failures.sort_by_key(|f| f.index);
+        Ok(failures
+            .into_iter()
+            .map(|f| (f.index, f.error.into_value(py).into_any()))
+            .collect())
     }
 
     /// Wait until the connection's queued output is not paused (below

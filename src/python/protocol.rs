@@ -15,12 +15,14 @@
 //! **Async.** A `message_received` that returns an awaitable (an `async def`)
 //! gives its connection a lane (`Server._async_lane`, in `iocp_echo._aio`):
 //! the awaitable and every later frame of that connection go to the lane,
-//! which handles them one at a time, in order, on an asyncio loop, and sends
-//! each reply through `Connection.send` (the push path: so once a connection
-//! is async, all its replies take that path, in frame order). The worker only
-//! hands over; it never waits for the loop. Such a connection's `Close` calls
-//! the lane's `lost(exc)`, which delivers `connection_lost` on the loop after
-//! cancelling what runs, so it is still the last callback.
+//! which handles them one at a time, in order, on an asyncio loop (so once a
+//! connection is async, all its replies take the push path, in frame order).
+//! The worker only hands over; it never waits for the loop. It hands over once
+//! per turn (`iocp_echo._aio.hand_over`, one list for all the turn's async
+//! frames, first awaitables and closes, in order), not once per frame. Such a
+//! connection's `Close` goes to its lane as a `Lost` in that list, after its
+//! frames; the lane delivers `connection_lost` on the loop after cancelling
+//! what runs, so it is still the last callback.
 //!
 //! A factory or callback that raises (or a reply of the wrong type) is logged
 //! with its traceback on the `iocp_echo` logger and closes only its connection;
@@ -38,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyList, PyWeakrefReference};
 
 use super::connection::PyConnection;
 use super::errors::close_error;
@@ -66,6 +68,10 @@ pub(crate) struct PyProtocolHandler {
     sender: Arc<SenderSlot>,
     /// One map per worker: connection `id` is in `maps[id % maps.len()]`.
     maps: Vec<Mutex<HashMap<ConnectionId, Entry>>>,
+    /// `iocp_echo._aio.hand_over`: gives the async lanes a turn's frames.
+    hand_over: Py<PyAny>,
+    /// `iocp_echo._aio.Lost`: a lane's close, among its frames.
+    lost: Py<PyAny>,
     /// The open connections for `Server.connections()`: a Python dict (id to
     /// `Connection`), changed and read only with the interpreter attached, so
     /// no lock of ours is ever waited for while holding it.
@@ -80,7 +86,10 @@ impl PyProtocolHandler {
         workers: usize,
         sender: Arc<SenderSlot>,
     ) -> PyResult<PyProtocolHandler> {
+        let aio = py.import(intern!(py, "iocp_echo._aio"))?;
         Ok(PyProtocolHandler {
+            hand_over: aio.getattr(intern!(py, "hand_over"))?.unbind(),
+            lost: aio.getattr(intern!(py, "Lost"))?.unbind(),
             factory,
             server,
             logger: logger(py)?,
@@ -142,8 +151,16 @@ impl PyProtocolHandler {
         })
     }
 
-    /// A connection closed: tell its protocol, once.
-    fn close(&self, py: Python<'_>, id: ConnectionId, entry: Entry, reason: &CloseReason) {
+    /// A connection closed: tell its protocol, once (an async one through
+    /// its lane, after its frames of this turn).
+    fn close<'py>(
+        &self,
+        py: Python<'py>,
+        id: ConnectionId,
+        entry: Entry,
+        reason: &CloseReason,
+        lanes: &mut Lanes<'py>,
+    ) {
         entry.conn.get().closed_by_event(py);
         if let Err(err) = self.registry.bind(py).del_item(id) {
             self.fail(py, "could not unregister a Connection", &err);
@@ -158,7 +175,12 @@ impl PyProtocolHandler {
                 None => py.None(),
             };
             if let Some(lane) = &entry.lane {
-                if let Err(err) = lane.bind(py).call_method1(intern!(py, "lost"), (exc,)) {
+                let told = self
+                    .lost
+                    .bind(py)
+                    .call1((exc,))
+                    .and_then(|lost| lanes.push(py, lane.bind(py), &lost));
+                if let Err(err) = told {
                     self.fail(py, "could not tell an async lane of its close", &err);
                 }
                 return;
@@ -183,12 +205,13 @@ impl PyProtocolHandler {
     /// connection a lane that awaits it, and its later frames (see the module
     /// docs). Not on the per-message path of a sync protocol.
     #[cold]
-    fn go_async(
+    fn go_async<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         entry: &mut Entry,
-        protocol: &Bound<'_, PyAny>,
-        awaitable: &Bound<'_, PyAny>,
+        protocol: &Bound<'py, PyAny>,
+        awaitable: &Bound<'py, PyAny>,
+        lanes: &mut Lanes<'py>,
     ) -> PyResult<Answer> {
         let server = match self.server.bind(py).upgrade() {
             Some(server) => server,
@@ -196,8 +219,9 @@ impl PyProtocolHandler {
         };
         let lane = server.call_method1(
             intern!(py, "_async_lane"),
-            (entry.conn.clone_ref(py), protocol, awaitable),
+            (entry.conn.clone_ref(py), protocol),
         )?;
+        lanes.push(py, &lane, awaitable)?;
         entry.lane = Some(lane.unbind());
         Ok(Answer::Nothing)
     }
@@ -218,13 +242,14 @@ impl Handler for PyProtocolHandler {
         Python::attach(|py| {
             // Every connection of a batch belongs to this worker: one map.
             let mut map = lock(&self.maps[(first % self.maps.len() as u64) as usize]);
+            let mut lanes = Lanes(None);
             let events = batch.events().len();
             let mut next_event = 0;
             for i in 0..=batch.len() {
                 while next_event < events && batch.events()[next_event].0 <= i {
                     let event = batch.events()[next_event].1.clone();
                     next_event += 1;
-                    self.event(py, &mut map, event);
+                    self.event(py, &mut map, event, &mut lanes);
                 }
                 if i == batch.len() {
                     break;
@@ -245,10 +270,7 @@ impl Handler for PyProtocolHandler {
                 let message = PyBytes::new(py, batch.frame(i));
                 if let Some(lane) = &entry.lane {
                     // Async: the lane answers it, after the frames before it.
-                    if let Err(err) = lane
-                        .bind(py)
-                        .call_method1(intern!(py, "message"), (message,))
-                    {
+                    if let Err(err) = lanes.push(py, lane.bind(py), &message) {
                         self.fail(py, "could not queue a message on its async lane", &err);
                         entry.conn.get().abort_now();
                     }
@@ -260,7 +282,7 @@ impl Handler for PyProtocolHandler {
                         match reply_bytes(&reply, "message_received", |bytes| batch.reply(i, bytes))
                         {
                             Err(_) if is_awaitable(&reply) => {
-                                self.go_async(py, entry, &protocol, &reply)
+                                self.go_async(py, entry, &protocol, &reply, &mut lanes)
                             }
                             answer => answer,
                         }
@@ -270,6 +292,13 @@ impl Handler for PyProtocolHandler {
                     entry.conn.get().mark_closed();
                     entry.failure = Some(err);
                     batch.fail(i);
+                }
+            }
+            drop(map);
+            if let Some(items) = lanes.0 {
+                // One hand-over per turn, whatever the number of frames.
+                if let Err(err) = self.hand_over.bind(py).call1((items,)) {
+                    self.fail(py, "could not hand frames to the async lanes", &err);
                 }
             }
         });
@@ -286,7 +315,13 @@ impl Handler for PyProtocolHandler {
 
 impl PyProtocolHandler {
     /// Apply one event to the worker's map.
-    fn event(&self, py: Python<'_>, map: &mut HashMap<ConnectionId, Entry>, event: Event) {
+    fn event<'py>(
+        &self,
+        py: Python<'py>,
+        map: &mut HashMap<ConnectionId, Entry>,
+        event: Event,
+        lanes: &mut Lanes<'py>,
+    ) {
         match &event {
             Event::Open { id, .. } => {
                 if let Some(entry) = self.open(py, *id, &event) {
@@ -295,7 +330,7 @@ impl PyProtocolHandler {
             }
             Event::Close { id, reason } => {
                 if let Some(entry) = map.remove(id) {
-                    self.close(py, *id, entry, reason);
+                    self.close(py, *id, entry, reason, lanes);
                 }
             }
             Event::PauseWriting { id } => {
@@ -330,6 +365,25 @@ impl PyProtocolHandler {
             entry.conn.get().abort_now();
             entry.failure = Some(err);
         }
+    }
+}
+
+/// What a turn hands the async lanes, in order: `[lane, item, lane, item,
+/// ...]`, an item being a frame (`bytes`), the awaitable of a connection's
+/// first async `message_received`, or a `Lost` (its close). Made on the turn's
+/// first async item.
+struct Lanes<'py>(Option<Bound<'py, PyList>>);
+
+impl<'py> Lanes<'py> {
+    fn push(
+        &mut self,
+        py: Python<'py>,
+        lane: &Bound<'py, PyAny>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let items = self.0.get_or_insert_with(|| PyList::empty(py));
+        items.append(lane)?;
+        items.append(item)
     }
 }
 

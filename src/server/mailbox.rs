@@ -116,27 +116,72 @@ impl Mailbox {
     /// Post a letter for connection `id` if it is open (see [`Mailbox::opened`]).
     /// Returns whether the worker must be woken, or why the letter was refused.
     pub(crate) fn post_to(&self, id: ConnectionId, letter: Letter) -> Result<bool, Refused> {
+        let admitted = {
+            let mut contents = lock(&self.contents);
+            self.admit(&mut contents, id, letter)
+        };
+        match admitted {
+            Ok(()) => Ok(!self.posted.swap(true, Ordering::SeqCst)),
+            Err(Refused::Overflowed { .. }) => Err(Refused::Overflowed {
+                wake: !self.posted.swap(true, Ordering::SeqCst),
+            }),
+            Err(Refused::Closed) => Err(Refused::Closed),
+        }
+    }
+
+    /// Post framed bytes for several connections under one lock, each as
+    /// [`Mailbox::post_to`] would, in order: `(index, id, framed)`, the index
+    /// naming the send to the caller. The sends refused are pushed on
+    /// `refused` with their index. Returns whether the worker must be woken
+    /// (at most one wake, however many were posted).
+    pub(crate) fn post_sends(
+        &self,
+        sends: impl Iterator<Item = (usize, ConnectionId, Vec<u8>)>,
+        refused: &mut Vec<(usize, Refused)>,
+    ) -> bool {
+        let mut posted = false;
         {
             let mut contents = lock(&self.contents);
-            if contents.shut {
-                return Err(Refused::Closed);
-            }
-            let waiting = match contents.open.get_mut(&id) {
-                Some(open) => &mut open.waiting,
-                None => return Err(Refused::Closed),
-            };
-            if let Letter::Send { framed, .. } = &letter {
-                if *waiting + framed.len() > self.max_output {
-                    contents.open.remove(&id);
-                    contents.letters.push(Letter::Overflow { id });
-                    let wake = !self.posted.swap(true, Ordering::SeqCst);
-                    return Err(Refused::Overflowed { wake });
+            for (index, id, framed) in sends {
+                match self.admit(&mut contents, id, Letter::Send { id, framed }) {
+                    Ok(()) => posted = true,
+                    Err(why) => {
+                        posted |= matches!(why, Refused::Overflowed { .. });
+                        refused.push((index, why));
+                    }
                 }
-                *waiting += framed.len();
             }
-            contents.letters.push(letter);
         }
-        Ok(!self.posted.swap(true, Ordering::SeqCst))
+        posted && !self.posted.swap(true, Ordering::SeqCst)
+    }
+
+    /// Queue `letter` for connection `id` if it is open and its pushed bytes
+    /// stay within `max_output`; else refuse it (an overflow queues the
+    /// connection's close instead: `Overflowed`, its `wake` to be decided by
+    /// the caller). The `posted` flag is the caller's to set.
+    fn admit(
+        &self,
+        contents: &mut Contents,
+        id: ConnectionId,
+        letter: Letter,
+    ) -> Result<(), Refused> {
+        if contents.shut {
+            return Err(Refused::Closed);
+        }
+        let waiting = match contents.open.get_mut(&id) {
+            Some(open) => &mut open.waiting,
+            None => return Err(Refused::Closed),
+        };
+        if let Letter::Send { framed, .. } = &letter {
+            if *waiting + framed.len() > self.max_output {
+                contents.open.remove(&id);
+                contents.letters.push(Letter::Overflow { id });
+                return Err(Refused::Overflowed { wake: false });
+            }
+            *waiting += framed.len();
+        }
+        contents.letters.push(letter);
+        Ok(())
     }
 
     /// Post a broadcast of `shared` to every connection open for writing
@@ -316,6 +361,51 @@ mod tests {
             .any(|l| matches!(l, Letter::Overflow { id: 3 })));
         // Nobody left to receive it: nothing posted.
         assert_eq!(mailbox.post_broadcast(&shared, &[1, 2]), (0, false));
+    }
+
+    #[test]
+    fn several_sends_are_posted_under_one_wake_each_as_post_to_would() {
+        let mailbox = Mailbox::new(100);
+        for id in [1, 2] {
+            mailbox.opened(id, Default::default());
+        }
+        let sends = vec![
+            (0, 1, vec![1; 10]),
+            (1, 9, vec![9; 10]),
+            (2, 2, vec![2; 101]),
+            (3, 1, vec![1; 20]),
+        ];
+        let mut refused = Vec::new();
+        assert!(
+            mailbox.post_sends(sends.into_iter(), &mut refused),
+            "one wake"
+        );
+        assert_eq!(
+            refused,
+            vec![
+                (1, Refused::Closed),
+                (2, Refused::Overflowed { wake: false })
+            ]
+        );
+        assert_eq!(mailbox.buffered(1), Some(30));
+        assert_eq!(mailbox.buffered(2), None, "closed as a slow consumer");
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        let order: Vec<(u64, usize)> = taken
+            .iter()
+            .map(|letter| match letter {
+                Letter::Send { id, framed } => (*id, framed.len()),
+                Letter::Overflow { id } => (*id, 0),
+                _ => panic!("only sends and an overflow were posted"),
+            })
+            .collect();
+        assert_eq!(order, vec![(1, 10), (2, 0), (1, 20)], "in posting order");
+        // Posted to a box not yet taken: no second wake.
+        assert!(mailbox.post_sends(vec![(0, 1, vec![0; 1])].into_iter(), &mut refused));
+        assert!(!mailbox.post_sends(vec![(0, 1, vec![0; 1])].into_iter(), &mut refused));
+        // Nothing posted (all refused): no wake.
+        mailbox.take(&mut taken);
+        assert!(!mailbox.post_sends(vec![(0, 9, vec![0; 1])].into_iter(), &mut refused));
     }
 
     #[test]

@@ -62,13 +62,79 @@ impl ConnectionSender {
 
     /// Queue `payload`, framed by the server's codec, on connection `id`.
     pub fn send(&self, id: ConnectionId, payload: &[u8]) -> Result<(), SendError> {
+        let framed = self.frame(payload)?;
+        self.post(id, Letter::Send { id, framed })
+    }
+
+    /// [`send`](ConnectionSender::send) each `(id, payload)`, in order, with
+    /// one mailbox lock and at most one wake per worker for them all (not one
+    /// per payload). Returns the index and error of each one refused (empty if
+    /// none was); the others are queued.
+    pub fn send_each(&self, payloads: &[(ConnectionId, &[u8])]) -> Vec<(usize, SendError)> {
+        let mut failed = Vec::new();
+        let mut framed = Vec::with_capacity(payloads.len());
+        for (index, (id, payload)) in payloads.iter().enumerate() {
+            match self.frame(payload) {
+                Ok(bytes) => framed.push((index, *id, bytes)),
+                Err(e) => failed.push((index, e)),
+            }
+        }
+        self.post_framed(framed, &mut failed);
+        failed.sort_by_key(|(index, _)| *index);
+        failed
+    }
+
+    /// `payload` framed by the server's codec, for [`post_framed`](ConnectionSender::post_framed).
+    pub(crate) fn frame(&self, payload: &[u8]) -> Result<Vec<u8>, SendError> {
         let mut framed = Vec::with_capacity(payload.len() + 8);
         self.shared
             .config
             .framing
             .encode_into(payload, &mut framed)
             .map_err(SendError::Unframable)?;
-        self.post(id, Letter::Send { id, framed })
+        Ok(framed)
+    }
+
+    /// Post framed bytes `(index, id, framed)` to their connections, in order
+    /// per connection: one mailbox lock and at most one wake per worker. The
+    /// index and error of each one refused is pushed on `failed`.
+    pub(crate) fn post_framed(
+        &self,
+        mut framed: Vec<(usize, ConnectionId, Vec<u8>)>,
+        failed: &mut Vec<(usize, SendError)>,
+    ) {
+        if framed.is_empty() {
+            return;
+        }
+        if self.shared.stopping() || self.wakers.is_empty() {
+            failed.extend(
+                framed
+                    .iter()
+                    .map(|(index, _, _)| (*index, SendError::Closed)),
+            );
+            return;
+        }
+        let workers = self.wakers.len() as u64;
+        if workers > 1 {
+            // Stable: each connection's sends keep their order.
+            framed.sort_by_key(|(_, id, _)| id % workers);
+        }
+        let mut refused = Vec::new();
+        let mut sends = framed.into_iter().peekable();
+        while let Some(&(_, id, _)) = sends.peek() {
+            let worker = (id % workers) as usize;
+            let mine = std::iter::from_fn(|| match sends.peek() {
+                Some((_, id, _)) if (id % workers) as usize == worker => sends.next(),
+                _ => None,
+            });
+            let wake = self.shared.mailboxes[worker].post_sends(mine, &mut refused);
+            self.wake(worker, wake);
+        }
+        failed.extend(
+            refused
+                .into_iter()
+                .map(|(index, _)| (index, SendError::Closed)),
+        );
     }
 
     /// Queue `payload`, framed once by the server's codec, on every connection

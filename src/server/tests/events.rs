@@ -346,6 +346,44 @@ fn a_push_from_another_thread_arrives_framed_in_order_after_earlier_replies() {
 }
 
 #[test]
+fn sends_to_several_connections_at_once_keep_each_connections_order() {
+    for backend in backends() {
+        let mut cfg = config(backend, lines());
+        cfg.workers = 3;
+        let (server, recorder) = recording(cfg);
+        let sender = server.sender();
+        let mut clients: Vec<TcpStream> = (0..4).map(|_| connect(&server)).collect();
+        let ids: Vec<ConnectionId> = clients.iter().map(|c| recorder.id_of(c)).collect();
+        let texts: Vec<(ConnectionId, String)> = (0..40)
+            .map(|n| (ids[n % 4], format!("each {}", n)))
+            .collect();
+        let mut payloads: Vec<(ConnectionId, &[u8])> =
+            texts.iter().map(|(id, t)| (*id, t.as_bytes())).collect();
+        payloads.insert(3, (1_000_001, b"nobody"));
+        payloads.insert(7, (ids[1], b"two\nlines"));
+        let failed = sender.send_each(&payloads);
+        assert_eq!(
+            failed,
+            vec![
+                (3, SendError::Closed),
+                (7, SendError::Unframable(FrameError::DelimiterInPayload))
+            ],
+            "{}",
+            backend
+        );
+        for (k, client) in clients.iter_mut().enumerate() {
+            let want: Vec<u8> = (0..40)
+                .filter(|n| n % 4 == k)
+                .flat_map(|n| format!("each {}\n", n).into_bytes())
+                .collect();
+            assert!(read_n(client, want.len()) == want, "{}", backend);
+        }
+        server.close().unwrap();
+        check_lifecycles(&recorder.seen());
+    }
+}
+
+#[test]
 fn the_sender_is_send_sync_and_cloneable() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<crate::server::ConnectionSender>();
