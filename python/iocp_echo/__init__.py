@@ -37,6 +37,8 @@ from ._native import (
     Framing,
     FramingError,
     ServerOption,
+    TlsConfig,
+    TlsInfo,
     resolve_backend,
 )
 from ._native import Server as _NativeServer
@@ -55,6 +57,8 @@ __all__ = [
     "Protocol",
     "Server",
     "ServerOption",
+    "TlsConfig",
+    "TlsInfo",
     "resolve_backend",
     "serve",
 ]
