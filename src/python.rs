@@ -12,6 +12,8 @@ mod options;
 mod protocol;
 mod server;
 mod slot;
+mod tls_config;
+mod tls_info;
 
 use pyo3::prelude::*;
 
@@ -31,6 +33,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<framing::PyFraming>()?;
     m.add_class::<framing::PyDecoder>()?;
     m.add_class::<server::PyServer>()?;
+    m.add_class::<tls_config::PyTlsConfig>()?;
+    m.add_class::<tls_info::PyTlsInfo>()?;
     m.add("DEFAULT_MAX_FRAME", crate::config::DEFAULT_MAX_FRAME)?;
     m.add("BACKENDS", crate::port::Backend::NAMES.to_vec())?;
     m.add_class::<options::PyServerOption>()?;

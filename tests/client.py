@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ async def exchange(
     max_chunk: int | None = None,
     pause: float = 0.0,
     max_frame: int = 1 << 30,
+    tls: ssl.SSLContext | None = None,
 ) -> Exchange:
     """Send ``messages`` framed by ``framing`` in random chunks; read and check the replies.
 
@@ -66,7 +68,8 @@ async def exchange(
     framing (where the server's message boundaries are its receive chunks) the received
     stream must equal ``reply`` applied to the whole sent stream, which holds for
     bytewise transforms. ``max_chunk`` None: chosen at random per client. ``pause`` > 0:
-    sleep up to that long at random between some chunks.
+    sleep up to that long at random between some chunks. ``tls``: speak TLS with this
+    client context.
     """
     stream = b"".join(framing.encode(m) for m in messages)
     if max_chunk is None:
@@ -79,7 +82,9 @@ async def exchange(
     else:
         expected = [r for r in map(reply, messages) if r is not None]
         expected_bytes = sum(len(framing.encode(m)) for m in expected)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), STEP_TIMEOUT)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(*address, ssl=tls), STEP_TIMEOUT
+    )
     try:
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -140,6 +145,7 @@ async def many(
     reply: Callable[[bytes], bytes | None] = identity,
     max_chunk: int | None = None,
     pause: float = 0.0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[Exchange]:
     """Run one concurrent client per conversation; all must succeed."""
     return list(
@@ -153,6 +159,7 @@ async def many(
                     reply=reply,
                     max_chunk=max_chunk,
                     pause=pause,
+                    tls=tls,
                 )
                 for i, messages in enumerate(conversations)
             )
@@ -169,6 +176,7 @@ def run_clients(
     reply: Callable[[bytes], bytes | None] = identity,
     max_chunk: int | None = None,
     pause: float = 0.0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[Exchange]:
     """`many` from synchronous code."""
     return asyncio.run(
@@ -180,6 +188,7 @@ def run_clients(
             reply=reply,
             max_chunk=max_chunk,
             pause=pause,
+            tls=tls,
         )
     )
 

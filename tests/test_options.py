@@ -297,7 +297,7 @@ def test_server_takes_the_tls_settings_as_one_object() -> None:
     )
     context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
     context.set_alpn_protocols(["http/1.1"])
-    with Server(None, port=0, framing="lines", tls=tls) as server:
+    with Server(None, port=0, framing="lines", tls=tls) as server:  # type: ignore[arg-type]
         with (
             socket.create_connection(server.address, timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as sock,
@@ -306,4 +306,4 @@ def test_server_takes_the_tls_settings_as_one_object() -> None:
             assert sock.recv(100) == b"hello\n"
             assert sock.selected_alpn_protocol() == "http/1.1"
     with pytest.raises(TypeError, match="tls must be a TlsConfig"):
-        Server(None, tls=object())
+        Server(None, tls=object())  # type: ignore[arg-type]

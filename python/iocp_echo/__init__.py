@@ -9,7 +9,8 @@ Worker threads in Rust own the sockets, the buffers and the completion port
 
 Per-connection state, push and close: ``Server(protocol=Factory)`` with a
 :class:`Protocol` subclass, one instance per connection, given its
-:class:`Connection`.
+:class:`Connection`. TLS: ``Server(..., tls=TlsConfig("cert.pem", "key.pem"))``; a
+connection's ``tls`` is then a :class:`TlsInfo`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from ._native import (
     Framing,
     FramingError,
     ServerOption,
+    TlsConfig,
+    TlsInfo,
     resolve_backend,
 )
 from ._native import Server as _NativeServer
@@ -55,6 +58,8 @@ __all__ = [
     "Protocol",
     "Server",
     "ServerOption",
+    "TlsConfig",
+    "TlsInfo",
     "resolve_backend",
     "serve",
 ]
@@ -186,8 +191,9 @@ class Protocol:
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection closed: ``None`` for a clean close by either side, else why
         (``ConnectionResetError``, ``TimeoutError`` for the idle timeout,
-        ``FrameTooLarge``/``FramingError``, the exception a callback raised,
-        ``ConnectionAbortedError`` when the server closes)."""
+        ``FrameTooLarge``/``FramingError``, ``ConnectionError`` for a slow consumer or a
+        TLS failure, the exception a callback raised, ``ConnectionAbortedError`` when the
+        server closes)."""
 
 
 def serve(
@@ -206,7 +212,7 @@ def serve(
     ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
-    ``low_water``, ``backlog``).
+    ``low_water``, ``max_output``, ``backlog``), and ``tls=TlsConfig(...)`` to serve TLS.
     """
     server = Server(handler, protocol=protocol, host=host, port=port, framing=framing, **options)
     with _stop_signals_interrupt():

@@ -21,6 +21,8 @@ __all__ = [
     "FramingError",
     "Server",
     "ServerOption",
+    "TlsConfig",
+    "TlsInfo",
     "option_from_text",
     "resolve_backend",
     "run_bench",
@@ -85,6 +87,58 @@ class ConnectionClosed(ConnectionError):
     """The connection is closed: nothing more can be sent on it."""
 
 @final
+class TlsConfig:
+    """A server's TLS, for ``Server(..., tls=TlsConfig(...))``; names as ``ssl.SSLContext``'s.
+
+    The arguments are checked and the files read at construction (``TypeError`` or
+    ``ValueError`` naming a bad argument; ``OSError`` naming a file that cannot be read,
+    ``ValueError`` naming one that cannot be used: not PEM, no certificate or key, a key
+    not matching the certificate). One ``TlsConfig`` may serve several servers.
+    """
+
+    def __new__(
+        cls,
+        certfile: str | PathLike[str],
+        keyfile: str | PathLike[str],
+        cafile: str | PathLike[str] | None = None,
+        alpn_protocols: list[str] | tuple[str, ...] | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> Self: ...
+    @property
+    def certfile(self) -> str:
+        """The certificate chain file (PEM, the server's certificate first)."""
+    @property
+    def keyfile(self) -> str:
+        """The private key file of the certificate (PEM: PKCS#8, PKCS#1 or SEC1)."""
+    @property
+    def cafile(self) -> str | None:
+        """Client CAs (PEM): set, every client must present a certificate one of them
+        signed (mutual TLS)."""
+    @property
+    def alpn_protocols(self) -> tuple[str, ...] | None:
+        """The ALPN protocols offered, most preferred first."""
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a client has to finish its handshake, from its connect."""
+
+@final
+class TlsInfo:
+    """What a TLS connection's handshake negotiated: ``Connection.tls``."""
+
+    @property
+    def version(self) -> Literal["TLSv1.2", "TLSv1.3"]:
+        """As ``ssl.SSLSocket.version()`` says it."""
+    @property
+    def cipher(self) -> str:
+        """The cipher suite's IANA name (``TLS_AES_256_GCM_SHA384``)."""
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The ALPN protocol agreed on (``ssl.SSLSocket.selected_alpn_protocol()``)."""
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The client's certificate, DER (``getpeercert(binary_form=True)``), if it gave one."""
+
+@final
 class Connection:
     """One client connection of a protocol server, given to ``connection_made``.
 
@@ -103,6 +157,9 @@ class Connection:
     @property
     def server(self) -> Server:
         """The server this connection belongs to."""
+    @property
+    def tls(self) -> TlsInfo | None:
+        """What the TLS handshake negotiated; None for plain TCP."""
     @property
     def closed(self) -> bool:
         """Whether the connection is closed or closing (``send`` raises ``ConnectionClosed``)."""
@@ -192,7 +249,7 @@ class Server:
         low_water: int | None = None,
         max_output: int | None = None,
         backlog: int | None = None,
-        tls: Any = None,
+        tls: TlsConfig | None = None,
         tls_cert: str | PathLike[str] | None = None,
         tls_key: str | PathLike[str] | None = None,
         tls_client_ca: str | PathLike[str] | None = None,

@@ -24,6 +24,7 @@ use pyo3::types::{PyList, PyWeakrefReference};
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
 use super::slot::SenderSlot;
+use super::tls_info::PyTlsInfo;
 use crate::server::{lock, ConnectionId, SendError};
 
 /// A client connection: `send`, `close`, `abort` from any thread.
@@ -42,6 +43,8 @@ pub(crate) struct PyConnection {
     paused: AtomicBool,
     /// `drain()` callbacks to call once unpaused or closed.
     drain_waiters: Mutex<Vec<Py<PyAny>>>,
+    /// What the TLS handshake negotiated; None for plain TCP.
+    tls: Option<Py<PyTlsInfo>>,
 }
 
 impl PyConnection {
@@ -51,6 +54,7 @@ impl PyConnection {
         local: SocketAddr,
         server: Py<PyWeakrefReference>,
         sender: Arc<SenderSlot>,
+        tls: Option<Py<PyTlsInfo>>,
     ) -> PyConnection {
         PyConnection {
             id,
@@ -61,6 +65,7 @@ impl PyConnection {
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             drain_waiters: Mutex::new(Vec::new()),
+            tls,
         }
     }
 
@@ -204,6 +209,12 @@ impl PyConnection {
                 "the server of this connection is gone",
             )),
         }
+    }
+
+    /// What the TLS handshake negotiated (a `TlsInfo`), or None for plain TCP.
+    #[getter]
+    fn tls(&self, py: Python<'_>) -> Option<Py<PyTlsInfo>> {
+        self.tls.as_ref().map(|info| info.clone_ref(py))
     }
 
     /// Whether the connection is closed or closing: `send` raises `ConnectionClosed`.

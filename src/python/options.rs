@@ -176,36 +176,6 @@ pub(crate) fn from_python(option: &ServerOption, value: &Bound<'_, PyAny>) -> Py
     }
 }
 
-/// The `tls=` argument of `Server(...)` (a `TlsConfig`, or any object with
-/// its attributes: `certfile`, `keyfile`, `cafile`, `alpn_protocols`,
-/// `handshake_timeout`) as the values of the `tls_*` options.
-pub(crate) fn tls_options(tls: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static ServerOption, Value)>> {
-    const ATTRIBUTES: &[(&str, &str)] = &[
-        ("certfile", "tls_cert"),
-        ("keyfile", "tls_key"),
-        ("cafile", "tls_client_ca"),
-        ("alpn_protocols", "tls_alpn"),
-        ("handshake_timeout", "tls_handshake_timeout"),
-    ];
-    let mut given = Vec::new();
-    for (attribute, name) in ATTRIBUTES {
-        let value = tls.getattr(*attribute).map_err(|_| {
-            PyTypeError::new_err(format!(
-                "tls must be a TlsConfig (certfile, keyfile, cafile, alpn_protocols, \
-                 handshake_timeout) or None, not {}",
-                tls.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
-        if let Some(option) = by_name(name) {
-            given.push((option, from_python(option, &value)?));
-        }
-    }
-    Ok(given)
-}
-
 fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     match value {
         Value::None => Ok(py.None().into_bound(py)),

@@ -46,6 +46,7 @@ use super::connection::PyConnection;
 use super::errors::close_error;
 use super::handler::{attached_scope, log_failure, logger, reply_bytes, Answer};
 use super::slot::SenderSlot;
+use super::tls_info::PyTlsInfo;
 use crate::server::{lock, Batch, CloseReason, ConnectionId, Event, Handler};
 
 /// What a protocol server keeps per open connection.
@@ -101,8 +102,10 @@ impl PyProtocolHandler {
 
     /// A connection opened: make its `Connection` and protocol.
     fn open(&self, py: Python<'_>, id: ConnectionId, event: &Event) -> Option<Entry> {
-        let (peer, local) = match event {
-            Event::Open { peer, local, .. } => (*peer, *local),
+        let (peer, local, tls) = match event {
+            Event::Open {
+                peer, local, tls, ..
+            } => (*peer, *local, tls),
             _ => return None,
         };
         if !self.sender.wait(py) {
@@ -110,7 +113,17 @@ impl PyProtocolHandler {
             return None;
         }
         let sender = Arc::clone(&self.sender);
-        let conn = PyConnection::new(id, peer, local, self.server.clone_ref(py), sender);
+        let tls = match tls {
+            Some(info) => match Py::new(py, PyTlsInfo::new((**info).clone())) {
+                Ok(info) => Some(info),
+                Err(err) => {
+                    self.fail(py, "could not make a TlsInfo", &err);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let conn = PyConnection::new(id, peer, local, self.server.clone_ref(py), sender, tls);
         let conn = match Py::new(py, conn) {
             Ok(conn) => conn,
             Err(err) => {

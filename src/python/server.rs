@@ -12,9 +12,10 @@ use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 use super::errors::{frame_error, os_error, tls_load_error};
 use super::framing::framing_arg;
 use super::handler::{reply_bytes, PyHandler};
-use super::options::{from_python, tls_options};
+use super::options::from_python;
 use super::protocol::PyProtocolHandler;
 use super::slot::SenderSlot;
+use super::tls_config::{is_tls_option, PyTlsConfig};
 use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
 use crate::server::{lock, Config, ConnectionId, Handler, Server, StartError, Stats};
@@ -42,6 +43,9 @@ pub(crate) struct PyServer {
     /// The running server; cloned out of the lock by waiters, so `close`,
     /// `stats` and the getters never wait for a waiting thread.
     running: Mutex<Option<Arc<Server>>>,
+    /// The TLS of `config.tls`, loaded at construction (or by the
+    /// `TlsConfig` given, shared with other servers); None: plain TCP.
+    tls: Option<ServerTls>,
 }
 
 #[pymethods]
@@ -49,10 +53,12 @@ impl PyServer {
     /// `Server(handler=None, *, protocol=None, **options)`: every option of
     /// `OPTIONS` by its name; `framing` also takes a `Framing`. None leaves an
     /// option at its default (for `idle_timeout`, the default: no timeout).
-    /// `tls=` takes an object with `certfile`, `keyfile`, `cafile`,
-    /// `alpn_protocols` and `handshake_timeout` (a `TlsConfig`), read as the
-    /// `tls_*` options; the TLS files are read here (`OSError` naming an
-    /// unreadable one, `ValueError` for one that cannot be used).
+    /// `tls=` takes a `TlsConfig` (its loaded files are used as they are), or
+    /// any object with its attributes (`certfile`, `keyfile`, `cafile`,
+    /// `alpn_protocols`, `handshake_timeout`), checked as `TlsConfig(...)`
+    /// checks them; with it, a `tls_*` keyword is a `TypeError`. The files of
+    /// the `tls_*` keywords are read here (`OSError` naming an unreadable
+    /// one, `ValueError` for one that cannot be used), once.
     #[new]
     #[pyo3(signature = (handler = None, *, protocol = None, **options))]
     fn new(
@@ -88,11 +94,13 @@ impl PyServer {
         }
         let mut base = Config::default();
         let mut given = Vec::new();
+        let mut tls = None;
+        let mut tls_keyword = None;
         for (key, value) in options.into_iter().flat_map(|d| d.iter()) {
             let key: String = key.extract()?;
             if key == "tls" {
                 if !value.is_none() {
-                    given.extend(tls_options(&value)?);
+                    tls = Some(value);
                 }
                 continue;
             }
@@ -102,17 +110,36 @@ impl PyServer {
                     key
                 ))
             })?;
+            if is_tls_option(option) && !value.is_none() {
+                tls_keyword = Some(option.name);
+            }
             if option.setting == Setting::Framing && !value.is_none() {
                 base.framing = framing_arg(&value)?;
             } else {
                 given.push((option, from_python(option, &value)?));
             }
         }
+        let mut loaded = None;
+        if let Some(tls) = tls {
+            if let Some(keyword) = tls_keyword {
+                return Err(PyTypeError::new_err(format!(
+                    "Server() takes tls=TlsConfig(...) or the tls_* keywords, not both \
+                     (got tls= and {}=)",
+                    keyword
+                )));
+            }
+            // The tls_* keywords left are None: not given.
+            given.retain(|(option, _)| !is_tls_option(option));
+            let (settings, tls) = PyTlsConfig::of(&tls)?;
+            base.tls = settings;
+            loaded = Some(tls);
+        }
         let config = crate::options::build(base, given.iter().map(|(o, v)| (*o, v)))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        // The TLS files are checked here, so a bad one fails the construction;
-        // `start` reads them again.
-        ServerTls::load(&config.tls).map_err(|e| tls_load_error(&e))?;
+        // The TLS files are read here, once, so a bad one fails the construction.
+        if loaded.is_none() {
+            loaded = ServerTls::load(&config.tls).map_err(|e| tls_load_error(&e))?;
+        }
         Ok(PyServer {
             config,
             handler,
@@ -120,6 +147,7 @@ impl PyServer {
             sender: Mutex::new(None),
             connections: Mutex::new(None),
             running: Mutex::new(None),
+            tls: loaded,
         })
     }
 
@@ -147,6 +175,7 @@ impl PyServer {
             (None, None) => None,
         };
         let config = this.config.clone();
+        let tls = this.tls.clone();
         let addr = config.addr;
         let started_slot = slot.clone();
         // The lock is not held while detached: a thread holding the interpreter
@@ -154,7 +183,7 @@ impl PyServer {
         // The sender is set before attaching again, so a connection opening
         // at once (whose `Open` waits for it, detached) is not held up.
         let started = py.detach(move || {
-            let server = Server::start(config, handler)?;
+            let server = Server::start_with_tls(config, handler, tls)?;
             if let Some(slot) = started_slot {
                 slot.set(Some(server.sender()));
             }

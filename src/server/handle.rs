@@ -70,6 +70,25 @@ impl Server {
     pub fn start(config: Config, handler: Option<Arc<dyn Handler>>) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
         let tls = ServerTls::load(&config.tls).map_err(StartError::Tls)?;
+        Server::start_with_tls(config, handler, tls)
+    }
+
+    /// [`Server::start`] with the TLS of `config.tls` already loaded
+    /// (`ServerTls::load(&config.tls)`): the files are not read again, and
+    /// servers may share one loaded configuration. `tls` must be given exactly
+    /// when `config.tls` is enabled.
+    pub fn start_with_tls(
+        config: Config,
+        handler: Option<Arc<dyn Handler>>,
+        tls: Option<ServerTls>,
+    ) -> Result<Server, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        if tls.is_some() != config.tls.enabled() {
+            return Err(StartError::Config(ConfigError {
+                name: "tls_cert",
+                why: "does not match the loaded TLS given with it".to_string(),
+            }));
+        }
         let backend = BackendChoice::with_env(config.backend)
             .map_err(StartError::Backend)?
             .resolve()?;

@@ -17,9 +17,9 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned, SupportedProtocolVersi
 use super::{backends, config, pattern, start};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::Backend;
-use crate::server::{Batch, CloseReason, Config, Event, Handler, Server};
+use crate::server::{Batch, CloseReason, Config, Event, Handler, Server, StartError};
 use crate::tls::test_certs::{certs, client_config, server_name, CertFiles, ClientCert};
-use crate::tls::TlsInfo;
+use crate::tls::{ServerTls, TlsInfo};
 
 /// A TLS client over a blocking socket.
 pub(super) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -340,6 +340,34 @@ pub(super) fn ended_by_server(stream: &mut TlsStream) -> bool {
             Ok(_) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut,
+        }
+    }
+}
+
+#[test]
+fn one_loaded_tls_serves_two_servers_and_must_match_their_config() {
+    let files = CertFiles::new();
+    let backend = backends()[0];
+    let config = tls_config(backend, Framing::raw(), &files, false, &[]);
+    let loaded = ServerTls::load(&config.tls).unwrap();
+    let servers: Vec<Server> = (0..2)
+        .map(|_| Server::start_with_tls(config.clone(), None, loaded.clone()).unwrap())
+        .collect();
+    for server in &servers {
+        let mut stream = tls_connect(server, client_config(None, &[], ClientCert::Without));
+        assert_eq!(round_trip(&mut stream, b"shared"), b"shared");
+    }
+    for server in servers {
+        server.close().unwrap();
+    }
+    // Loaded TLS for a plain config, or none for a TLS one: refused.
+    for (config, loaded) in [
+        (super::config(backend, Framing::raw()), loaded),
+        (config, None),
+    ] {
+        match Server::start_with_tls(config, None, loaded) {
+            Err(StartError::Config(e)) => assert_eq!(e.name, "tls_cert"),
+            other => panic!("{:?}", other.map(|s| s.local_addr())),
         }
     }
 }

@@ -1,0 +1,119 @@
+"""TLS for the tests: the server's `TlsConfig` from the test certificates, Python `ssl`
+clients that verify it against the test CA, and a client driven record by record.
+
+The certificates are in ``tests/certs`` (checked in, made by ``scripts/make-test-certs``):
+``ca`` signs the server's certificate (localhost, 127.0.0.1) and ``client``; ``other-ca``
+signs ``other-client``, a stranger under mutual TLS.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+from helpers import Address, connect
+from iocp_echo import TlsConfig
+
+CERTS = Path(__file__).resolve().parent / "certs"
+
+
+def server_tls(**options: Any) -> TlsConfig:
+    """The server's certificate and key, with ``options`` (``cafile``, ``alpn_protocols``,
+    ``handshake_timeout``)."""
+    return TlsConfig(CERTS / "server.pem", CERTS / "server.key", **options)
+
+
+def der(name: str) -> bytes:
+    """The DER bytes of the test certificate ``name`` (``client``, ``other-client``)."""
+    return ssl.PEM_cert_to_DER_cert((CERTS / f"{name}.pem").read_text())
+
+
+def client_context(
+    *,
+    cert: str | None = None,
+    version: ssl.TLSVersion | None = None,
+    alpn: list[str] | None = None,
+) -> ssl.SSLContext:
+    """A client context trusting the test CA; ``cert``: present that test certificate
+    (``client``, ``other-client``); ``version``: only that TLS version."""
+    context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+    if cert is not None:
+        context.load_cert_chain(CERTS / f"{cert}.pem", CERTS / f"{cert}.key")
+    if version is not None:
+        context.minimum_version = version
+        context.maximum_version = version
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def tls_connect(address: Address, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:
+    """A blocking TLS client of ``address``, its handshake done."""
+    raw = connect(address)
+    try:
+        return (context or client_context()).wrap_socket(raw, server_hostname="localhost")
+    except BaseException:
+        raw.close()
+        raise
+
+
+def echo_once(sock: socket.socket, line: bytes = b"ping\n") -> bytes:
+    """Send ``line`` and read until as many bytes came back (a lines echo replies whole)."""
+    sock.sendall(line)
+    got = b""
+    while len(got) < len(line):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+class RecordClient:
+    """A TLS client over a plain socket through memory buffers, so a test sees and cuts
+    the records it sends."""
+
+    def __init__(self, address: Address, context: ssl.SSLContext | None = None) -> None:
+        self.sock = connect(address)
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = (context or client_context()).wrap_bio(
+            self.incoming, self.outgoing, server_hostname="localhost"
+        )
+
+    def pending(self) -> bytes:
+        """The records made and not yet sent."""
+        return self.outgoing.read()
+
+    def hello(self) -> bytes:
+        """The ClientHello's records (not sent)."""
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return self.pending()
+
+    def handshake(self) -> None:
+        """Run the handshake to its end over the socket."""
+        while True:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.pending())
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError("the server closed during the handshake") from None
+                self.incoming.write(chunk)
+            else:
+                self.sock.sendall(self.pending())
+                return
+
+    def seal(self, data: bytes) -> bytes:
+        """The records of ``data`` (not sent)."""
+        self.tls.write(data)
+        return self.pending()
+
+    def close(self) -> None:
+        self.sock.close()
