@@ -223,13 +223,11 @@ def _supervise(args: argparse.Namespace, argv: list[str], given: dict[str, Any])
             f"--processes {args.processes} is supported on Linux only "
             "(each process listens on the port with SO_REUSEPORT); leave it at 1"
         )
-    host = given.get("host", _DEFAULTS["host"])
-    port = int(given.get("port", _DEFAULTS["port"]))
-    drain = given.get("drain_timeout", _DEFAULTS["drain_timeout"])
+    host = str(given.get("host", _DEFAULTS["host"]))
+    port = int(str(given.get("port", _DEFAULTS["port"])))
+    drain = float(str(given.get("drain_timeout", _DEFAULTS["drain_timeout"])))
     try:
-        return supervise(
-            argv, args.processes, host, port, float(drain), getattr(args, "framing", "raw")
-        )
+        return supervise(argv, args.processes, host, port, drain, getattr(args, "framing", "raw"))
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 

@@ -261,11 +261,11 @@ class Supervisor:
             for slot, when in sorted(due.items()):
                 if time.monotonic() < when or self.signals:
                     continue
-                child = self._start_one()
-                if child is not None:
-                    self.children[slot] = child
+                fresh = self._start_one()
+                if fresh is not None:
+                    self.children[slot] = fresh
                     del due[slot]
-                    say(f"process {child.pid} started in place of the one that died")
+                    say(f"process {fresh.pid} started in place of the one that died")
                 elif self.start_failures >= START_FAILURES:
                     say(
                         f"error: {self.start_failures} processes in a row failed to start; "
