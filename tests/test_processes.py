@@ -140,7 +140,7 @@ def in_netns_of(pid: int, work: Callable[[], None]) -> None:
                 if libc.setns(ns.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
                     raise OSError(ctypes.get_errno(), "setns")
             work()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
+        except BaseException as e:  # handed to the caller
             failure.append(e)
 
     thread = threading.Thread(target=run)
@@ -278,7 +278,7 @@ def test_sighup_replaces_every_process_and_refuses_nothing(tmp_path: Path, reloa
             time.sleep(0.3)
             for done in range(1, reloads + 1):
                 parent.proc.send_signal(signal.SIGHUP)
-                parent.wait_until(lambda: parent.count_err("reloaded: processes") == done)
+                parent.wait_until(lambda n=done: parent.count_err("reloaded: processes") == n)
             seen.clear()
             time.sleep(0.3)
         finally:
