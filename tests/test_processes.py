@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,10 @@ def pids_seen(port: int, wanted: set[int], tries: int = 500) -> set[int]:
     return seen
 
 
+def reloaded(parent: Supervised, times: int) -> bool:
+    return parent.count_err("reloaded: processes") == times
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -278,7 +283,7 @@ def test_sighup_replaces_every_process_and_refuses_nothing(tmp_path: Path, reloa
             time.sleep(0.3)
             for done in range(1, reloads + 1):
                 parent.proc.send_signal(signal.SIGHUP)
-                parent.wait_until(lambda n=done: parent.count_err("reloaded: processes") == n)
+                parent.wait_until(partial(reloaded, parent, done))
             seen.clear()
             time.sleep(0.3)
         finally:
