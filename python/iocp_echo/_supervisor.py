@@ -281,6 +281,12 @@ class Supervisor:
     def _reload(self) -> bool:
         """Replace each child in turn, the new one ready before the old one drains."""
         say(f"reloading {len(self.children)} processes, one at a time")
+        if _migrate_req() == "0":
+            say(
+                "note: net.ipv4.tcp_migrate_req is 0, so connections still waiting in a "
+                "replaced process's accept queue may be reset; set it to 1 to have the "
+                "kernel move them to another process"
+            )
         for slot, old in enumerate(self.children):
             if old.process.poll() is not None:
                 continue  # died meanwhile: the run loop restarts it
@@ -292,6 +298,15 @@ class Supervisor:
             self._stop([old])
         say("reloaded: processes " + " ".join(str(c.pid) for c in self.children))
         return True
+
+
+def _migrate_req() -> str | None:
+    """The kernel's net.ipv4.tcp_migrate_req (Linux 5.14+), None where absent."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _exit_words(code: int | None) -> str:
