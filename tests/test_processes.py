@@ -48,6 +48,19 @@ def pid(message):
     return message
 """
 
+# A handler whose module refuses to load in a child once a marker file exists: the
+# children start, then every restart fails.
+FAILS_AFTER_MARKER = """
+import os
+from pathlib import Path
+
+if "IOCP_ECHO_SUPERVISOR_FD" in os.environ and (Path(__file__).parent / "marker").exists():
+    raise ImportError("the marker is there")
+
+def pid(message):
+    return str(os.getpid()).encode()
+"""
+
 
 class Supervised:
     """A running ``--processes`` parent; its stdout and stderr read by threads."""
@@ -340,6 +353,21 @@ def test_children_that_die_at_start_end_the_parent(tmp_path: Path) -> None:
         assert "refuses to load in a child" in text
         assert "at start; stopping" in text
         assert "restarting" not in text
+
+
+@linux_only
+def test_restarts_that_keep_failing_end_the_parent(tmp_path: Path) -> None:
+    with supervised(tmp_path, "--processes", "2", module=FAILS_AFTER_MARKER) as parent:
+        parent.wait_banner()
+        (tmp_path / "marker").write_text("")
+        os.kill(min(parent.pids), signal.SIGKILL)
+        assert parent.proc.wait(START_TIMEOUT) == 1
+        time.sleep(0.1)
+        text = "".join(parent.err)
+        assert text.count("failed to start (exited") == 3, text
+        assert "3 processes in a row failed to start; giving up" in text
+        for pid in parent.pids:
+            assert not alive(pid)
 
 
 def test_processes_are_refused_off_linux(
