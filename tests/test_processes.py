@@ -5,6 +5,7 @@ handler), so the tests see which process served a connection."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
@@ -256,6 +257,23 @@ def test_two_processes_both_serve_and_a_killed_one_is_replaced(tmp_path: Path) -
         print(f"after the kill: {tried} connections tried, {failed} failed, pids {sorted(seen)}")
         assert failed == 0
         assert victim not in seen and len(seen) == 2
+
+
+@linux_only
+def test_sigusr1_prints_the_children_stats_summed(tmp_path: Path) -> None:
+    with supervised(tmp_path, "--processes", "2") as parent:
+        parent.wait_banner()
+        assert pids_seen(parent.port, parent.pids) == parent.pids
+        for _ in range(10):
+            ask_pid(parent.port)
+        parent.proc.send_signal(signal.SIGUSR1)
+        parent.wait_until(lambda: any("iocp_echo stats:" in line for line in parent.out))
+        line = next(line for line in parent.out if "iocp_echo stats:" in line)
+        stats = json.loads(line.split(":", 1)[1])
+        assert stats["processes"] == 2
+        assert stats["workers"] == 2  # one each
+        assert stats["connections_accepted"] >= 12
+        assert stats["frames_received"] == stats["frames_sent"] >= 12
 
 
 @linux_only

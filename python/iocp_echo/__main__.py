@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = server.address
         if link is not None:
             # A child of --processes: its parent prints the one startup line.
-            report_ready(link, server.backend, server.workers)
+            report_ready(link, server.backend, server.workers, server.stats)
         else:
             print(
                 f"iocp_echo listening on {host}:{port} "

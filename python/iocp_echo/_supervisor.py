@@ -21,6 +21,8 @@ Rules:
   three in a row end it the same way, so a taken port never loops.
 * SIGINT and SIGTERM: SIGTERM to every child, wait for their drain
   (``drain_timeout`` plus a margin, then SIGKILL), exit 0.
+* SIGUSR1: one line on stdout, ``iocp_echo stats: {...}``, the children's stats
+  summed (``workers`` is then the total over the processes).
 * SIGHUP: the children are replaced one at a time; each new child is ready
   (listening) before the old one it replaces is sent SIGTERM and drains, so the
   port always has a listener. A new child that fails to start ends the reload and
@@ -29,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -37,8 +40,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 READY_FD_ENV = "IOCP_ECHO_SUPERVISOR_FD"
 """The environment variable naming a child's end of its link to the parent."""
@@ -74,20 +79,32 @@ def child_link() -> socket.socket | None:
     return socket.socket(fileno=int(text))
 
 
-def report_ready(link: socket.socket, backend: str, workers: int) -> None:
-    """Tell the parent the listener is listening; stop this process (SIGTERM to
+def report_ready(
+    link: socket.socket, backend: str, workers: int, stats: Callable[[], dict[str, Any]]
+) -> None:
+    """Tell the parent the listener is listening; then answer each ``stats`` line
+    with the server's stats as one JSON line, and stop this process (SIGTERM to
     itself) when the parent goes away."""
     link.sendall(f"ready {backend} {workers}\n".encode())
 
     def watch() -> None:
         try:
-            while link.recv(64):
-                pass
+            with link.makefile("rb") as lines:
+                for line in lines:
+                    if line.strip() == b"stats":
+                        link.sendall(json.dumps(_stats_or_none(stats)).encode() + b"\n")
         except OSError:
             pass
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="iocp_echo-parent-watch", daemon=True).start()
+
+
+def _stats_or_none(stats: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return stats()
+    except RuntimeError:  # the server is closing
+        return {}
 
 
 # --- the parent ---------------------------------------------------------------------
@@ -130,7 +147,13 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        for signum in (
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGCHLD,
+            signal.SIGUSR1,
+        ):
             signal.signal(signum, self._on_signal)
 
     def _wait(self, timeout: float, link: socket.socket | None = None) -> bool:
@@ -246,6 +269,8 @@ class Supervisor:
                 return 0
             if signal.SIGHUP in pending:
                 self._reload()
+            if signal.SIGUSR1 in pending:
+                self._print_stats()
             for slot, child in enumerate(self.children):
                 if slot in due or child.process.poll() is None:
                     continue
@@ -277,6 +302,38 @@ class Supervisor:
                     due[slot] = time.monotonic() + min(0.1 * 2**self.start_failures, 10.0)
             soonest = min(due.values(), default=time.monotonic() + 1.0)
             self._wait(min(max(soonest - time.monotonic(), 0.0), 1.0))
+
+    def _print_stats(self) -> None:
+        """One line on stdout: the children's stats summed (``per_worker`` left out)."""
+        total: dict[str, Any] = {}
+        answered = 0
+        for child in self.children:
+            if child.process.poll() is not None:
+                continue
+            try:
+                child.link.settimeout(2.0)
+                child.link.sendall(b"stats\n")
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    chunk = child.link.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+                stats = json.loads(reply) if reply.endswith(b"\n") else {}
+            except (OSError, ValueError):
+                stats = {}
+            finally:
+                child.link.settimeout(None)
+            if not stats:
+                continue
+            answered += 1
+            for key, value in stats.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    total[key] = total.get(key, 0) + value
+                elif key == "backend":
+                    total.setdefault(key, value)
+        total["processes"] = answered
+        print(f"iocp_echo stats: {json.dumps(total)}", flush=True)
 
     def _reload(self) -> bool:
         """Replace each child in turn, the new one ready before the old one drains."""
