@@ -388,6 +388,18 @@ def test_restarts_that_keep_failing_end_the_parent(tmp_path: Path) -> None:
             assert not alive(pid)
 
 
+@linux_only
+def test_two_servers_with_reuse_port_share_a_port() -> None:
+    from iocp_echo import Server
+
+    with Server(None, port=0, reuse_port=True, workers=1) as first:
+        port = first.address[1]
+        with Server(None, port=port, reuse_port=True, workers=1) as second:
+            assert second.address[1] == port
+            with pytest.raises(OSError):
+                Server(None, port=port, workers=1).start()
+
+
 def test_processes_are_refused_off_linux(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
