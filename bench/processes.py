@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +34,7 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
 BANNER = re.compile(r"listening on [0-9.]+:([0-9]+)")
 QUIET_LOAD = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def start(processes: int) -> tuple[subprocess.Popen[str], int]:
@@ -59,6 +61,31 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            found += tree(int(kid))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants (all threads)."""
+    total = 0
+    for one in tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLOCK_TICKS
+
+
 def load(port: int, duration: float) -> float:
     """Messages per second of one bench run against `port`."""
     argv = [PYTHON, "-m", "iocp_echo", "bench", "--port", str(port), "--size", "1024"]
@@ -79,16 +106,24 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     servers = {1: start(1), 2: start(2)}
     figures: dict[int, list[float]] = {1: [], 2: []}
+    cores: dict[int, list[float]] = {1: [], 2: []}
     try:
         for r in range(args.rounds):
-            for n, (_, port) in servers.items():
+            for n, (proc, port) in servers.items():
+                before, started = cpu_seconds(proc.pid), time.monotonic()
                 figures[n].append(load(port, args.duration))
-                print(f"round {r + 1}: {n} process(es): {figures[n][-1]:,.0f} msg/s", flush=True)
+                cores[n].append((cpu_seconds(proc.pid) - before) / (time.monotonic() - started))
+                print(
+                    f"round {r + 1}: {n} process(es): {figures[n][-1]:,.0f} msg/s, "
+                    f"server CPU {cores[n][-1]:.2f} cores",
+                    flush=True,
+                )
     finally:
         for proc, _ in servers.values():
             stop(proc)
     load_after = os.getloadavg()[0]
     one, two = statistics.median(figures[1]), statistics.median(figures[2])
+    core1, core2 = statistics.median(cores[1]), statistics.median(cores[2])
     when = datetime.now(timezone.utc)
     text = "\n".join(
         [
@@ -100,12 +135,15 @@ def main() -> int:
             "Handler: SHA-256 of each 1 KiB message 100 times (GIL held), echoed; "
             "`--workers 2`; client `iocp-echo bench`, 32 connections, raw framing.",
             "",
-            "| server | messages/s (median) | runs |",
-            "|---|---|---|",
-            f"| 1 process | {one:,.0f} | {', '.join(f'{x:,.0f}' for x in figures[1])} |",
-            f"| --processes 2 | {two:,.0f} | {', '.join(f'{x:,.0f}' for x in figures[2])} |",
+            "| server | messages/s (median) | runs | server CPU, cores (median) |",
+            "|---|---|---|---|",
+            f"| 1 process | {one:,.0f} | {', '.join(f'{x:,.0f}' for x in figures[1])} "
+            f"| {core1:.2f} |",
+            f"| --processes 2 | {two:,.0f} | {', '.join(f'{x:,.0f}' for x in figures[2])} "
+            f"| {core2:.2f} |",
             "",
-            f"Ratio: **{two / one:.2f}x** (target >= 1.8x).",
+            f"Ratio: **{two / one:.2f}x** (target >= 1.8x). Messages per server CPU-second: "
+            f"{one / core1:,.0f} (1 process), {two / core2:,.0f} (2 processes).",
             "",
         ]
     )
