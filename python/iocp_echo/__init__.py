@@ -200,8 +200,8 @@ def serve(
     handler: Handler | None = None,
     *,
     protocol: Callable[[], Any] | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    host: str | None = None,
+    port: int | None = None,
     framing: str | Framing = "raw",
     **options: Any,
 ) -> None:
@@ -209,7 +209,8 @@ def serve(
 
     ``handler=None`` echoes every message natively, without entering Python;
     ``protocol=Factory`` makes one :class:`Protocol` per connection instead.
-    ``options`` are the other keyword arguments of :class:`Server`, one per
+    ``host`` and ``port`` default to 127.0.0.1:8080; ``path=`` serves a Unix domain
+    socket instead (Linux). ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
     ``low_water``, ``max_output``, ``backlog``), and ``tls=TlsConfig(...)`` to serve TLS.
