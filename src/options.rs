@@ -509,19 +509,21 @@ where
     let mut high_given = false;
     let mut low_given = false;
     let mut max_output_given = false;
-    let mut inet_given = None;
+    let mut host_given = false;
+    let mut port_given = false;
     for (option, value) in given {
         option.apply(&mut config, value)?;
         if *value != Value::None {
-            if matches!(option.setting, Setting::Host | Setting::Port) {
-                inet_given = Some(option.name);
-            }
+            host_given |= option.setting == Setting::Host;
+            port_given |= option.setting == Setting::Port;
             high_given |= option.setting == Setting::HighWater;
             low_given |= option.setting == Setting::LowWater;
             max_output_given |= option.setting == Setting::MaxOutput;
         }
     }
-    if let (Some(_), Some(name)) = (&config.path, inet_given) {
+    if config.path.is_some() && (host_given || port_given) {
+        // One message on every front, whatever order they apply options in.
+        let name = if host_given { "host" } else { "port" };
         return Err(ConfigError {
             name: "path",
             why: format!(
