@@ -189,6 +189,4 @@ pub fn run(config: BenchConfig) -> Result<Report, BenchError> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tls_echo;
-#[cfg(test)]
 mod tls_tests;

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -53,7 +54,11 @@ def listening_line(proc: subprocess.Popen[str]) -> str:
 
 @contextmanager
 def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """Start a server process; wait for its listening line; kill it if still running after."""
+    """Start a server process; wait for its listening line; kill it if still running after.
+
+    The process runs with Python's fault handler on, so a stop that hangs can show where
+    (see :meth:`ServerProcess.stop`)."""
+    env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
     with subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
@@ -84,8 +89,22 @@ class ServerProcess:
         try:
             self.stdout, stderr = self.proc.communicate(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the server did not exit within {STOP_TIMEOUT} s of signal {signum}")
+            pytest.fail(
+                f"the server did not exit within {STOP_TIMEOUT} s of signal {signum}; "
+                f"where its threads were:\n{self.dump_threads()}"
+            )
         return self.proc.returncode, stderr
+
+    def dump_threads(self) -> str:
+        """Abort the hung process: its fault handler prints every thread's Python stack
+        to its stderr, returned here (the tail)."""
+        self.proc.send_signal(signal.SIGABRT)
+        try:
+            _, stderr = self.proc.communicate(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+        return stderr[-6000:]
 
 
 def cli(*options: str) -> list[str]:
@@ -173,7 +192,10 @@ class ControlledServer(ServerProcess):
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the server did not exit within {STOP_TIMEOUT} s of its stdin ending")
+            pytest.fail(
+                f"the server did not exit within {STOP_TIMEOUT} s of its stdin ending; "
+                f"where its threads were:\n{self.dump_threads()}"
+            )
         assert self.proc.returncode == 0, f"the server exited with {self.proc.returncode}"
 
 

@@ -96,6 +96,24 @@ def test_an_async_function_handler_keeps_order() -> None:
         assert recv_frames(sock, LINES, 30) == [b"M%d" % i for i in range(30)]
 
 
+def test_an_async_server_restarted_after_close_serves_on_a_new_loop_thread() -> None:
+    async def upper(message: bytes) -> bytes:
+        await asyncio.sleep(0)
+        return message.upper()
+
+    srv = Server(upper, framing=LINES, port=0)
+    for round_ in range(2):
+        srv.start()
+        try:
+            with connect(srv.address) as sock:
+                sock.sendall(b"a%d\nb%d\n" % (round_, round_))
+                assert recv_frames(sock, LINES, 2) == [b"A%d" % round_, b"B%d" % round_]
+        finally:
+            srv.close()
+        # The loop thread of that run was stopped and joined.
+        assert loop_threads() == []
+
+
 def test_a_coroutine_that_raises_closes_only_its_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

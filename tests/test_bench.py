@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from iocp_echo import Server
 from iocp_echo._native import run_bench
+from tls_client import CERTS, server_tls
 
 TIMEOUT = 60
 """Seconds one bench run may take."""
@@ -106,3 +107,56 @@ def test_run_bench_returns_a_dict() -> None:
         run_bench(port=port, size=0, count=1)
     with pytest.raises(ValueError, match="not both"):
         run_bench(port=port, duration=1.0, count=1)
+
+
+def test_bench_over_tls_with_reconnects_counts_handshakes() -> None:
+    """``bench --tls --tls-ca``: every echo checked over TLS; with
+    ``--messages-per-connection`` each connection's handshake is counted, and the server
+    saw that many handshakes."""
+    with Server(port=0, workers=1, framing="length", tls=server_tls()) as server:
+        _, port = server.address
+        proc = bench(
+            port,
+            "--tls",
+            "--tls-ca",
+            str(CERTS / "ca.pem"),
+            "--framing",
+            "length",
+            "--connections",
+            "4",
+            "--count",
+            "200",
+            "--messages-per-connection",
+            "10",
+            "--json",
+        )
+        assert proc.returncode == 0, proc.stderr
+        report = json_report(proc)
+        assert (report["messages"], report["errors"], report["tls_errors"]) == (200, 0, 0)
+        assert report["messages_per_connection"] == 10
+        assert report["handshakes"] > 0
+        stats = server.stats()
+    # The 4 first connections and every reconnect each made a handshake on the server.
+    assert stats["tls_handshakes"] >= 4 + report["handshakes"]
+    assert stats["tls_errors"] == 0
+
+
+def test_bench_over_tls_refuses_a_server_its_ca_did_not_sign() -> None:
+    with Server(port=0, workers=1, tls=server_tls()) as server:
+        _, port = server.address
+        report = run_bench(
+            port=port, count=10, connections=2, tls_ca=CERTS / "other-ca.pem", duration=None
+        )
+    assert report["connected"] == 0
+    assert report["connect_errors"] == 2
+    assert "UnknownIssuer" in report["notes"][0]
+
+
+def test_bench_tls_flags_need_each_other() -> None:
+    for options in (["--tls"], ["--tls-ca", str(CERTS / "ca.pem")]):
+        proc = bench(1, *options)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert "--tls" in proc.stderr
+    with pytest.raises(ValueError, match=r"missing\.pem"):
+        run_bench(port=1, count=1, tls_ca=CERTS / "missing.pem")

@@ -14,7 +14,7 @@ import pytest
 from client import random_payload, run_clients
 from helpers import connect, recv_frames, serve_echo, wait_for
 from iocp_echo import Connection, Framing, Handler, Protocol, Server, TlsInfo
-from tls_client import client_context, echo_once, server_tls, tls_connect
+from tls_client import Recorder, client_context, echo_once, server_tls, tls_connect
 
 LINES = Framing.lines()
 
@@ -27,18 +27,6 @@ FRAMINGS = {
 HANDLERS: dict[str, Handler | None] = {"native": None, "python": lambda m: m}
 
 CLIENTS = 50
-
-
-class Recorder(Protocol):
-    """Echoes each message and keeps its connection's ``tls``."""
-
-    seen: ClassVar[list[TlsInfo | None]] = []
-
-    def connection_made(self, conn: Connection) -> None:
-        type(self).seen.append(conn.tls)
-
-    def message_received(self, message: bytes) -> bytes:
-        return message
 
 
 @pytest.mark.parametrize("handler_name", HANDLERS)

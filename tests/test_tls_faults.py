@@ -14,20 +14,19 @@ from typing import Any, ClassVar
 
 import pytest
 from helpers import connect, recv_until_closed, wait_stats
-from iocp_echo import Connection, Framing, Protocol, Server, TlsInfo
-from tls_client import CERTS, RecordClient, client_context, der, echo_once, server_tls, tls_connect
+from iocp_echo import Framing, Server, TlsInfo
+from tls_client import (
+    CERTS,
+    RecordClient,
+    Recorder,
+    client_context,
+    der,
+    echo_once,
+    server_tls,
+    tls_connect,
+)
 
 LINES = Framing.lines()
-
-
-class Recorder(Protocol):
-    seen: ClassVar[list[TlsInfo | None]] = []
-
-    def connection_made(self, conn: Connection) -> None:
-        type(self).seen.append(conn.tls)
-
-    def message_received(self, message: bytes) -> bytes:
-        return message
 
 
 @contextmanager

@@ -11,12 +11,25 @@ from __future__ import annotations
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from helpers import Address, connect
-from iocp_echo import TlsConfig
+from iocp_echo import Connection, Protocol, TlsConfig, TlsInfo
 
 CERTS = Path(__file__).resolve().parent / "certs"
+
+
+class Recorder(Protocol):
+    """Echoes each message and keeps each connection's ``tls``; subclass it per test so
+    each gets a list of its own."""
+
+    seen: ClassVar[list[TlsInfo | None]] = []
+
+    def connection_made(self, conn: Connection) -> None:
+        type(self).seen.append(conn.tls)
+
+    def message_received(self, message: bytes) -> bytes:
+        return message
 
 
 def server_tls(**options: Any) -> TlsConfig:

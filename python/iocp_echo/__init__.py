@@ -136,8 +136,10 @@ class Server(_NativeServer):
     ) -> None:
         # Closing drains and joins the workers: off the loop, which keeps running the
         # coroutines meanwhile; then until every async connection heard connection_lost.
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        # (Closing lets go of the runner: a restart makes a new one.)
         runner = self._runner
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        runner = runner or self._runner
         if runner is not None:
             await runner.wait_idle()
 
@@ -157,8 +159,10 @@ class Server(_NativeServer):
         return runner.lane(conn, protocol)
 
     def _close_runner(self) -> None:
-        """The workers are joined (every lane was told): stop a loop thread of our own."""
-        runner = self._runner
+        """The workers are joined (every lane was told): stop a loop thread of our own,
+        and let go of the runner, so a restarted server starts a new one."""
+        with self._runner_lock:
+            runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
 

@@ -236,13 +236,36 @@ def _bench_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=["auto", *BACKENDS], default="auto", help="I/O backend (default auto)"
     )
+    p.add_argument(
+        "--messages-per-connection",
+        type=int,
+        default=None,
+        metavar="N",
+        help="close each connection after N messages and open a new one (default: never)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS (rustls), verifying the server against --tls-ca",
+    )
+    p.add_argument(
+        "--tls-ca", metavar="FILE", help="PEM file of the CA of the server's certificate"
+    )
+    p.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name the certificate must carry (--host)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
 
 
 def _bench(argv: Sequence[str]) -> int:
     """``bench``: run the load, print the report; 1 if a message failed or nothing connected."""
-    args = _bench_parser().parse_args(argv)
+    parser = _bench_parser()
+    args = parser.parse_args(argv)
+    if args.tls and args.tls_ca is None:
+        parser.error("--tls needs --tls-ca FILE (the CA that signed the server's certificate)")
+    if not args.tls and (args.tls_ca is not None or args.tls_server_name is not None):
+        parser.error("--tls-ca and --tls-server-name go with --tls")
     try:
         report = run_bench(
             host=args.host,
@@ -256,6 +279,9 @@ def _bench(argv: Sequence[str]) -> int:
             warmup=args.warmup,
             backend=args.backend,
             progress=sys.platform != "win32" and sys.stderr.isatty(),
+            tls_ca=args.tls_ca,
+            tls_server_name=args.tls_server_name,
+            messages_per_connection=args.messages_per_connection,
         )
     except ValueError as e:
         _fail(str(e))

@@ -325,6 +325,9 @@ def run_bench(
     warmup: float = 0.0,
     backend: str = "auto",
     progress: bool = False,
+    tls_ca: str | PathLike[str] | None = None,
+    tls_server_name: str | None = None,
+    messages_per_connection: int | None = None,
 ) -> dict[str, Any]:
     """Run a closed-loop echo load against a server (the GIL released) and return its report.
 
@@ -336,6 +339,12 @@ def run_bench(
     ``p50_us``, ``p99_us``, ``p999_us``, ``max_us``, ``mean_us``, ``connected``,
     ``connect_errors``, ``addr_not_available``, ``connect_error``, ``error``, ``host``,
     ``port``, ``backend``, ``threads``, ``notes`` (warnings) and ``summary`` (the text
-    ``iocp-echo bench`` prints). ``ValueError`` for a bad argument, ``OSError`` if the
-    clients cannot run; connect failures and wrong echoes are counted, not raised.
+    ``iocp-echo bench`` prints), and the TLS and reconnect figures (``connects``,
+    ``connects_per_s``, ``handshakes``, ``handshakes_per_s``, ``tls_errors``,
+    ``tls_server_name``, ``messages_per_connection``). ``tls_ca`` (a PEM file) makes the
+    clients speak TLS, verifying the server against it and ``tls_server_name`` (default
+    ``host``); ``messages_per_connection`` closes each connection after that many messages
+    and opens a new one. ``ValueError`` for a bad argument (an unusable ``tls_ca`` too),
+    ``OSError`` if the clients cannot run; connect failures (failed handshakes included)
+    and wrong echoes are counted, not raised.
     """

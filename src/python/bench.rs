@@ -1,6 +1,7 @@
 //! `run_bench` for Python: the load generator of `iocp-echo bench`, run with
 //! the GIL released, Ctrl-C honoured, and its report returned as a dict.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
@@ -8,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::errors::os_error;
-use crate::bench::{Bench, BenchConfig, BenchError, Limit, MessageFraming, Value};
+use crate::bench::{Bench, BenchConfig, BenchError, Limit, MessageFraming, TlsSettings, Value};
 use crate::port::BackendChoice;
 
 /// How long one wait for the clients lasts before signals are checked again.
@@ -19,12 +20,17 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 /// seconds, messages_per_s, mb_per_s, p50_us, p99_us, p999_us, max_us`) and
 /// details, then `notes` (warnings, such as connect failures) and `summary`
 /// (the text `iocp-echo bench` prints). Runs for `duration` seconds (10 if
-/// neither is given) or until `count` messages.
+/// neither is given) or until `count` messages. `tls_ca` (a PEM file) makes
+/// the clients speak TLS, verifying the server against it and the name
+/// `tls_server_name` (default: `host`); `messages_per_connection` closes each
+/// connection after that many messages and opens a new one (so every
+/// connection's handshake is measured: `connects_per_s`, `handshakes_per_s`).
 #[pyfunction]
 #[pyo3(signature = (
     *, host = "127.0.0.1", port = 8080, connections = 50, size = 64,
     duration = None, count = None, framing = "raw", threads = 1, warmup = 0.0,
-    backend = "auto", progress = false,
+    backend = "auto", progress = false, tls_ca = None, tls_server_name = None,
+    messages_per_connection = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_bench<'py>(
@@ -40,6 +46,9 @@ pub(crate) fn run_bench<'py>(
     warmup: f64,
     backend: &str,
     progress: bool,
+    tls_ca: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    messages_per_connection: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let port = u16::try_from(port)
         .ok()
@@ -63,6 +72,17 @@ pub(crate) fn run_bench<'py>(
         (None, Some(n)) => Limit::Count(count_arg("count", n)? as u64),
         (None, None) => config.limit,
     };
+    config.tls = match (tls_ca, tls_server_name) {
+        (Some(ca_file), name) => Some(TlsSettings {
+            ca_file,
+            server_name: name.unwrap_or_else(|| host.to_string()),
+        }),
+        (None, Some(_)) => return Err(value_error("tls_server_name needs tls_ca")),
+        (None, None) => None,
+    };
+    if let Some(n) = messages_per_connection {
+        config.messages_per_connection = Some(count_arg("messages_per_connection", n)? as u64);
+    }
 
     let mut bench = py.detach(|| Bench::start(config)).map_err(bench_error)?;
     loop {

@@ -71,9 +71,10 @@ fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     got
 }
 
-/// Whether the server closed the connection (EOF or reset) within the read timeout.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
+/// Whether the server closed the connection (EOF, reset, or over TLS an
+/// alert) within the read timeout, reading and dropping what comes before.
+fn closed_by_server(stream: &mut impl Read) -> bool {
+    let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return true,

@@ -5,7 +5,7 @@
 //! negotiated; `close_notify` on a clean close; many handshakes at once. The
 //! bad inputs are in `tls_faults`.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -327,20 +327,6 @@ fn many_concurrent_handshakes() {
         settle(&server, 0);
         assert_eq!(server.stats().tls_errors, 0, "{}", backend);
         server.close().unwrap();
-    }
-}
-
-/// Read until the server ends the stream; whether it did (an alert, a reset
-/// or an EOF, not a timeout).
-pub(super) fn ended_by_server(stream: &mut TlsStream) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut,
-        }
     }
 }
 

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use rustls::ClientConnection;
 
 use super::tls::{
-    ended_by_server, handshake, round_trip, settle, tls_client, tls_config, tls_connect,
-    TlsRecorder, TlsStream,
+    handshake, round_trip, settle, tls_client, tls_config, tls_connect, TlsRecorder, TlsStream,
 };
 use super::{backends, closed_by_server, connect, pattern, start};
 use crate::framing::Framing;
@@ -171,7 +170,7 @@ fn mutual_tls_refuses_a_client_without_a_certificate_or_with_a_strangers() {
             let mut stream = tls_client(&scene.server, client_config(None, &[], *cert));
             // TLS 1.3: the client finishes before the server checks its
             // certificate; the refusal (an alert) comes on its next read.
-            let refused = handshake(&mut stream).is_err() || ended_by_server(&mut stream);
+            let refused = handshake(&mut stream).is_err() || closed_by_server(&mut stream);
             assert!(refused, "{} {:?}", backend, cert);
             scene.only_that_one_closed(n as u64 + 1, "refused certificate");
         }
