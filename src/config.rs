@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::framing::Framing;
@@ -14,8 +15,12 @@ use crate::tls::TlsSettings;
 /// Everything a server is configured with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Where to listen; port 0 picks a free port.
+    /// Where to listen; port 0 picks a free port. Unused when `path` is set.
     pub addr: SocketAddr,
+    /// Listen on this Unix domain socket instead of `addr` (Linux only): a
+    /// stale socket file there (nobody listening) is replaced, anything else
+    /// at the path is an error; the file is removed when the server closes.
+    pub path: Option<PathBuf>,
     /// How the byte stream is cut into messages, and replies framed.
     pub framing: Framing,
     /// Worker threads, each with its own completion port (at least 1).
@@ -56,6 +61,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: None,
             framing: Framing::Raw,
             workers: default_workers(),
             backend: BackendChoice::Auto,
@@ -129,6 +135,20 @@ impl Config {
                     self.high_water, self.max_output
                 ),
             );
+        }
+        if let Some(path) = &self.path {
+            if !cfg!(target_os = "linux") {
+                return bad(
+                    "path",
+                    format!(
+                        "(a Unix domain socket) is supported on Linux only, not on {}",
+                        std::env::consts::OS
+                    ),
+                );
+            }
+            if path.as_os_str().is_empty() {
+                return bad("path", "must be a file path, got an empty one".to_string());
+            }
         }
         if self.backlog <= 0 {
             return bad(

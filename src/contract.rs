@@ -42,6 +42,7 @@
 //! on it. A backend implements the narrow [`Driver`], and
 //! [`crate::front::Front`] makes a [`CompletionPort`] of it.
 
+mod address;
 mod completion_port;
 mod driver;
 pub(crate) mod errors;
@@ -50,6 +51,7 @@ mod pool;
 mod send_buf;
 mod timeout;
 
+pub use address::Address;
 pub use completion_port::{CompletionPort, Wake, Waker, MAX_BATCH};
 pub use driver::{Driver, Ready};
 pub use op::{raw_socket, Completion, Op, Outcome, RawSocket, Token};

@@ -82,6 +82,13 @@ pub const OPTIONS: &[ServerOption] = &[
         help: "port to listen on; 0 picks a free one (the banner names it)",
     },
     ServerOption {
+        setting: Setting::Path,
+        name: "path",
+        flag: "--unix",
+        kind: Kind::Path,
+        help: "listen on this Unix domain socket instead of TCP (Linux; not with host or port)",
+    },
+    ServerOption {
         setting: Setting::Framing,
         name: "framing",
         flag: "--framing",
@@ -271,6 +278,7 @@ impl ServerOption {
                 config.addr = resolve(host, config.addr.port())?;
             }
             Setting::Port => config.addr.set_port(self.count(value)? as u16),
+            Setting::Path => config.path = self.path(value)?,
             Setting::Framing => config.framing = framing_by_name(self.name_in(value, &[])?)?,
             Setting::Workers => config.workers = self.count(value)? as usize,
             Setting::Backend => {
@@ -310,6 +318,7 @@ impl ServerOption {
         match self.setting {
             Setting::Host => Value::Text(config.addr.ip().to_string()),
             Setting::Port => Value::Int(i128::from(config.addr.port())),
+            Setting::Path => path_value(&config.path),
             Setting::Framing => Value::Text(framing_name(&config.framing).to_string()),
             Setting::Workers => int(config.workers),
             Setting::Backend => Value::Text(
@@ -509,13 +518,28 @@ where
     let mut high_given = false;
     let mut low_given = false;
     let mut max_output_given = false;
+    let mut host_given = false;
+    let mut port_given = false;
     for (option, value) in given {
         option.apply(&mut config, value)?;
         if *value != Value::None {
+            host_given |= option.setting == Setting::Host;
+            port_given |= option.setting == Setting::Port;
             high_given |= option.setting == Setting::HighWater;
             low_given |= option.setting == Setting::LowWater;
             max_output_given |= option.setting == Setting::MaxOutput;
         }
+    }
+    if config.path.is_some() && (host_given || port_given) {
+        // One message on every front, whatever order they apply options in.
+        let name = if host_given { "host" } else { "port" };
+        return Err(ConfigError {
+            name: "path",
+            why: format!(
+                "cannot be given with {}: a server listens on a Unix socket or on TCP, not both",
+                name
+            ),
+        });
     }
     if high_given && !low_given {
         config.low_water = config.low_water.min(config.high_water / 4);

@@ -16,8 +16,8 @@ use std::io;
 use std::time::Duration;
 
 pub use crate::contract::{
-    raw_socket, Completion, CompletionPort, Gather, Op, Outcome, RawSocket, SendBuf, Token, Wake,
-    Waker, MAX_BATCH, MAX_GATHER,
+    raw_socket, Address, Completion, CompletionPort, Gather, Op, Outcome, RawSocket, SendBuf,
+    Token, Wake, Waker, MAX_BATCH, MAX_GATHER,
 };
 use crate::front::Front;
 pub use choice::{Backend, BackendChoice, BACKEND_ENV};

@@ -43,6 +43,7 @@ mod receive;
 mod sender;
 mod shared;
 mod shutdown;
+mod socket_file;
 mod stats;
 mod table;
 mod transport;
@@ -58,6 +59,7 @@ pub use stats::Stats;
 pub(crate) use lock::lock;
 
 pub use crate::config::{default_workers, Config, ConfigError, DEFAULT_MAX_FRAME};
+pub use crate::port::Address;
 
 #[cfg(test)]
 mod tests;

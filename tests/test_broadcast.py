@@ -23,7 +23,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.by_peer: dict[tuple[str, int], Connection] = {}
+        self.by_peer: dict[tuple[str, int] | str, Connection] = {}
 
     def protocol(self) -> type[Protocol]:
         registry = self

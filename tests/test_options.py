@@ -27,6 +27,7 @@ BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" /
 GOOD: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 0,
+    "path": f"/tmp/iocp_echo-options-{os.getpid()}.sock",
     "framing": "lines",
     "workers": 2,
     "backend": resolve_backend(),
@@ -46,6 +47,10 @@ GOOD: dict[str, Any] = {
     "tls_handshake_timeout": 5.5,
 }
 
+# The options that exclude others (a Unix socket, or host and port), left out of
+# "every option at once"; tests/test_unix_socket.py starts each front with them.
+ALONE = {"path"}
+
 # The options an option needs beside it (TLS files come as a pair, the other TLS
 # options only with them).
 NEEDS: dict[str, list[str]] = {
@@ -62,6 +67,7 @@ BAD: dict[str, tuple[Any, str]] = {
         'host must be an IP address or a resolvable name, got "no such host!"',
     ),
     "port": (70000, "port must be 0 to 65535, got 70000"),
+    "path": ("", 'path must be a file path, got ""'),
     "framing": ("bogus", 'framing must be one of raw, lines, length, got "bogus"'),
     "workers": (0, "workers must be 1 to 1024, got 0"),
     "backend": ("bogus", 'backend must be one of auto, io_uring, epoll, iocp, got "bogus"'),
@@ -109,9 +115,20 @@ BAD_TOGETHER: list[tuple[dict[str, Any], str]] = [
     ({"tls_key": GOOD["tls_key"]}, "tls_key needs tls_cert, the certificate file"),
     ({"tls_client_ca": GOOD["tls_client_ca"]}, "tls_client_ca needs tls_cert and tls_key"),
     ({"tls_alpn": "h2"}, "tls_alpn needs tls_cert and tls_key"),
+    (
+        {"path": GOOD["path"], "port": 0},
+        "path cannot be given with port: a server listens on a Unix socket or on TCP, not both",
+    ),
+    (
+        {"path": GOOD["path"], "host": "127.0.0.1"},
+        "path cannot be given with host: a server listens on a Unix socket or on TCP, not both",
+    ),
 ]
 
 NAMES = [option.name for option in OPTIONS]
+TOGETHER = {name: value for name, value in GOOD.items() if name not in ALONE}
+# The flags that are not their option's name spelled as a flag.
+FLAGS = {"path": "--unix"}
 
 
 def flags(options: dict[str, Any]) -> list[str]:
@@ -147,7 +164,7 @@ def test_the_tables_cover_every_option() -> None:
 
 def test_the_definition_is_consistent() -> None:
     for option in OPTIONS:
-        assert option.flag == "--" + option.name.replace("_", "-")
+        assert option.flag == FLAGS.get(option.name, "--" + option.name.replace("_", "-"))
         assert option.help
         if option.kind in ("count", "bytes"):
             assert option.minimum is not None and option.maximum is not None
@@ -164,7 +181,7 @@ def test_server_accepts_each_option(name: str) -> None:
 
 
 def test_server_runs_with_every_option_at_once() -> None:
-    with Server(None, **GOOD) as server:
+    with Server(None, **TOGETHER) as server:
         assert server.address[1] > 0
         assert server.workers == GOOD["workers"]
         assert server.backend == GOOD["backend"]
@@ -206,7 +223,7 @@ def stops_cleanly(args: list[str]) -> None:
 
 @pytest.mark.parametrize("cli", CLIS)
 def test_cli_accepts_every_option(cli: Any) -> None:
-    stops_cleanly(cli(*flags(GOOD)))
+    stops_cleanly(cli(*flags(TOGETHER)))
     stops_cleanly(cli("--port", "0", "--high-water", "1000", "--idle-timeout", "none"))
 
 

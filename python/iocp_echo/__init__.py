@@ -204,8 +204,8 @@ def serve(
     handler: Handler | str | None = None,
     *,
     protocol: Callable[[], Any] | str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    host: str | None = None,
+    port: int | None = None,
     framing: str | Framing = "raw",
     processes: int = 1,
     **options: Any,
@@ -214,7 +214,8 @@ def serve(
 
     ``handler=None`` echoes every message natively, without entering Python;
     ``protocol=Factory`` makes one :class:`Protocol` per connection instead.
-    ``options`` are the other keyword arguments of :class:`Server`, one per
+    ``host`` and ``port`` default to 127.0.0.1:8080; ``path=`` serves a Unix domain
+    socket instead (Linux). ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
     ``low_water``, ``max_output``, ``backlog``, ...), and ``tls=TlsConfig(...)`` to serve TLS.
@@ -242,8 +243,8 @@ def serve(
 def _serve_by_command_line(
     handler: object,
     protocol: object,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     framing: object,
     processes: int,
     options: dict[str, Any],
@@ -260,8 +261,11 @@ def _serve_by_command_line(
         raise TypeError(f"with processes={processes}, framing must be a name, not a Framing")
     if "tls" in options:
         raise TypeError(f"with processes={processes}, give TLS as tls_cert= and tls_key=")
-    argv = ["--host", host, "--port", str(port), "--framing", framing]
-    argv += ["--processes", str(processes)]
+    argv = ["--framing", framing, "--processes", str(processes)]
+    if host is not None:
+        argv += ["--host", host]
+    if port is not None:
+        argv += ["--port", str(port)]
     if isinstance(handler, str):
         argv += ["--handler", handler]
     if isinstance(protocol, str):

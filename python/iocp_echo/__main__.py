@@ -185,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         _fail(str(e))
     except OSError as e:
+        if server.path is not None:
+            _fail(f"cannot listen on {server.path}: {e.strerror or e}")
         host = given.get("host", _DEFAULTS["host"])
         port = given.get("port", _DEFAULTS["port"])
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
@@ -195,13 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # lands inside this try, whenever it comes.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
-        host, port = server.address
+        if server.path is not None:
+            where = server.path
+        else:
+            host, port = server.address
+            where = f"{host}:{port}"
         if link is not None:
             # A child of --processes: its parent prints the one startup line.
             report_ready(link, server.backend, server.workers, server.stats)
         else:
             print(
-                f"iocp_echo listening on {host}:{port} "
+                f"iocp_echo listening on {where} "
                 f"(backend {server.backend}, {server.workers} workers, "
                 f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)})",
                 flush=True,

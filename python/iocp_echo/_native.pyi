@@ -149,11 +149,13 @@ class Connection:
     def id(self) -> int:
         """The connection's id, unique among the server's connections for its life."""
     @property
-    def peer(self) -> tuple[str, int]:
-        """The client's ``(host, port)``."""
+    def peer(self) -> tuple[str, int] | str:
+        """The client's ``(host, port)``; on a Unix domain socket the client's path,
+        ``''`` if unnamed (as asyncio's ``get_extra_info("peername")``)."""
     @property
-    def local(self) -> tuple[str, int]:
-        """The server's ``(host, port)`` of this connection."""
+    def local(self) -> tuple[str, int] | str:
+        """The server's ``(host, port)`` of this connection; on a Unix domain socket
+        the server's socket path."""
     @property
     def server(self) -> Server:
         """The server this connection belongs to."""
@@ -228,7 +230,8 @@ class Decoder:
 
 @disjoint_base
 class Server:
-    """A TCP message server; a context manager that starts on enter and closes on exit.
+    """A TCP message server (with ``path=``, on a Unix domain socket); a context manager
+    that starts on enter and closes on exit.
     ``iocp_echo.Server`` subclasses it (``async with``, async callbacks)."""
 
     def __new__(
@@ -236,8 +239,9 @@ class Server:
         handler: Callable[[bytes], _Reply | Awaitable[_Reply]] | None = None,
         *,
         protocol: Callable[[], Any] | None = None,
-        host: str = "127.0.0.1",
-        port: int = 8080,
+        host: str | None = "127.0.0.1",
+        port: int | None = 8080,
+        path: str | PathLike[str] | None = None,
         framing: Framing | str | None = None,
         workers: int | None = None,
         backend: str = "auto",
@@ -267,7 +271,11 @@ class Server:
         """Drain, cancel in-flight operations, close sockets and join threads. Idempotent."""
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)`` listened on, port 0 resolved."""
+        """``(host, port)`` listened on, port 0 resolved; ``RuntimeError`` for a server
+        on a Unix domain socket (see ``path``)."""
+    @property
+    def path(self) -> str | None:
+        """The Unix domain socket's path (``path=``), or None for a TCP server."""
     @property
     def backend(self) -> Literal["io_uring", "epoll", "iocp"]:
         """The I/O backend the workers run."""

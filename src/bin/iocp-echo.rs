@@ -69,15 +69,22 @@ fn main() -> ExitCode {
     let tls = tls_words(&options.config);
 
     let stop = iocp_echo::cli::interrupt_flag();
-    let addr = options.config.addr;
+    let addr = match &options.config.path {
+        Some(path) => path.display().to_string(),
+        None => options.config.addr.to_string(),
+    };
     let server = match Server::start(options.config, None) {
         Ok(server) => server,
+        // This one names the path itself.
+        Err(StartError::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return fail(&format!("cannot listen: {}", e))
+        }
         Err(StartError::Io(e)) => return fail(&format!("cannot listen on {}: {}", addr, e)),
         Err(e) => return fail(&e.to_string()),
     };
     println!(
         "iocp_echo listening on {} (backend {}, {} workers, framing {}{})",
-        server.local_addr(),
+        server.address(),
         server.backend(),
         server.workers(),
         options.framing_name,

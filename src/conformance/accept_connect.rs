@@ -8,7 +8,7 @@ use socket2::{Domain, Socket, Type};
 use super::support::{
     assert_canceled, assert_nothing_ready, inheritable, listener, one, open, raw, sent,
 };
-use crate::port::{Backend, CompletionPort, Op, Outcome};
+use crate::port::{Address, Backend, CompletionPort, Op, Outcome};
 
 pub(super) fn accept_gives_a_nonblocking_uninheritable_socket_and_its_peer(backend: Backend) {
     let mut port = open(backend);
@@ -33,7 +33,7 @@ pub(super) fn accept_gives_a_nonblocking_uninheritable_socket_and_its_peer(backe
         Outcome::Accepted(result) => result.unwrap(),
         other => panic!("expected Accepted, got {:?}", other),
     };
-    assert_eq!(peer, client.local_addr().unwrap());
+    assert_eq!(peer, Address::Inet(client.local_addr().unwrap()));
     // The accepted socket knows its addresses (IOCP: SO_UPDATE_ACCEPT_CONTEXT).
     assert_eq!(
         socket.peer_addr().unwrap().as_socket().unwrap(),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use socket2::Socket;
 
+use super::address::Address;
 use super::send_buf::SendBuf;
 
 /// The OS handle of a socket as the kernel sees it.
@@ -93,8 +94,9 @@ impl Op {
 /// What a finished op produced; buffers come back here.
 #[derive(Debug)]
 pub enum Outcome {
-    /// A new connection, nonblocking and close-on-exec, with its peer address.
-    Accepted(io::Result<(Socket, SocketAddr)>),
+    /// A new connection, nonblocking and close-on-exec, with its peer address
+    /// (an IP address, or for a Unix domain socket its path, if it has one).
+    Accepted(io::Result<(Socket, Address)>),
     /// `Ok(0)` is end of stream. On `Ok(n)`, `buf.len()` already includes the `n` bytes.
     Received {
         /// The buffer of the op.

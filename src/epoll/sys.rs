@@ -7,11 +7,11 @@ use std::os::fd::{FromRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
-use crate::contract::SendBuf;
+use crate::contract::{Address, SendBuf};
 use crate::linux::{cvt, retry_eintr};
 
 /// `accept4` a nonblocking, close-on-exec connection and its peer address.
-pub(super) fn accept(listener: RawFd) -> io::Result<(Socket, SocketAddr)> {
+pub(super) fn accept(listener: RawFd) -> io::Result<(Socket, Address)> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: try_init hands the closure a zeroed sockaddr_storage and its size;
     // accept4 writes at most that many bytes and stores the real length in `len`.
@@ -23,10 +23,10 @@ pub(super) fn accept(listener: RawFd) -> io::Result<(Socket, SocketAddr)> {
     // SAFETY: accept4 returned a new fd that nothing else owns.
     let socket = unsafe { Socket::from_raw_fd(fd) };
     // The address accept4 filled in is what getpeername would say, one syscall sooner.
-    let peer = peer.as_socket().ok_or_else(|| {
+    let peer = Address::from_sock_addr(&peer).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            "accepted a connection whose peer is not an IP address",
+            "accepted a connection whose peer is neither an IP address nor a Unix socket",
         )
     })?;
     Ok((socket, peer))

@@ -12,7 +12,7 @@ use windows_sys::Win32::Networking::WinSock::{WSARecv, WSASend, SOCKET, WSABUF};
 
 use super::slots::{Slot, Slots, State};
 use super::sys::{self, Extensions};
-use crate::contract::{RawSocket, SendBuf, Token};
+use crate::contract::{Address, RawSocket, SendBuf, Token};
 
 /// An op whose overlapped call was made.
 pub(super) struct Started {
@@ -240,7 +240,7 @@ pub(super) fn finish_accept(
     listener: RawSocket,
     accepted: Socket,
     peer: Option<SocketAddr>,
-) -> io::Result<(Socket, SocketAddr)> {
+) -> io::Result<(Socket, Address)> {
     sys::update_accept_context(accepted.as_raw_socket() as SOCKET, listener as SOCKET)?;
     accepted.set_nonblocking(true)?;
     let peer = match peer {
@@ -249,5 +249,5 @@ pub(super) fn finish_accept(
             io::Error::new(io::ErrorKind::Other, "accepted socket has no IP peer")
         })?,
     };
-    Ok((accepted, peer))
+    Ok((accepted, Address::Inet(peer)))
 }

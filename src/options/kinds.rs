@@ -73,6 +73,8 @@ pub enum Setting {
     Host,
     /// The address's port (`Config::addr`).
     Port,
+    /// `Config::path`: a Unix domain socket to listen on instead.
+    Path,
     /// `Config::framing`.
     Framing,
     /// `Config::workers`.

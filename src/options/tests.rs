@@ -17,6 +17,7 @@ fn example(setting: Setting) -> Value {
     match setting {
         Setting::Host => text("127.0.0.2"),
         Setting::Port => Value::Int(9000),
+        Setting::Path => text("/run/app.sock"),
         Setting::Framing => text("lines"),
         Setting::Workers => Value::Int(3),
         Setting::Backend => text("epoll"),
@@ -46,7 +47,12 @@ fn message(name: &str, value: Value) -> String {
 #[test]
 fn names_and_flags_are_unique_and_spelled_alike() {
     for (i, option) in OPTIONS.iter().enumerate() {
-        assert_eq!(option.flag, format!("--{}", option.name.replace('_', "-")));
+        // `path` is `--unix` on the command lines: the flag says what it is.
+        let expected = match option.name {
+            "path" => "--unix".to_string(),
+            name => format!("--{}", name.replace('_', "-")),
+        };
+        assert_eq!(option.flag, expected);
         assert_eq!(by_name(option.name), Some(option));
         assert_eq!(by_flag(option.flag), Some(option));
         for other in &OPTIONS[i + 1..] {
@@ -62,6 +68,7 @@ fn every_config_field_is_an_option() {
     // A new field of Config fails to compile here until it is listed.
     let Config {
         addr: _,            // host and port
+        path: _,            // path
         framing: _,         // framing
         workers: _,         // workers
         backend: _,         // backend
@@ -82,6 +89,7 @@ fn every_config_field_is_an_option() {
         [
             "host",
             "port",
+            "path",
             "framing",
             "workers",
             "backend",
@@ -115,7 +123,11 @@ fn every_option_changes_its_setting_and_its_default_restores_it() {
         assert_ne!(changed, before, "{} changed nothing", option.name);
         assert_eq!(option.current(&changed), read_back(example(option.setting)));
     }
-    assert!(changed.validate().is_ok());
+    let mut checked = changed.clone();
+    if !cfg!(target_os = "linux") {
+        checked.path = None; // refused off Linux (see path_is_linux_only)
+    }
+    assert!(checked.validate().is_ok());
     for option in OPTIONS {
         option
             .apply(&mut changed, &option.current(&defaults))
@@ -408,4 +420,42 @@ fn tls_files_come_as_a_pair_and_the_other_tls_options_only_with_them() {
         Value::List(vec!["h2".into(), "http/1.1".into()])
     );
     assert_eq!(option("tls_cert").parse_text("none"), text("none"));
+}
+
+#[test]
+fn path_excludes_host_and_port() {
+    let path = by_name("path").unwrap();
+    let sock = text("/run/app.sock");
+    for other in ["host", "port"] {
+        let option = by_name(other).unwrap();
+        let value = example(option.setting);
+        for given in [
+            vec![(path, &sock), (option, &value)],
+            vec![(option, &value), (path, &sock)],
+        ] {
+            let e = build(Config::default(), given).unwrap_err();
+            assert_eq!(e.name, "path");
+            assert!(e.why.contains(other), "{}", e);
+        }
+    }
+    // None is "not given": host=None with a path is fine (where path is allowed).
+    let host = by_name("host").unwrap();
+    let built = build(Config::default(), vec![(path, &sock), (host, &Value::None)]);
+    assert_eq!(built.is_ok(), cfg!(target_os = "linux"));
+}
+
+#[test]
+fn path_is_linux_only() {
+    let mut config = Config {
+        path: Some("/run/app.sock".into()),
+        ..Config::default()
+    };
+    let result = config.validate();
+    assert_eq!(result.is_ok(), cfg!(target_os = "linux"), "{:?}", result);
+    if let Err(e) = result {
+        assert_eq!(e.name, "path");
+        assert!(e.why.contains("Linux only"), "{}", e);
+    }
+    config.path = Some("".into());
+    assert_eq!(config.validate().unwrap_err().name, "path");
 }

@@ -12,27 +12,26 @@
 //! by the worker on `ResumeWriting` and on `Close`, under the lock that adds
 //! them, so none is missed.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyWeakrefReference};
+use pyo3::types::{PyList, PyString, PyWeakrefReference};
 
 use super::errors::{frame_error, ConnectionClosed};
 use super::handler::{reply_bytes, Answer};
 use super::slot::SenderSlot;
 use super::tls_info::PyTlsInfo;
-use crate::server::{lock, ConnectionId, SendError};
+use crate::server::{lock, Address, ConnectionId, SendError};
 
 /// A client connection: `send`, `close`, `abort` from any thread.
 #[pyclass(name = "Connection", module = "iocp_echo", frozen)]
 pub(crate) struct PyConnection {
     id: ConnectionId,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Address,
+    local: Address,
     /// A weak reference to the Python `Server`: a connection must not keep a
     /// server alive (dropping a server closes it).
     server: Py<PyWeakrefReference>,
@@ -50,8 +49,8 @@ pub(crate) struct PyConnection {
 impl PyConnection {
     pub(crate) fn new(
         id: ConnectionId,
-        peer: SocketAddr,
-        local: SocketAddr,
+        peer: Address,
+        local: Address,
         server: Py<PyWeakrefReference>,
         sender: Arc<SenderSlot>,
         tls: Option<Py<PyTlsInfo>>,
@@ -175,8 +174,17 @@ fn wake(py: Python<'_>, waiters: Vec<Py<PyAny>>) {
     }
 }
 
-fn address(addr: &SocketAddr) -> (String, u16) {
-    (addr.ip().to_string(), addr.port())
+/// An address as asyncio's `get_extra_info("peername"/"sockname")` gives it:
+/// `(host, port)` for TCP; for a Unix domain socket its path, `''` if unnamed.
+fn address(py: Python<'_>, addr: &Address) -> PyResult<Py<PyAny>> {
+    Ok(match addr {
+        Address::Inet(addr) => (addr.ip().to_string(), addr.port())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        Address::Unix(Some(path)) => path.as_os_str().into_pyobject(py)?.into_any().unbind(),
+        Address::Unix(None) => PyString::new(py, "").into_any().unbind(),
+    })
 }
 
 #[pymethods]
@@ -187,16 +195,18 @@ impl PyConnection {
         self.id
     }
 
-    /// The client's `(host, port)`.
+    /// The client's `(host, port)`; on a Unix domain socket the client's
+    /// path, `''` for an unnamed client (as asyncio's `peername`).
     #[getter]
-    fn peer(&self) -> (String, u16) {
-        address(&self.peer)
+    fn peer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        address(py, &self.peer)
     }
 
-    /// The server's `(host, port)` of this connection.
+    /// The server's `(host, port)` of this connection; on a Unix domain
+    /// socket the server's socket path.
     #[getter]
-    fn local(&self) -> (String, u16) {
-        address(&self.local)
+    fn local(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        address(py, &self.local)
     }
 
     /// The `Server` this connection belongs to (`RuntimeError` once that

@@ -4,7 +4,7 @@ use std::io;
 
 use pyo3::exceptions::{
     PyBrokenPipeError, PyConnectionAbortedError, PyConnectionError, PyConnectionResetError,
-    PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,
+    PyFileExistsError, PyOSError, PyRuntimeError, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
 
@@ -48,6 +48,20 @@ pub(crate) fn os_error(e: &io::Error, what: &str) -> PyErr {
         }
         None => PyOSError::new_err(format!("{}: {}", what, e)),
     }
+}
+
+/// An error of `Server.start` as Python's: [`os_error`], but a Unix socket
+/// path holding something that is not a socket (left untouched) is a
+/// `FileExistsError` naming it.
+pub(crate) fn start_error(e: &io::Error, what: &str) -> PyErr {
+    if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::AlreadyExists {
+        return PyFileExistsError::new_err((
+            libc::EEXIST,
+            "exists and is not a socket (left untouched)",
+            what.to_string(),
+        ));
+    }
+    os_error(e, what)
 }
 
 pyo3::create_exception!(

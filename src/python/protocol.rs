@@ -105,7 +105,7 @@ impl PyProtocolHandler {
         let (peer, local, tls) = match event {
             Event::Open {
                 peer, local, tls, ..
-            } => (*peer, *local, tls),
+            } => (peer.clone(), local.clone(), tls),
             _ => return None,
         };
         if !self.sender.wait(py) {

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyWeakrefReference};
 
-use super::errors::{frame_error, os_error, tls_load_error};
+use super::errors::{frame_error, os_error, start_error, tls_load_error};
 use super::framing::framing_arg;
 use super::handler::{reply_bytes, PyHandler};
 use super::options::from_python;
@@ -18,7 +18,7 @@ use super::slot::SenderSlot;
 use super::tls_config::{is_tls_option, PyTlsConfig};
 use crate::options::{by_name, Setting};
 use crate::port::BackendChoice;
-use crate::server::{lock, Config, ConnectionId, Handler, Server, StartError, Stats};
+use crate::server::{lock, Address, Config, ConnectionId, Handler, Server, StartError, Stats};
 use crate::tls::ServerTls;
 
 /// How long one wait for the workers lasts before signals are checked again.
@@ -176,7 +176,10 @@ impl PyServer {
         };
         let config = this.config.clone();
         let tls = this.tls.clone();
-        let addr = config.addr;
+        let addr = match &config.path {
+            Some(path) => path.display().to_string(),
+            None => config.addr.to_string(),
+        };
         let started_slot = slot.clone();
         // The lock is not held while detached: a thread holding the interpreter
         // could otherwise wait for it while this one waits for the interpreter.
@@ -191,7 +194,7 @@ impl PyServer {
         });
         let server = match started {
             Ok(server) => Arc::new(server),
-            Err(StartError::Io(e)) => return Err(os_error(&e, &addr.to_string())),
+            Err(StartError::Io(e)) => return Err(start_error(&e, &addr)),
             Err(StartError::Config(e)) => return Err(PyValueError::new_err(e.to_string())),
             Err(StartError::Backend(e)) => return Err(PyValueError::new_err(e)),
             Err(StartError::Tls(e)) => return Err(tls_load_error(&e)),
@@ -300,14 +303,27 @@ impl PyServer {
         Ok(())
     }
 
-    /// `(host, port)` the server listens on, with port 0 resolved.
+    /// `(host, port)` the server listens on, with port 0 resolved. A server
+    /// on a Unix domain socket has none: `RuntimeError` (see `path`).
     #[getter]
     fn address(&self) -> PyResult<(String, u16)> {
         let addr = match self.current() {
-            Some(server) => server.local_addr(),
+            Some(server) => server.address().clone(),
             None => return Err(PyRuntimeError::new_err("server is not running")),
         };
-        Ok((addr.ip().to_string(), addr.port()))
+        match addr {
+            Address::Inet(addr) => Ok((addr.ip().to_string(), addr.port())),
+            Address::Unix(_) => Err(PyRuntimeError::new_err(
+                "the server listens on a Unix domain socket: see Server.path",
+            )),
+        }
+    }
+
+    /// The Unix domain socket's path the server is configured with
+    /// (`path=`), or None for a TCP server.
+    #[getter]
+    fn path(&self) -> Option<std::ffi::OsString> {
+        self.config.path.clone().map(|path| path.into_os_string())
     }
 
     /// `"io_uring"`, `"epoll"` or `"iocp"`.
@@ -410,11 +426,14 @@ impl PyServer {
         match self.current() {
             Some(s) => format!(
                 "<Server {} backend={} workers={}>",
-                s.local_addr(),
+                s.address(),
                 s.backend(),
                 s.workers()
             ),
-            None => format!("<Server {} (not running)>", self.config.addr),
+            None => match &self.config.path {
+                Some(path) => format!("<Server {} (not running)>", path.display()),
+                None => format!("<Server {} (not running)>", self.config.addr),
+            },
         }
     }
 }

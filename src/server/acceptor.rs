@@ -6,7 +6,6 @@
 //! must do with each accepted socket; it never touches connections.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use socket2::Socket;
 
 use super::admission::{Admission, Gate};
 use super::stats::WorkerCounters;
-use crate::port::{raw_socket, CompletionPort, Op, Port, Token};
+use crate::port::{raw_socket, Address, CompletionPort, Op, Port, Token};
 
 /// The token of the listener's accepts.
 pub(crate) const LISTENER: Token = u64::MAX;
@@ -27,7 +26,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Accepted {
     pub(crate) worker: usize,
     pub(crate) socket: Socket,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Address,
     pub(crate) admission: Admission,
 }
 
@@ -68,7 +67,7 @@ impl Acceptor {
     /// while the server is `stopping`).
     pub(crate) fn on_accept(
         &mut self,
-        result: io::Result<(Socket, SocketAddr)>,
+        result: io::Result<(Socket, Address)>,
         stopping: bool,
         counters: &WorkerCounters,
     ) -> Option<Accepted> {
@@ -85,9 +84,12 @@ impl Acceptor {
                         return None;
                     }
                 };
-                // Small replies should leave at once, not wait for Nagle.
-                if let Err(e) = socket.set_nodelay(true) {
-                    log::debug!("TCP_NODELAY on {}: {}", peer, e);
+                // Small replies should leave at once, not wait for Nagle
+                // (TCP only: a Unix socket has no Nagle).
+                if !peer.is_unix() {
+                    if let Err(e) = socket.set_nodelay(true) {
+                        log::debug!("TCP_NODELAY on {}: {}", peer, e);
+                    }
                 }
                 let worker = self.next_worker;
                 self.next_worker = (self.next_worker + 1) % self.workers;

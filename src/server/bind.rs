@@ -1,6 +1,8 @@
-//! The listening socket: created, bound and listening before any worker starts.
+//! The listening socket: created, bound and listening before any worker
+//! starts. TCP on `Config::addr`, or a Unix domain socket at `Config::path`
+//! (see `socket_file.rs`).
 //!
-//! With `reuse_port` (Linux only) the socket joins the port's `SO_REUSEPORT`
+//! With `reuse_port` (Linux only) a TCP socket joins the port's `SO_REUSEPORT`
 //! group: every process of `--processes` binds its own listener on the same
 //! address and the kernel spreads new connections over them (see "Several
 //! processes" in `docs/architecture.md`). Elsewhere `reuse_port` is refused here,
@@ -10,10 +12,16 @@ use std::io;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::socket_file::SocketFile;
 use crate::config::Config;
 
-/// Create, bind and listen on the server's socket.
-pub(crate) fn bind(config: &Config) -> io::Result<Socket> {
+/// Create, bind and listen on the server's socket; for a Unix domain socket
+/// also its file, removed when dropped.
+pub(crate) fn bind(config: &Config) -> io::Result<(Socket, Option<SocketFile>)> {
+    if let Some(path) = &config.path {
+        let (socket, file) = SocketFile::bind(path, config.backlog)?;
+        return Ok((socket, Some(file)));
+    }
     let socket = Socket::new(
         Domain::for_address(config.addr),
         Type::STREAM,
@@ -29,7 +37,7 @@ pub(crate) fn bind(config: &Config) -> io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(config.addr))?;
     socket.listen(config.backlog)?;
-    Ok(socket)
+    Ok((socket, None))
 }
 
 #[cfg(target_os = "linux")]
@@ -60,9 +68,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn two_listeners_with_reuse_port_share_one_port() {
-        let first = bind(&config(0, true)).unwrap();
+        let (first, _) = bind(&config(0, true)).unwrap();
         let port = first.local_addr().unwrap().as_socket().unwrap().port();
-        let second = bind(&config(port, true)).unwrap();
+        let (second, _) = bind(&config(port, true)).unwrap();
         assert_eq!(
             second.local_addr().unwrap().as_socket().unwrap().port(),
             port

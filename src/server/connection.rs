@@ -2,7 +2,6 @@
 //! two ops (at most one recv and one send) it may have in flight, and its
 //! place under `max_connections`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +13,7 @@ use super::event::{CloseReason, ConnectionId};
 use super::output::Output;
 use super::transport::Transport;
 use crate::framing::Decoder;
-use crate::port::{raw_socket, CompletionPort, Port, RawSocket};
+use crate::port::{raw_socket, Address, CompletionPort, Port, RawSocket};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +34,7 @@ pub(crate) struct Connection {
     pub(crate) id: ConnectionId,
     /// Owned here: closed when the connection is freed, after its last op completed.
     socket: Socket,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Address,
     pub(crate) transport: Transport,
     pub(crate) decoder: Decoder,
     pub(crate) output: Output,
@@ -59,7 +58,7 @@ impl Connection {
     pub(crate) fn new(
         id: ConnectionId,
         socket: Socket,
-        peer: SocketAddr,
+        peer: Address,
         transport: Transport,
         decoder: Decoder,
         admission: Admission,
@@ -88,8 +87,11 @@ impl Connection {
     }
 
     /// The server's address of this connection.
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.socket.local_addr().ok().and_then(|a| a.as_socket())
+    pub(crate) fn local_addr(&self) -> Option<Address> {
+        self.socket
+            .local_addr()
+            .ok()
+            .and_then(|a| Address::from_sock_addr(&a))
     }
 
     pub(crate) fn phase(&self) -> Phase {

@@ -4,9 +4,9 @@
 //! unique across the workers of a server, for its life. A TLS connection whose
 //! handshake fails never opens, so it makes no event at all.
 
+use crate::port::Address;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 
 use crate::framing::FrameError;
 use crate::tls::{TlsFailure, TlsInfo};
@@ -88,9 +88,9 @@ pub enum Event {
         /// The new connection.
         id: ConnectionId,
         /// The client's address.
-        peer: SocketAddr,
+        peer: Address,
         /// The server's address of this connection.
-        local: SocketAddr,
+        local: Address,
         /// What the TLS handshake negotiated; `None` for plain TCP.
         tls: Option<Box<TlsInfo>>,
     },

@@ -17,10 +17,11 @@ use super::lock::lock;
 use super::mode::Mode;
 use super::sender::ConnectionSender;
 use super::shared::Shared;
+use super::socket_file::SocketFile;
 use super::stats::Stats;
 use super::worker;
 use crate::config::{Config, ConfigError};
-use crate::port::{Backend, BackendChoice};
+use crate::port::{Address, Backend, BackendChoice};
 use crate::tls::{LoadError, ServerTls};
 
 /// Why a server could not start.
@@ -60,7 +61,10 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Joined (and emptied) by the first `close`.
     threads: Mutex<Vec<JoinHandle<()>>>,
-    local_addr: SocketAddr,
+    /// Where it listens: an IP address and port, or a Unix socket's path.
+    address: Address,
+    /// The Unix domain socket's file, removed on close; None for TCP.
+    socket_file: Mutex<Option<SocketFile>>,
     backend: Backend,
 }
 
@@ -92,11 +96,13 @@ impl Server {
         let backend = BackendChoice::with_env(config.backend)
             .map_err(StartError::Backend)?
             .resolve()?;
-        let listener = bind(&config)?;
-        let local_addr = listener
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "listener has no IP address"))?;
+        let (listener, socket_file) = bind(&config)?;
+        let address = match &config.path {
+            Some(path) => Address::Unix(Some(path.clone())),
+            None => Address::from_sock_addr(&listener.local_addr()?).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::Other, "listener has no IP address")
+            })?,
+        };
 
         let workers = config.workers;
         let mode = Mode::new(handler, &config.framing);
@@ -167,14 +173,25 @@ impl Server {
         Ok(Server {
             shared,
             threads: Mutex::new(threads),
-            local_addr,
+            address,
+            socket_file: Mutex::new(socket_file),
             backend,
         })
     }
 
-    /// The address the server listens on, with port 0 resolved.
+    /// The IP address the server listens on, with port 0 resolved; for a
+    /// server on a Unix domain socket (which has none), `0.0.0.0:0`: see
+    /// [`Server::address`].
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.address
+            .inet()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where the server listens: its IP address and port (port 0
+    /// resolved), or its Unix domain socket's path.
+    pub fn address(&self) -> &Address {
+        &self.address
     }
 
     /// The backend every worker runs.
@@ -254,6 +271,10 @@ impl Server {
                 let mut failure = lock(&self.shared.failure);
                 failure.get_or_insert_with(|| "a worker thread panicked".to_string());
             }
+        }
+        // The listener is closed: its file goes (if it is still ours).
+        if let Some(file) = lock(&self.socket_file).as_mut() {
+            file.remove();
         }
         match self.failure() {
             Some(why) => Err(why),

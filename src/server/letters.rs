@@ -2,7 +2,6 @@
 //! socket (with its `Open` event), and applying pushed output (a broadcast:
 //! one shared buffer for all its receivers), close and abort requests at the start of a connection's next pump.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use super::stats::WorkerCounters;
 use super::table::Table;
 use super::transport::Transport;
 use super::turn::Turn;
-use crate::port::{raw_socket, CompletionPort, Port};
+use crate::port::{raw_socket, Address, CompletionPort, Port};
 use crate::tls::TlsInfo;
 
 /// Make an accepted socket a connection of this worker.
@@ -28,7 +27,7 @@ pub(crate) fn adopt(
     port: &mut Port,
     batch: &mut Batch,
     socket: Socket,
-    peer: SocketAddr,
+    peer: Address,
     admission: Admission,
 ) {
     let transport = match turn.tls {
@@ -70,13 +69,13 @@ pub(crate) fn opened(
 ) {
     let local = conn
         .local_addr()
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        .unwrap_or_else(|| Address::Inet(([0, 0, 0, 0], 0).into()));
     let published = Arc::new(AtomicUsize::new(0));
     turn.mailbox.opened(conn.id, Arc::clone(&published));
     conn.published = Some(published);
     batch.push_event(Event::Open {
         id: conn.id,
-        peer: conn.peer,
+        peer: conn.peer.clone(),
         local,
         tls: tls.map(Box::new),
     });

@@ -15,8 +15,8 @@
 //! it was posted, not excluded, and whose pushed bytes stay within the bound
 //! with it (it counts for each of them like a push of the same length).
 
+use crate::port::Address;
 use std::mem;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +32,7 @@ pub(crate) enum Letter {
     /// A socket accepted for this worker, already counted under `max_connections`.
     Adopt {
         socket: Socket,
-        peer: SocketAddr,
+        peer: Address,
         admission: Admission,
     },
     /// Framed bytes to queue on a connection's output.

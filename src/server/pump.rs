@@ -7,7 +7,6 @@
 //! free it, release its admission, make its `Close` event, count a TLS
 //! failure).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use super::connection::Phase;
@@ -17,7 +16,7 @@ use super::output::{Pause, Spares};
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
-use crate::port::{CompletionPort, Op, Port, Token};
+use crate::port::{Address, CompletionPort, Op, Port, Token};
 
 /// Pump every connection touched this turn.
 ///
@@ -58,7 +57,7 @@ fn pump(
     #[cfg(test)]
     turn.counters.note_output(conn.output.len());
     if conn.output.passed(config.max_output) && conn.close_slow_consumer(port) {
-        slow_consumer(turn, conn.id, conn.peer);
+        slow_consumer(turn, conn.id, &conn.peer);
     }
     if conn.phase() == Phase::Closing {
         if !conn.busy() {
@@ -121,7 +120,7 @@ fn pump(
 
 /// Count and log a connection closed as a slow consumer.
 #[cold]
-fn slow_consumer(turn: &Turn<'_>, id: ConnectionId, peer: SocketAddr) {
+fn slow_consumer(turn: &Turn<'_>, id: ConnectionId, peer: &Address) {
     log::info!(
         "closing connection {} from {}: slow consumer (queued output passed max_output {})",
         id,

@@ -24,7 +24,7 @@ use super::output::Spares;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
-use crate::port::{CompletionPort, Op, Port, SendBuf, Token};
+use crate::port::{Address, CompletionPort, Op, Port, SendBuf, Token};
 use crate::tls::TlsFailure;
 
 /// Spare output buffers the native raw echo keeps before it hands sent buffers
@@ -52,7 +52,7 @@ pub(crate) fn on_received(
         _ if conn.phase() != Phase::Open => Received::Kept(buf),
         Ok(0) => match conn.transport.ended() {
             // A TLS stream cut mid-handshake or mid-record.
-            Err(failure) => Received::Decoded(buf, Some(tls_failed(conn.peer, failure))),
+            Err(failure) => Received::Decoded(buf, Some(tls_failed(&conn.peer, failure))),
             Ok(()) => {
                 // The peer finished sending: answer what it sent, then close.
                 conn.flush_then_close(CloseReason::PeerClosed);
@@ -188,7 +188,7 @@ fn received_tls(
     let handshake_done = match conn.transport.incoming(&ciphertext, &mut plain) {
         Ok(done) => done,
         Err(failure) => {
-            let failed = Some(tls_failed(conn.peer, failure));
+            let failed = Some(tls_failed(&conn.peer, failure));
             return Received::Decrypted {
                 ciphertext,
                 plain,
@@ -231,7 +231,7 @@ fn received_tls(
 
 /// Log a connection's TLS failure; the reason it closes for.
 #[cold]
-fn tls_failed(peer: std::net::SocketAddr, failure: TlsFailure) -> CloseReason {
+fn tls_failed(peer: &Address, failure: TlsFailure) -> CloseReason {
     log::info!("closing connection from {}: {}", peer, failure);
     CloseReason::Tls(failure)
 }

@@ -18,6 +18,8 @@ mod faults;
 mod tls;
 mod tls_broadcast;
 mod tls_faults;
+#[cfg(target_os = "linux")]
+mod unix;
 
 fn backends() -> Vec<Backend> {
     let all = [Backend::IoUring, Backend::Epoll, Backend::Iocp];

@@ -12,7 +12,6 @@
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use super::shared::Shared;
 use super::shutdown::{check_every, close_expired, finished, Drain};
 use super::table::Table;
 use super::turn::Turn;
-use crate::port::{Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
+use crate::port::{Address, Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
 
 /// The usual size of the output buffers a worker keeps for reuse (larger ones
 /// are dropped past four times it). Receive memory is the port's own.
@@ -301,7 +300,7 @@ impl Parts {
     fn on_accept(
         &mut self,
         turn: &Turn<'_>,
-        result: io::Result<(Socket, SocketAddr)>,
+        result: io::Result<(Socket, Address)>,
         stopping: bool,
     ) {
         let acceptor = match &mut self.acceptor {

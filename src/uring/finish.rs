@@ -11,7 +11,7 @@ use socket2::{SockAddr, Socket};
 
 use super::buf_ring::{self, RecvMemory};
 use super::slot::{RecvBuf, Slot};
-use crate::contract::{Completion, Op, Outcome, RawSocket, SendBuf};
+use crate::contract::{Address, Completion, Op, Outcome, RawSocket, SendBuf};
 
 /// A CQE result as a count, or the error it encodes.
 pub(super) fn result(res: i32) -> io::Result<usize> {
@@ -152,17 +152,17 @@ pub(super) fn finish(slot: Slot, res: i32, flags: u32, memory: &mut RecvMemory) 
 }
 
 /// Wrap an accepted descriptor and read its peer address.
-pub(super) fn accepted(fd: RawSocket) -> io::Result<(Socket, std::net::SocketAddr)> {
+pub(super) fn accepted(fd: RawSocket) -> io::Result<(Socket, Address)> {
     // SAFETY: a successful accept returns a new descriptor that nothing else owns.
     with_peer(unsafe { Socket::from_raw_fd(fd) })
 }
 
 /// An accepted socket with its peer address (`getpeername`); on failure the
 /// socket is closed.
-pub(super) fn with_peer(socket: Socket) -> io::Result<(Socket, std::net::SocketAddr)> {
+pub(super) fn with_peer(socket: Socket) -> io::Result<(Socket, Address)> {
     let peer = socket.peer_addr()?;
-    let peer = peer
-        .as_socket()
-        .ok_or_else(|| io::Error::other("accepted a socket with no IP peer address"))?;
+    let peer = Address::from_sock_addr(&peer).ok_or_else(|| {
+        io::Error::other("accepted a socket whose peer is neither an IP address nor a Unix socket")
+    })?;
     Ok((socket, peer))
 }

@@ -6,20 +6,20 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{backends, closed_by_server, config, connect, read_n, start};
 use crate::framing::{FrameError, Framing};
-use crate::port::Backend;
+use crate::port::{Address, Backend};
 use crate::server::{Batch, CloseReason, ConnectionId, Event, Handler, SendError, Server};
 
 /// What a recording handler saw, in the order it saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Seen {
-    Open(ConnectionId, SocketAddr, SocketAddr),
+    Open(ConnectionId, Address, Address),
     Frame(ConnectionId, Vec<u8>),
     Pause(ConnectionId),
     Resume(ConnectionId),
@@ -104,7 +104,7 @@ impl Recorder {
     /// The id of the connection whose client end is `client`, once opened.
     #[track_caller]
     pub(super) fn id_of(&self, client: &TcpStream) -> ConnectionId {
-        let me = client.local_addr().unwrap();
+        let me = Address::Inet(client.local_addr().unwrap());
         self.wait_until("the open event", |seen| {
             seen.iter()
                 .any(|s| matches!(s, Seen::Open(_, peer, _) if *peer == me))
@@ -215,8 +215,8 @@ fn open_and_close_come_once_in_order_with_ids_and_addresses() {
                 open,
                 Some(Seen::Open(
                     *id,
-                    client.local_addr().unwrap(),
-                    server.local_addr()
+                    Address::Inet(client.local_addr().unwrap()),
+                    server.address().clone()
                 )),
                 "{}",
                 backend

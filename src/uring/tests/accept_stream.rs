@@ -23,7 +23,7 @@ fn accept(ring: &mut Front<Ring>, token: Token, listener: &TcpListener) {
 #[track_caller]
 fn accepted(completion: Completion) -> (Socket, SocketAddr) {
     match completion.outcome {
-        Outcome::Accepted(Ok(pair)) => pair,
+        Outcome::Accepted(Ok((socket, peer))) => (socket, peer.inet().expect("an IP peer")),
         other => panic!("expected an accepted connection, got {:?}", other),
     }
 }
