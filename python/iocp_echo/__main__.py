@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                 dest=option.name,
                 action="store_true",
                 default=argparse.SUPPRESS,
-                help=option.help.replace("%", "%%"),
+                help=f"{option.help} (default off)".replace("%", "%%"),
             )
             continue
         p.add_argument(

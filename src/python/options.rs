@@ -164,10 +164,20 @@ pub(crate) fn from_python(option: &ServerOption, value: &Bound<'_, PyAny>) -> Py
             Ok(path) => Ok(Value::Text(path.to_string_lossy().into_owned())),
             Err(_) => wrong_type("a path (str or os.PathLike)"),
         },
-        Kind::Flag => match value.cast::<PyBool>() {
-            Ok(on) => Ok(Value::Bool(on.is_true())),
-            Err(_) => wrong_type("a bool"),
-        },
+        Kind::Flag => {
+            if let Ok(on) = value.cast::<PyBool>() {
+                return Ok(Value::Bool(on.is_true()));
+            }
+            // Not a bool: a number or text is refused by `apply`, with the
+            // message every front gives.
+            match value.extract::<i128>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) => match value.extract::<String>() {
+                    Ok(text) => Ok(Value::Text(text)),
+                    Err(_) => wrong_type("a bool"),
+                },
+            }
+        }
         Kind::Names | Kind::Cidrs => {
             if let Ok(text) = value.extract::<String>() {
                 return Ok(Value::List(text.split(',').map(str::to_string).collect()));
