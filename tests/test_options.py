@@ -229,9 +229,7 @@ def test_cli_refuses_each_bad_value_with_the_servers_message(cli: Any) -> None:
     # A flag takes no value on a command line, so it has no bad one there.
     kinds = {option.name: option.kind for option in OPTIONS}
     cases = [
-        ({name: value}, message)
-        for name, (value, message) in BAD.items()
-        if kinds[name] != "flag"
+        ({name: value}, message) for name, (value, message) in BAD.items() if kinds[name] != "flag"
     ]
     cases += BAD_TOGETHER
     # All at once: each process only parses its options and exits.

@@ -90,9 +90,7 @@ def _metavar(option: ServerOption) -> str:
         "path": "FILE",
         "names": "NAME,...",
         "cidrs": "CIDR,...",
-    }.get(
-        option.kind, "N"
-    )
+    }.get(option.kind, "N")
 
 
 def _shown(value: object) -> str:
