@@ -80,6 +80,16 @@ def test_conn_peer_is_the_client_the_header_names(make: Any, host: str, port: in
         assert srv.stats()["proxy_errors"] == 0
 
 
+def test_a_function_handler_echoes_behind_a_header() -> None:
+    def upper(message: bytes) -> bytes:
+        return message.upper()
+
+    with Server(upper, port=0, framing=LINES, proxy_protocol=True) as srv:
+        with connect(srv.address) as sock:
+            sock.sendall(v2("2001:db8::9", 9) + b"one\ntwo\n")
+            assert recv_frames(sock, LINES, 2) == [b"ONE", b"TWO"]
+
+
 def test_local_keeps_the_real_peer() -> None:
     peers = Peers()
     with Server(protocol=peers.protocol(), port=0, framing=LINES, proxy_protocol=True) as srv:

@@ -4,7 +4,8 @@
 //! `UNKNOWN` keep the real one; the bytes after a header are the stream; a
 //! header trickled in tiny writes; each bad case (untrusted peer, malformed,
 //! too long, missing, cut short, too slow) closes only its connection, with
-//! no event, counted in `proxy_errors`; TLS after the header.
+//! no event, counted in `proxy_errors`; TLS after the header (in the same
+//! segment too).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -310,6 +311,26 @@ fn tls_comes_after_the_header() {
             .seen()
             .iter()
             .any(|s| matches!(s, Seen::Open(_, p, _) if *p == source)));
+        // The header and the ClientHello in one segment: the bytes after the
+        // header go on to TLS.
+        let source = addr("192.0.2.44:4444");
+        let mut tcp = connect(&server);
+        let mut conn =
+            ClientConnection::new(client_config(None, &[], ClientCert::Without), server_name())
+                .unwrap();
+        let mut first = v1_proxy(source);
+        conn.write_tls(&mut first).unwrap();
+        tcp.write_all(&first).unwrap();
+        let mut stream = StreamOwned::new(conn, tcp);
+        handshake(&mut stream).unwrap();
+        stream.write_all(b"joined").unwrap();
+        stream.flush().unwrap();
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"joined");
+        assert!(recorder
+            .seen()
+            .iter()
+            .any(|s| matches!(s, Seen::Open(_, p, _) if *p == source)));
         // A ClientHello with no header first: a PROXY failure, not a TLS one.
         let bare = TcpStream::connect(server.local_addr()).unwrap();
         bare.set_read_timeout(Some(Duration::from_secs(20)))
@@ -320,9 +341,9 @@ fn tls_comes_after_the_header() {
             bare,
         );
         assert!(handshake(&mut hello).is_err());
-        settle(&server, 1, 1);
+        settle(&server, 1, 2);
         let stats = server.stats();
-        assert_eq!((stats.tls_handshakes, stats.tls_errors), (1, 0));
+        assert_eq!((stats.tls_handshakes, stats.tls_errors), (2, 0));
         server.close().unwrap();
     }
 }
