@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::framing::Framing;
 use crate::port::BackendChoice;
+use crate::proxy::Cidr;
 use crate::tls::TlsSettings;
 
 /// Everything a server is configured with.
@@ -46,6 +47,14 @@ pub struct Config {
     pub backlog: i32,
     /// TLS: on when a certificate is given.
     pub tls: TlsSettings,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), read
+    /// before TLS and framing: the connection's peer becomes the client it
+    /// names. A connection without a valid header, or from a peer outside
+    /// `trusted_proxies`, is closed (counted in `proxy_errors`).
+    pub proxy_protocol: bool,
+    /// The networks a PROXY protocol header may come from (default:
+    /// loopback, `127.0.0.0/8` and `::1/128`).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -64,6 +73,8 @@ impl Default for Config {
             max_output: DEFAULT_MAX_OUTPUT,
             backlog: 1024,
             tls: TlsSettings::default(),
+            proxy_protocol: false,
+            trusted_proxies: Cidr::loopback(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod framing;
 pub mod front;
 pub mod options;
 pub mod port;
+pub mod proxy;
 pub mod server;
 pub mod tls;
 

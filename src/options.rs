@@ -11,6 +11,7 @@
 //!   Python name: `max_frame must be at least 1, got 0`. The command lines hand the
 //!   text of a flag to [`ServerOption::parse_text`], which never fails: a text that
 //!   is no number is kept as text and [`ServerOption::apply`] refuses it.
+//! * A flag ([`Kind::Flag`]) takes no value on a command line: given, it is on.
 //! * [`Value::None`] keeps an option's current value, except for an option that may
 //!   be none ([`Kind::optional`]: `idle_timeout`, the TLS files, `tls_alpn`), where it
 //!   means none.
@@ -31,6 +32,7 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::BackendChoice;
+use crate::proxy::Cidr;
 
 mod kinds;
 #[cfg(test)]
@@ -213,6 +215,22 @@ pub const OPTIONS: &[ServerOption] = &[
         kind: Kind::Seconds { optional: false },
         help: "close a TLS connection whose handshake has not finished after this many seconds",
     },
+    ServerOption {
+        setting: Setting::ProxyProtocol,
+        name: "proxy_protocol",
+        flag: "--proxy-protocol",
+        kind: Kind::Flag,
+        help: "every connection starts with a PROXY protocol header (v1 or v2) naming the \
+               client, read before TLS and framing; the peer must be a trusted proxy",
+    },
+    ServerOption {
+        setting: Setting::TrustedProxies,
+        name: "trusted_proxies",
+        flag: "--trusted-proxies",
+        kind: Kind::Cidrs,
+        help: "with --proxy-protocol: the networks (CIDRs, separated by commas) a \
+               connection carrying a header may come from; others are closed",
+    },
 ];
 
 /// The option with Python name `name`.
@@ -247,7 +265,12 @@ impl ServerOption {
             Kind::Host | Kind::Choice(_) | Kind::Framing(_) | Kind::Path => {
                 Value::Text(text.to_string())
             }
-            Kind::Names => Value::List(text.split(',').map(str::to_string).collect()),
+            Kind::Names | Kind::Cidrs => Value::List(text.split(',').map(str::to_string).collect()),
+            Kind::Flag => match text {
+                "true" | "on" | "yes" | "1" => Value::Bool(true),
+                "false" | "off" | "no" | "0" => Value::Bool(false),
+                _ => Value::Text(text.to_string()),
+            },
         }
     }
 
@@ -291,6 +314,8 @@ impl ServerOption {
                     config.tls.handshake_timeout = d;
                 }
             }
+            Setting::ProxyProtocol => config.proxy_protocol = self.flag(value)?,
+            Setting::TrustedProxies => config.trusted_proxies = self.cidrs(value)?,
         }
         Ok(())
     }
@@ -330,6 +355,14 @@ impl ServerOption {
             Setting::TlsHandshakeTimeout => {
                 Value::Float(config.tls.handshake_timeout.as_secs_f64())
             }
+            Setting::ProxyProtocol => Value::Bool(config.proxy_protocol),
+            Setting::TrustedProxies => Value::List(
+                config
+                    .trusted_proxies
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            ),
         }
     }
 
@@ -373,7 +406,7 @@ impl ServerOption {
             Value::None => return Ok(None),
             Value::Int(i) => *i as f64,
             Value::Float(x) => *x,
-            Value::Text(_) | Value::List(_) => f64::NAN,
+            Value::Text(_) | Value::List(_) | Value::Bool(_) => f64::NAN,
         };
         if x.is_nan() || x <= 0.0 {
             let or_none = if optional { " or none" } else { "" };
@@ -415,6 +448,40 @@ impl ServerOption {
             )));
         }
         Ok(names)
+    }
+
+    /// On or off.
+    fn flag(&self, value: &Value) -> Result<bool, ConfigError> {
+        match value {
+            Value::Bool(on) => Ok(*on),
+            other => Err(self.error(format!("must be true or false, got {}", other))),
+        }
+    }
+
+    /// Networks in CIDR notation, at least one.
+    fn cidrs(&self, value: &Value) -> Result<Vec<Cidr>, ConfigError> {
+        let texts: Vec<String> = match value {
+            Value::List(texts) => texts.clone(),
+            Value::Text(t) => t.split(',').map(str::to_string).collect(),
+            other => return Err(self.error(format!("must be CIDRs, got {}", other))),
+        };
+        let bad = |got: &dyn fmt::Display| {
+            self.error(format!(
+                "must be networks in CIDR notation (10.0.0.0/8, ::1/128) separated by commas, got {}",
+                got
+            ))
+        };
+        if texts.is_empty() {
+            return Err(bad(value));
+        }
+        texts
+            .iter()
+            .map(|t| {
+                t.trim()
+                    .parse::<Cidr>()
+                    .map_err(|_| bad(&format!("{:?}", t)))
+            })
+            .collect()
     }
 
     /// The text of `value`, which must be one of `names` (any text if empty).

@@ -18,7 +18,8 @@
 //!
 //! Files: `handle` (the [`Server`] handle), `shared` (state shared with the
 //! workers), `bind`, `worker` (the turn loop) over `acceptor`, `table`,
-//! `connection` (`transport`, `output`, `decode`), `receive`, `answer`,
+//! `connection` (`transport`, `output`, `decode`, `preamble`: a PROXY
+//! protocol header), `receive`, `answer`,
 //! `letters` (mailbox letters and adoption), `pump`, `shutdown`; `ids` (maps
 //! by connection id); `handler` and `event` are the handler seam, `sender`
 //! and `mailbox` the push seam.
@@ -38,6 +39,7 @@ mod lock;
 mod mailbox;
 mod mode;
 mod output;
+mod preamble;
 mod pump;
 mod receive;
 mod sender;

@@ -43,6 +43,8 @@ GOOD: dict[str, Any] = {
     "tls_client_ca": str(CERTS / "ca.pem"),
     "tls_alpn": "h2,http/1.1",
     "tls_handshake_timeout": 5.5,
+    "proxy_protocol": True,
+    "trusted_proxies": "10.0.0.0/8,::1/128",
 }
 
 # The options an option needs beside it (TLS files come as a pair, the other TLS
@@ -83,6 +85,12 @@ BAD: dict[str, tuple[Any, str]] = {
         0,
         "tls_handshake_timeout must be a positive number of seconds, got 0",
     ),
+    "proxy_protocol": (1, "proxy_protocol must be true or false, got 1"),
+    "trusted_proxies": (
+        "10.0.0.0/8,10.0.0.0/33",
+        "trusted_proxies must be networks in CIDR notation (10.0.0.0/8, ::1/128) "
+        'separated by commas, got "10.0.0.0/33"',
+    ),
 }
 
 # Bad combinations: the rules between options.
@@ -115,7 +123,15 @@ NAMES = [option.name for option in OPTIONS]
 def flags(options: dict[str, Any]) -> list[str]:
     """``options`` as command-line flags."""
     by_name = {option.name: option for option in OPTIONS}
-    return [arg for name, value in options.items() for arg in (by_name[name].flag, str(value))]
+    args: list[str] = []
+    for name, value in options.items():
+        option = by_name[name]
+        if option.kind == "flag":
+            # A flag takes no value: given, it is on.
+            args += [option.flag] if value else []
+        else:
+            args += [option.flag, str(value)]
+    return args
 
 
 def python_cli(*args: str) -> list[str]:
@@ -210,7 +226,11 @@ def test_cli_accepts_every_option(cli: Any) -> None:
 
 @pytest.mark.parametrize("cli", CLIS)
 def test_cli_refuses_each_bad_value_with_the_servers_message(cli: Any) -> None:
-    cases = [({name: value}, message) for name, (value, message) in BAD.items()]
+    # A flag takes no value on a command line, so it has no bad one there.
+    kinds = {option.name: option.kind for option in OPTIONS}
+    cases = [
+        ({name: value}, message) for name, (value, message) in BAD.items() if kinds[name] != "flag"
+    ]
     cases += BAD_TOGETHER
     # All at once: each process only parses its options and exits.
     procs = [

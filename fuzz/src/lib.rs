@@ -27,6 +27,10 @@
 //! * an encoded payload decodes back to it alone; the lines encoder refuses a payload
 //!   exactly when payload + delimiter would not, the length-prefixed one exactly when
 //!   the length does not fit the prefix.
+//!
+//! The PROXY protocol header parser's checks are in [`proxy`].
+
+pub mod proxy;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -38,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     # Every server option, from the one definition the Rust binary and Server(...)
     # share; its text goes to Server(...) as given, so Rust checks every value.
     for option in OPTIONS:
+        if option.kind == "flag":
+            p.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f"{option.help} (default off)".replace("%", "%%"),
+            )
+            continue
         p.add_argument(
             option.flag,
             dest=option.name,
@@ -75,9 +84,13 @@ def _metavar(option: ServerOption) -> str:
         return "|".join(option.choices)
     if option.kind == "seconds":
         return "SECONDS|none" if option.optional else "SECONDS"
-    return {"host": "ADDR", "bytes": "BYTES", "path": "FILE", "names": "NAME,..."}.get(
-        option.kind, "N"
-    )
+    return {
+        "host": "ADDR",
+        "bytes": "BYTES",
+        "path": "FILE",
+        "names": "NAME,...",
+        "cidrs": "CIDR,...",
+    }.get(option.kind, "N")
 
 
 def _shown(value: object) -> str:
@@ -85,6 +98,8 @@ def _shown(value: object) -> str:
         return "none"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(value)
     return str(value)
 
 
@@ -153,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = vars(args)
     try:
         options: dict[str, Any] = {
-            o.name: option_from_text(o.name, given[o.name])
+            o.name: given[o.name] if o.kind == "flag" else option_from_text(o.name, given[o.name])
             for o in OPTIONS
             if o.name in given and o.name != "framing"
         }

@@ -47,7 +47,9 @@ class ServerOption:
     @property
     def kind(
         self,
-    ) -> Literal["host", "count", "bytes", "seconds", "choice", "framing", "path", "names"]:
+    ) -> Literal[
+        "host", "count", "bytes", "seconds", "choice", "framing", "path", "names", "flag", "cidrs"
+    ]:
         """What values it takes."""
     @property
     def optional(self) -> bool:
@@ -62,7 +64,7 @@ class ServerOption:
     def choices(self) -> tuple[str, ...]:
         """The names a choice or framing takes, else empty."""
     @property
-    def default(self) -> int | float | str | list[str] | None:
+    def default(self) -> bool | int | float | str | list[str] | None:
         """The value a server has when the option is not given."""
     @property
     def help(self) -> str:
@@ -71,7 +73,7 @@ class ServerOption:
 OPTIONS: Final[tuple[ServerOption, ...]]
 """Every server option, as ``Server(...)``, ``python -m iocp_echo`` and ``iocp-echo`` take them."""
 
-def option_from_text(name: str, text: str) -> int | float | str | list[str] | None:
+def option_from_text(name: str, text: str) -> bool | int | float | str | list[str] | None:
     """The value ``Server(...)`` takes for option ``name`` from the text of its flag.
 
     ``ValueError`` (the message ``Server`` gives) if a number is bad.
@@ -255,6 +257,8 @@ class Server:
         tls_client_ca: str | PathLike[str] | None = None,
         tls_alpn: str | list[str] | None = None,
         tls_handshake_timeout: float | None = None,
+        proxy_protocol: bool = False,
+        trusted_proxies: str | list[str] | None = None,
     ) -> Self: ...
     def start(self) -> None:
         """Bind and start the workers; ``OSError`` with the real errno if binding fails."""

@@ -150,6 +150,11 @@ fn parse_args() -> Result<Option<Options>, String> {
             _ => None,
         };
         if let Some(option) = option {
+            if option.kind == Kind::Flag {
+                // A flag takes no value: given, it is on.
+                given.push((option, options::Value::Bool(true)));
+                continue;
+            }
             let text: String = value(&mut parser, option.flag)?;
             if option.setting == Setting::Framing {
                 framing = text;
@@ -204,7 +209,7 @@ fn parse_args() -> Result<Option<Options>, String> {
 fn usage() -> String {
     let mut line = "usage: iocp-echo".to_string();
     for option in OPTIONS {
-        line += &format!(" [{} {}]", option.flag, metavar(option.kind));
+        line += &format!(" [{}]", with_metavar(option.flag, option.kind));
     }
     for (flag, _) in OWN_FLAGS {
         line += &format!(" [{}]", flag);
@@ -224,15 +229,24 @@ fn help() -> String {
             Value::None => "none".to_string(),
             Value::Text(t) => t,
             Value::List(names) => names.join(","),
+            Value::Bool(on) => if on { "on" } else { "off" }.to_string(),
             other => other.to_string(),
         };
-        let flag = format!("{} {}", option.flag, metavar(option.kind));
+        let flag = with_metavar(option.flag, option.kind);
         text += &format!("  {:<34} {} (default {})\n", flag, option.help, default);
     }
     for (flag, help) in OWN_FLAGS {
         text += &format!("  {:<34} {}\n", flag, help);
     }
     text
+}
+
+/// A flag as the usage shows it: with what its value is, unless it takes none.
+fn with_metavar(flag: &str, kind: Kind) -> String {
+    match kind {
+        Kind::Flag => flag.to_string(),
+        _ => format!("{} {}", flag, metavar(kind)),
+    }
 }
 
 /// What a flag's value is, for the usage: `N`, `BYTES`, `auto|io_uring|...`.
@@ -246,6 +260,8 @@ fn metavar(kind: Kind) -> String {
         Kind::Choice(names) | Kind::Framing(names) => names.join("|"),
         Kind::Path => "FILE".to_string(),
         Kind::Names => "NAME,...".to_string(),
+        Kind::Cidrs => "CIDR,...".to_string(),
+        Kind::Flag => String::new(),
     }
 }
 

@@ -38,11 +38,16 @@ pub enum Kind {
     /// Names, or none (the default): a list in Python, separated by commas on
     /// a command line.
     Names,
+    /// On or off: a `bool` in Python, a flag without a value on a command line.
+    Flag,
+    /// Networks in CIDR notation: a list in Python, separated by commas on a
+    /// command line.
+    Cidrs,
 }
 
 impl Kind {
     /// The kind's name as the Python fronts see it: `host`, `count`, `bytes`,
-    /// `seconds`, `choice`, `framing`, `path` or `names`.
+    /// `seconds`, `choice`, `framing`, `path`, `names`, `flag` or `cidrs`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Host => "host",
@@ -53,6 +58,8 @@ impl Kind {
             Kind::Framing(_) => "framing",
             Kind::Path => "path",
             Kind::Names => "names",
+            Kind::Flag => "flag",
+            Kind::Cidrs => "cidrs",
         }
     }
 
@@ -105,6 +112,10 @@ pub enum Setting {
     TlsAlpn,
     /// `Config::tls.handshake_timeout`.
     TlsHandshakeTimeout,
+    /// `Config::proxy_protocol`.
+    ProxyProtocol,
+    /// `Config::trusted_proxies`.
+    TrustedProxies,
 }
 
 /// A value given for an option, before it is checked.
@@ -120,6 +131,8 @@ pub enum Value {
     Text(String),
     /// Names (Python: a list of `str`).
     List(Vec<String>),
+    /// On or off (Python: a `bool`).
+    Bool(bool),
 }
 
 impl fmt::Display for Value {
@@ -132,6 +145,8 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{}", x),
             Value::Text(t) => write!(f, "{:?}", t),
             Value::List(names) => write!(f, "{:?}", names.join(",")),
+            Value::Bool(true) => f.write_str("True"),
+            Value::Bool(false) => f.write_str("False"),
         }
     }
 }

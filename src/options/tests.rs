@@ -33,6 +33,8 @@ fn example(setting: Setting) -> Value {
         Setting::TlsClientCa => text("ca.pem"),
         Setting::TlsAlpn => Value::List(vec!["h2".to_string(), "http/1.1".to_string()]),
         Setting::TlsHandshakeTimeout => Value::Float(2.5),
+        Setting::ProxyProtocol => Value::Bool(true),
+        Setting::TrustedProxies => Value::List(vec!["10.0.0.0/8".to_string()]),
     }
 }
 
@@ -73,6 +75,8 @@ fn every_config_field_is_an_option() {
         max_output: _,      // max_output
         backlog: _,         // backlog
         tls: _,             // tls_cert, tls_key, tls_client_ca, tls_alpn, tls_handshake_timeout
+        proxy_protocol: _,  // proxy_protocol
+        trusted_proxies: _, // trusted_proxies
     } = Config::default();
     let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
     assert_eq!(
@@ -95,7 +99,9 @@ fn every_config_field_is_an_option() {
             "tls_key",
             "tls_client_ca",
             "tls_alpn",
-            "tls_handshake_timeout"
+            "tls_handshake_timeout",
+            "proxy_protocol",
+            "trusted_proxies"
         ]
     );
 }
@@ -142,6 +148,20 @@ fn command_line_text_parses_to_the_values_python_gives() {
     assert_eq!(
         by_name("backend").unwrap().parse_text("epoll"),
         text("epoll")
+    );
+    let proxy = by_name("proxy_protocol").unwrap();
+    assert_eq!(proxy.parse_text("true"), Value::Bool(true));
+    assert_eq!(proxy.parse_text("off"), Value::Bool(false));
+    assert_eq!(proxy.parse_text("maybe"), text("maybe"));
+    let trusted = by_name("trusted_proxies").unwrap();
+    let cidrs = Value::List(vec!["10.0.0.0/8".to_string(), "::1/128".to_string()]);
+    assert_eq!(trusted.parse_text("10.0.0.0/8,::1/128"), cidrs);
+    let mut config = Config::default();
+    trusted.apply(&mut config, &cidrs).unwrap();
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(
+        trusted.current(&Config::default()),
+        Value::List(vec!["127.0.0.0/8".to_string(), "::1/128".to_string()])
     );
 }
 
@@ -254,6 +274,23 @@ fn bad_values_have_one_message_each() {
             "tls_handshake_timeout",
             Value::Int(0),
             "tls_handshake_timeout must be a positive number of seconds, got 0",
+        ),
+        (
+            "proxy_protocol",
+            Value::Int(1),
+            "proxy_protocol must be true or false, got 1",
+        ),
+        (
+            "trusted_proxies",
+            text("10.0.0.0/8,10.0.0.0/33"),
+            "trusted_proxies must be networks in CIDR notation (10.0.0.0/8, ::1/128) \
+             separated by commas, got \"10.0.0.0/33\"",
+        ),
+        (
+            "trusted_proxies",
+            Value::List(Vec::new()),
+            "trusted_proxies must be networks in CIDR notation (10.0.0.0/8, ::1/128) \
+             separated by commas, got \"\"",
         ),
     ];
     for (name, value, expected) in cases {

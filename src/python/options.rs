@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyBool, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::config::Config;
@@ -37,7 +37,7 @@ impl PyServerOption {
     }
 
     /// `"host"`, `"count"`, `"bytes"`, `"seconds"`, `"choice"`, `"framing"`,
-    /// `"path"` or `"names"`.
+    /// `"path"`, `"names"`, `"flag"` (a `bool`) or `"cidrs"`.
     #[getter]
     fn kind(&self) -> &'static str {
         self.option.kind.name()
@@ -164,7 +164,21 @@ pub(crate) fn from_python(option: &ServerOption, value: &Bound<'_, PyAny>) -> Py
             Ok(path) => Ok(Value::Text(path.to_string_lossy().into_owned())),
             Err(_) => wrong_type("a path (str or os.PathLike)"),
         },
-        Kind::Names => {
+        Kind::Flag => {
+            if let Ok(on) = value.cast::<PyBool>() {
+                return Ok(Value::Bool(on.is_true()));
+            }
+            // Not a bool: a number or text is refused by `apply`, with the
+            // message every front gives.
+            match value.extract::<i128>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) => match value.extract::<String>() {
+                    Ok(text) => Ok(Value::Text(text)),
+                    Err(_) => wrong_type("a bool"),
+                },
+            }
+        }
+        Kind::Names | Kind::Cidrs => {
             if let Ok(text) = value.extract::<String>() {
                 return Ok(Value::List(text.split(',').map(str::to_string).collect()));
             }
@@ -183,5 +197,6 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         Value::Float(x) => x.into_bound_py_any(py),
         Value::Text(t) => t.into_bound_py_any(py),
         Value::List(names) => names.into_bound_py_any(py),
+        Value::Bool(on) => on.into_bound_py_any(py),
     }
 }

@@ -1,5 +1,5 @@
-//! One client connection: its socket, transport, decoder, output, phase, the
-//! two ops (at most one recv and one send) it may have in flight, and its
+//! One client connection: its socket, transport, decoder, output, phase, its
+//! PROXY protocol preamble while it lasts, the two ops (at most one recv and one send) it may have in flight, and its
 //! place under `max_connections`.
 
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use socket2::Socket;
 use super::admission::Admission;
 use super::event::{CloseReason, ConnectionId};
 use super::output::Output;
+use super::preamble::Preamble;
 use super::transport::Transport;
 use crate::framing::Decoder;
 use crate::port::{raw_socket, CompletionPort, Port, RawSocket};
@@ -51,6 +52,9 @@ pub(crate) struct Connection {
     /// Where the worker publishes the length of its output for other threads
     /// (`ConnectionSender::write_buffer_size`); only when events are on.
     pub(crate) published: Option<Arc<AtomicUsize>>,
+    /// With `proxy_protocol`: its PROXY header, until it is read (the
+    /// connection opens after it).
+    pub(crate) proxy: Option<Box<Preamble>>,
     /// Released when the connection is freed.
     _admission: Admission,
 }
@@ -78,6 +82,7 @@ impl Connection {
             last_active: Instant::now(),
             dirty: false,
             published: None,
+            proxy: None,
             _admission: admission,
         }
     }
@@ -144,12 +149,14 @@ impl Connection {
     }
 
     /// Whether the connection closed by a TLS failure: closed for one, or
-    /// closed (not by the server's shutdown) before its handshake finished.
+    /// closed (not by the server's shutdown) before its handshake finished
+    /// (a connection closed before its PROXY header was read is not: it
+    /// counts as a PROXY protocol failure, or not at all).
     pub(crate) fn tls_failed(&self) -> bool {
         match &self.reason {
             Some(CloseReason::Tls(_)) => true,
             Some(CloseReason::Shutdown) | None => false,
-            Some(_) => self.transport.handshaking(),
+            Some(_) => self.proxy.is_none() && self.transport.handshaking(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! New connections and letters from other threads: adopting an accepted
-//! socket (with its `Open` event), and applying pushed output (a broadcast:
+//! socket (with its `Open` event; with `proxy_protocol`, refusing a peer
+//! outside `trusted_proxies`), and applying pushed output (a broadcast:
 //! one shared buffer for all its receivers), close and abort requests at the start of a connection's next pump.
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use super::event::{CloseReason, Event};
 use super::handler::Batch;
 use super::mailbox::Letter;
 use super::output::Spares;
+use super::preamble::Preamble;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::transport::Transport;
@@ -31,6 +33,11 @@ pub(crate) fn adopt(
     peer: SocketAddr,
     admission: Admission,
 ) {
+    let config = turn.config;
+    if config.proxy_protocol && !config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
+        untrusted(turn, peer);
+        return;
+    }
     let transport = match turn.tls {
         None => Transport::Plain,
         Some(tls) => match tls.session(turn.now) {
@@ -48,15 +55,41 @@ pub(crate) fn adopt(
     }
     let plain = transport.is_plain();
     let decoder = turn.config.framing.decoder(turn.config.max_frame);
-    let key = table.insert(|id| Connection::new(id, socket, peer, transport, decoder, admission));
+    let proxy = if config.proxy_protocol {
+        Some(Box::new(Preamble::default()))
+    } else {
+        None
+    };
+    let waits_for_header = proxy.is_some();
+    let key = table.insert(|id| {
+        let mut conn = Connection::new(id, socket, peer, transport, decoder, admission);
+        conn.proxy = proxy;
+        conn
+    });
     WorkerCounters::add(&turn.counters.connections_accepted, 1);
     WorkerCounters::add(&turn.counters.connections_open, 1);
-    // A TLS connection opens when its handshake finishes (`receive.rs`).
-    if plain && turn.mode.events() {
+    // A TLS connection opens when its handshake finishes, one behind a proxy
+    // once its PROXY header is read (`receive.rs`).
+    if plain && !waits_for_header && turn.mode.events() {
         if let Some(conn) = table.get_mut(key) {
             opened(turn, conn, batch, None);
         }
     }
+}
+
+/// A connection from a peer outside `trusted_proxies`: closed at once (the
+/// socket dropped, its admission released), counted, never a connection of
+/// the table, so no event.
+#[cold]
+fn untrusted(turn: &Turn<'_>, peer: SocketAddr) {
+    log::info!(
+        "closing connection from {}: not in trusted_proxies, so it may not send a PROXY header",
+        peer
+    );
+    let counters = turn.counters;
+    WorkerCounters::add(&counters.connections_accepted, 1);
+    WorkerCounters::add(&counters.connections_closed, 1);
+    WorkerCounters::add(&counters.proxy_errors, 1);
 }
 
 /// Make the `Open` event of a new connection (with what its TLS handshake

@@ -12,6 +12,14 @@
 //! the port at once. Its `Open` event comes when the handshake finishes,
 //! before the frames of the same bytes; its peer's `close_notify` ends its
 //! stream as an EOF does.
+//!
+//! With `proxy_protocol`, a connection's first bytes are its PROXY header
+//! (`preamble.rs`), read before anything else: once it is whole the peer
+//! becomes the client it names, a plain connection opens (a TLS one still
+//! waits for its handshake), and the bytes after it in the same recv go on to
+//! TLS or the decoder. A header that is no header, too long or cut short
+//! closes the connection, counted in `proxy_errors`; it never opened, so it
+//! makes no event.
 
 use std::io;
 
@@ -21,6 +29,7 @@ use super::event::CloseReason;
 use super::handler::Batch;
 use super::letters::opened;
 use super::output::Spares;
+use super::preamble::Fed;
 use super::stats::WorkerCounters;
 use super::table::Table;
 use super::turn::Turn;
@@ -50,6 +59,7 @@ pub(crate) fn on_received(
     conn.recv_in_flight = false;
     let outcome = match result {
         _ if conn.phase() != Phase::Open => Received::Kept(buf),
+        Ok(0) if conn.proxy.is_some() => Received::Decoded(buf, Some(header_cut(turn, conn))),
         Ok(0) => match conn.transport.ended() {
             // A TLS stream cut mid-handshake or mid-record.
             Err(failure) => Received::Decoded(buf, Some(tls_failed(conn.peer, failure))),
@@ -70,7 +80,11 @@ pub(crate) fn on_received(
         },
         Ok(n) => {
             WorkerCounters::add(&turn.counters.bytes_received, n as u64);
-            received_bytes(turn, conn, key, buf, batch, spares)
+            if conn.proxy.is_some() {
+                received_header(turn, conn, key, buf, batch, spares)
+            } else {
+                received_bytes(turn, conn, key, buf, batch, spares)
+            }
         }
         Err(e) => {
             log::debug!("recv from {}: {}", conn.peer, e);
@@ -226,6 +240,87 @@ fn received_tls(
         ciphertext,
         plain,
         failed,
+    }
+}
+
+/// Bytes arrived on a connection still waiting for its PROXY header: feed
+/// them to it; once it is read, take its client as the peer, open a plain
+/// connection, and pass on the bytes after the header.
+#[cold]
+fn received_header(
+    turn: &Turn<'_>,
+    conn: &mut Connection,
+    key: usize,
+    mut buf: Vec<u8>,
+    batch: &mut Batch,
+    spares: &mut Spares,
+) -> Received {
+    let fed = match conn.proxy.as_mut() {
+        Some(preamble) => preamble.feed(&buf),
+        None => return received_bytes(turn, conn, key, buf, batch, spares),
+    };
+    let (header, stream_from) = match fed {
+        Fed::NeedMore => return Received::Kept(buf),
+        Fed::Invalid(why) => {
+            let reason = proxy_failed(turn, conn.peer, &why);
+            return Received::Decoded(buf, Some(reason));
+        }
+        Fed::Done {
+            header,
+            stream_from,
+        } => (header, stream_from),
+    };
+    conn.proxy = None;
+    if let Some(addresses) = header.addresses {
+        log::debug!(
+            "connection from {} is from {} (PROXY {:?})",
+            conn.peer,
+            addresses.source,
+            header.version
+        );
+        conn.peer = addresses.source;
+    }
+    // The idle clock starts again for the stream.
+    conn.last_active = turn.now;
+    if conn.transport.is_plain() && turn.mode.events() {
+        opened(turn, conn, batch, None);
+    }
+    if stream_from == buf.len() {
+        return Received::Kept(buf);
+    }
+    // Once per connection: the stream's bytes moved to the buffer's start.
+    buf.drain(..stream_from);
+    received_bytes(turn, conn, key, buf, batch, spares)
+}
+
+/// The peer ended its stream before its PROXY header was whole: a failure if
+/// it sent part of one; a connection that sent nothing (a port probe, a
+/// health check that only connects) just closes.
+#[cold]
+fn header_cut(turn: &Turn<'_>, conn: &Connection) -> CloseReason {
+    match &conn.proxy {
+        Some(preamble) if preamble.buffered() > 0 => proxy_failed(
+            turn,
+            conn.peer,
+            &"the connection ended inside the PROXY protocol header",
+        ),
+        _ => CloseReason::PeerClosed,
+    }
+}
+
+/// Count and log a connection's PROXY protocol failure; the reason it closes
+/// for (which no event carries: the connection never opened).
+#[cold]
+fn proxy_failed(
+    turn: &Turn<'_>,
+    peer: std::net::SocketAddr,
+    why: &dyn std::fmt::Display,
+) -> CloseReason {
+    log::info!("closing connection from {}: {}", peer, why);
+    WorkerCounters::add(&turn.counters.proxy_errors, 1);
+    CloseReason::Io {
+        kind: io::ErrorKind::InvalidData,
+        code: None,
     }
 }
 

@@ -1,5 +1,7 @@
 //! Ending connections on a schedule: the idle timeout and the TLS handshake
-//! timeout, and the drain of `Server::close` (stop accepting, flush queued
+//! timeout (a PROXY protocol header not whole within either, counted as a
+//! PROXY failure: the idle clock starts at accept and partial header bytes
+//! do not reset it), and the drain of `Server::close` (stop accepting, flush queued
 //! replies until the deadline, cancel the rest, wait for every completion).
 
 use std::time::{Duration, Instant};
@@ -61,6 +63,14 @@ pub(crate) fn close_expired(
                     WorkerCounters::add(&turn.counters.idle_timeouts, 1);
                     conn.abort(CloseReason::IdleTimeout, port);
                 }
+                Expiry::Header => {
+                    log::info!(
+                        "closing connection from {}: no complete PROXY protocol header within the timeout",
+                        conn.peer
+                    );
+                    WorkerCounters::add(&turn.counters.proxy_errors, 1);
+                    conn.abort(CloseReason::IdleTimeout, port);
+                }
                 Expiry::Handshake => {
                     log::info!(
                         "closing connection from {}: TLS handshake timed out",
@@ -78,12 +88,18 @@ pub(crate) fn close_expired(
 #[derive(Clone, Copy)]
 enum Expiry {
     Idle,
+    /// Waiting for its PROXY header past the idle timeout or the TLS
+    /// handshake's deadline.
+    Header,
     Handshake,
 }
 
 /// Whether `conn` expired at `now`, and why.
 fn expiry(conn: &Connection, idle: Option<Duration>, now: Instant) -> Option<Expiry> {
-    if matches!(idle, Some(idle) if now.duration_since(conn.last_active) >= idle) {
+    let idle_expired = matches!(idle, Some(idle) if now.duration_since(conn.last_active) >= idle);
+    if conn.proxy.is_some() && (idle_expired || conn.transport.handshake_expired(now)) {
+        Some(Expiry::Header)
+    } else if idle_expired {
         Some(Expiry::Idle)
     } else if conn.transport.handshake_expired(now) {
         Some(Expiry::Handshake)

@@ -88,6 +88,8 @@ counters! {
     tls_handshakes,
     /// TLS connections closed by a TLS failure (not TLS, a bad record, a refused client certificate, a truncated record) or before their handshake finished (timed out, left, reset).
     tls_errors,
+    /// Connections closed for the PROXY protocol (`proxy_protocol`): from a peer outside `trusted_proxies`, or with a header missing, malformed, too long, cut short or not complete within `idle_timeout`.
+    proxy_errors,
 }
 
 impl WorkerCounters {

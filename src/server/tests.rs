@@ -15,6 +15,7 @@ mod bound;
 mod broadcast;
 mod events;
 mod faults;
+mod proxy;
 mod tls;
 mod tls_broadcast;
 mod tls_faults;
