@@ -45,6 +45,10 @@ pub struct Config {
     pub max_output: usize,
     /// Length of the kernel's accept queue.
     pub backlog: i32,
+    /// Set `SO_REUSEPORT` on the listener (Linux only), so several processes
+    /// each listen on the same address and the kernel spreads connections
+    /// over them; off by default.
+    pub reuse_port: bool,
     /// TLS: on when a certificate is given.
     pub tls: TlsSettings,
     /// Every connection starts with a PROXY protocol header (v1 or v2), read
@@ -72,6 +76,7 @@ impl Default for Config {
             low_water: 256 << 10,
             max_output: DEFAULT_MAX_OUTPUT,
             backlog: 1024,
+            reuse_port: false,
             tls: TlsSettings::default(),
             proxy_protocol: false,
             trusted_proxies: Cidr::loopback(),

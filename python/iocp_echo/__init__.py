@@ -201,12 +201,13 @@ class Protocol:
 
 
 def serve(
-    handler: Handler | None = None,
+    handler: Handler | str | None = None,
     *,
-    protocol: Callable[[], Any] | None = None,
+    protocol: Callable[[], Any] | str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     framing: str | Framing = "raw",
+    processes: int = 1,
     **options: Any,
 ) -> None:
     """Serve until Ctrl-C or SIGTERM, then close cleanly and return.
@@ -216,8 +217,18 @@ def serve(
     ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
-    ``low_water``, ``max_output``, ``backlog``), and ``tls=TlsConfig(...)`` to serve TLS.
+    ``low_water``, ``max_output``, ``backlog``, ...), and ``tls=TlsConfig(...)`` to serve TLS.
+
+    ``processes=N`` (Linux) runs ``python -m iocp_echo --processes N``: a supervising
+    parent and N child processes, each importing the handler itself, so the handler
+    and protocol must then be import strings (``"module:function"``, as
+    ``uvicorn.run("app:app", workers=N)``), the framing a name, and TLS given as
+    ``tls_cert``/``tls_key`` files. An error is one line on stderr and ``SystemExit``,
+    as on the command line.
     """
+    if processes != 1 or isinstance(handler, str) or isinstance(protocol, str):
+        _serve_by_command_line(handler, protocol, host, port, framing, processes, options)
+        return
     server = Server(handler, protocol=protocol, host=host, port=port, framing=framing, **options)
     with _stop_signals_interrupt():
         try:
@@ -226,6 +237,49 @@ def serve(
             pass
         finally:
             server.close()
+
+
+def _serve_by_command_line(
+    handler: object,
+    protocol: object,
+    host: str,
+    port: int,
+    framing: object,
+    processes: int,
+    options: dict[str, Any],
+) -> None:
+    """``serve(processes=N)`` or an import string: the options as command-line flags,
+    run by the CLI (which imports the handler by its string)."""
+    for name, value in (("handler", handler), ("protocol", protocol)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"with processes={processes}, {name} must be an import string "
+                f"'module:attribute' (each process imports it), not {type(value).__name__}"
+            )
+    if not isinstance(framing, str):
+        raise TypeError(f"with processes={processes}, framing must be a name, not a Framing")
+    if "tls" in options:
+        raise TypeError(f"with processes={processes}, give TLS as tls_cert= and tls_key=")
+    argv = ["--host", host, "--port", str(port), "--framing", framing]
+    argv += ["--processes", str(processes)]
+    if isinstance(handler, str):
+        argv += ["--handler", handler]
+    if isinstance(protocol, str):
+        argv += ["--protocol", protocol]
+    flags = {option.name: option.flag for option in OPTIONS}
+    for name, value in options.items():
+        if name not in flags:
+            raise TypeError(f"serve() got an unexpected keyword argument {name!r}")
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(value)
+        argv += [flags[name], str(int(value) if isinstance(value, bool) else value)]
+    from .__main__ import main  # the command line imports this module: only here
+
+    code = main(argv)
+    if code != 0:
+        raise SystemExit(code)
 
 
 @contextmanager

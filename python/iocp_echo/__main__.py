@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from . import BACKENDS, OPTIONS, Framing, Handler, Server, ServerOption
 from ._native import option_from_text, run_bench
+from ._supervisor import child_link, report_ready, supervise
 
 PROG = "iocp-echo"
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
@@ -74,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MODULE:CLASS",
         help="a Protocol class (or factory) by import path, one instance per connection",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes, each its own interpreter and listener on the port (SO_REUSEPORT), "
+        "under a parent that restarts them and reloads them one at a time on SIGHUP "
+        "(Linux only; default 1)",
     )
     p.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
     return p
@@ -182,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         # A TLS file that cannot be read: the error names it.
         _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    if args.processes != 1:
+        return _supervise(args, argv, given)
+    link = child_link()
     try:
         server.start()
     except (ValueError, TypeError) as e:
@@ -198,18 +211,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         host, port = server.address
-        print(
-            f"iocp_echo listening on {host}:{port} "
-            f"(backend {server.backend}, {server.workers} workers, "
-            f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)})",
-            flush=True,
-        )
+        if link is not None:
+            # A child of --processes: its parent prints the one startup line.
+            report_ready(link, server.backend, server.workers, server.stats)
+        else:
+            print(
+                f"iocp_echo listening on {host}:{port} "
+                f"(backend {server.backend}, {server.workers} workers, "
+                f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)})",
+                flush=True,
+            )
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
     return 0
+
+
+def _supervise(args: argparse.Namespace, argv: list[str], given: dict[str, Any]) -> int:
+    """``--processes N``: the supervising parent (Linux only); see ``_supervisor``."""
+    if args.processes < 1:
+        _fail(f"--processes must be at least 1, got {args.processes}")
+    if sys.platform != "linux":
+        _fail(
+            f"--processes {args.processes} is supported on Linux only "
+            "(each process listens on the port with SO_REUSEPORT); leave it at 1"
+        )
+    host = str(given.get("host", _DEFAULTS["host"]))
+    port = int(str(given.get("port", _DEFAULTS["port"])))
+    drain = float(str(given.get("drain_timeout", _DEFAULTS["drain_timeout"])))
+    try:
+        return supervise(argv, args.processes, host, port, drain, getattr(args, "framing", "raw"))
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
 def _tls_words(given: dict[str, Any]) -> str:

@@ -251,6 +251,7 @@ class Server:
         low_water: int | None = None,
         max_output: int | None = None,
         backlog: int | None = None,
+        reuse_port: int | bool | None = None,
         tls: TlsConfig | None = None,
         tls_cert: str | PathLike[str] | None = None,
         tls_key: str | PathLike[str] | None = None,

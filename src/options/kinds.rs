@@ -102,6 +102,8 @@ pub enum Setting {
     MaxOutput,
     /// `Config::backlog`.
     Backlog,
+    /// `Config::reuse_port`.
+    ReusePort,
     /// `Config::tls.cert`.
     TlsCert,
     /// `Config::tls.key`.

@@ -28,6 +28,7 @@ fn example(setting: Setting) -> Value {
         Setting::LowWater => Value::Int(1 << 12),
         Setting::MaxOutput => Value::Int(1 << 22),
         Setting::Backlog => Value::Int(16),
+        Setting::ReusePort => Value::Int(1),
         Setting::TlsCert => text("cert.pem"),
         Setting::TlsKey => text("key.pem"),
         Setting::TlsClientCa => text("ca.pem"),
@@ -74,6 +75,7 @@ fn every_config_field_is_an_option() {
         low_water: _,       // low_water
         max_output: _,      // max_output
         backlog: _,         // backlog
+        reuse_port: _,      // reuse_port
         tls: _,             // tls_cert, tls_key, tls_client_ca, tls_alpn, tls_handshake_timeout
         proxy_protocol: _,  // proxy_protocol
         trusted_proxies: _, // trusted_proxies
@@ -95,6 +97,7 @@ fn every_config_field_is_an_option() {
             "low_water",
             "max_output",
             "backlog",
+            "reuse_port",
             "tls_cert",
             "tls_key",
             "tls_client_ca",
@@ -236,6 +239,11 @@ fn bad_values_have_one_message_each() {
             "backlog",
             Value::Int(0),
             "backlog must be 1 to 2147483647, got 0",
+        ),
+        (
+            "reuse_port",
+            Value::Int(2),
+            "reuse_port must be 0 to 1, got 2",
         ),
         (
             "backend",
