@@ -222,7 +222,9 @@ def start_instance(net: Network, address: str, processes: int) -> Instance:
         args += ["--processes", str(processes)]
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     instance = Instance(address, port, proc)
     instance.readers = [_reader(proc.stdout, instance.out), _reader(proc.stderr, instance.err)]
     try:
@@ -243,6 +245,11 @@ def stop_instance(instance: Instance) -> None:
             instance.proc.kill()
             instance.proc.wait(STOP_TIMEOUT)
     _close(instance.proc, instance.readers)
+
+
+def _stop_all(instances: list[Instance]) -> None:
+    for instance in instances:
+        stop_instance(instance)
 
 
 HAPROXY_CONFIG = """\
@@ -364,7 +371,7 @@ def rig(binary: str, processes: list[int]) -> Iterator[Rig]:
     with ExitStack() as stack:
         net = stack.enter_context(network(len(processes)))
         instances: list[Instance] = []
-        stack.callback(lambda: [stop_instance(i) for i in instances])
+        stack.callback(_stop_all, instances)
         for address, count in zip(net.addresses, processes):
             instances.append(start_instance(net, address, count))
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
