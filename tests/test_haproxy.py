@@ -34,8 +34,8 @@ IO_TIMEOUT = 5.0
 AFTER_DOWN = 300
 """Connections opened (one at a time) after HAProxy marks the killed instance DOWN."""
 CUTS_PER_RELOAD = 2
-"""Connections a reload of one instance may close unanswered (accepted by an old child
-just before its drain began); none may be refused."""
+"""Connections a reload of one instance may close with a request unanswered (an old
+child's drain closing them); none may be refused."""
 
 
 def _tool(name: str) -> str | None:
@@ -232,9 +232,10 @@ def _check_reload(r: Rig, survivors: set[str]) -> None:
     assert refused == 0
     assert "not connected" not in loop.failed_clients, loop.errors[:5]
     # Cut: HAProxy connected (its log's Tc is not -1), then the instance closed or
-    # reset it unanswered (termination state "--" or "SD"). The old child's drain closes
-    # a connection it accepted just before the drain began, before reading it (README
-    # "Several processes": 0 to 2 a run); bounded below.
+    # reset it with a request unanswered (termination state "--" or "SD"): an old
+    # child's drain closes each of its connections once its replies are out, one it
+    # accepted just before the drain began before reading it (README "Several
+    # processes"); the loop's next request on it then fails. Bounded below.
     for client in loop.failed_clients:
         lines = r.haproxy.log_of(client)
         assert lines and all(_cut(line) for line in lines), (client, lines)
