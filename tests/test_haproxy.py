@@ -5,7 +5,7 @@ and ``check-send-proxy`` health checks.
 Through HAProxy every echo is byte-exact and each client's ``whoami`` answer is its own
 address as it sees it (the PROXY header carried it); one instance killed, new connections
 after HAProxy marks it DOWN all succeed on the other two; the others reloaded (SIGHUP to
-a ``--processes 2`` parent) under a client connecting in a loop, nothing fails.
+a ``--processes 2`` parent) under a client connecting in a loop, nothing is refused.
 
 Skipped without ``haproxy`` or ``ip``, unless ``IOCP_ECHO_REQUIRE_HAPROXY=1`` (as
 ``.ci/run`` sets it), then failed.
@@ -206,7 +206,7 @@ def _check_kill(r: Rig) -> set[str]:
 
 def _check_reload(r: Rig, survivors: set[str]) -> None:
     """(c) SIGHUP to each surviving ``--processes 2`` parent in turn while a client
-    connects in a loop: nothing refused or failed; the new children serve."""
+    connects in a loop: nothing refused, cuts bounded; the new children serve."""
     loop = Loop(r.haproxy.port)
     econ = r.haproxy.counter("econ")
     thread = threading.Thread(target=loop.run, daemon=True)
