@@ -26,7 +26,7 @@ mod v1;
 mod v2;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use cidr::{Cidr, CidrError};
 pub use header::{Addresses, Header, Invalid, Parse, Version};

@@ -24,6 +24,12 @@ class PeerEcho(Protocol):
     def message_received(self, message: bytes) -> bytes:
         if message != WHOAMI or self.conn is None:
             return message
-        peer_host, peer_port = self.conn.peer
-        local_host, local_port = self.conn.local
-        return f"{peer_host}:{peer_port} {local_host}:{local_port} {os.getpid()}".encode()
+        return f"{where(self.conn.peer)} {where(self.conn.local)} {os.getpid()}".encode()
+
+
+def where(address: tuple[str, int] | str) -> str:
+    """``host:port`` of a TCP address; a Unix socket's path as it is."""
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"{host}:{port}"

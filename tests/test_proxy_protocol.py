@@ -50,7 +50,7 @@ class Peers:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.seen: list[tuple[str, int]] = []
+        self.seen: list[tuple[str, int] | str] = []
 
     def protocol(self) -> type[Protocol]:
         peers = self

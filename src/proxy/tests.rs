@@ -36,8 +36,9 @@ fn check(bytes: &[u8], whole: Parse) {
     assert_eq!(parse(bytes), whole);
 }
 
-/// A version 2 header: command, family/transport, body.
-fn v2(ver_cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
+/// A version 2 header: command, family/transport, body (also used by the
+/// server's PROXY tests).
+pub(crate) fn v2(ver_cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
     let mut out = V2_SIGNATURE.to_vec();
     out.push(ver_cmd);
     out.push(fam);

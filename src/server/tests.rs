@@ -57,7 +57,7 @@ fn connect(server: &Server) -> TcpStream {
 }
 
 /// Read until `n` bytes arrived (or EOF/timeout: then fewer).
-fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+fn read_n(stream: &mut impl Read, n: usize) -> Vec<u8> {
     let mut got = vec![0; n];
     let mut filled = 0;
     while filled < n {

@@ -20,7 +20,7 @@ use super::tls::{handshake, tls_config};
 use super::{backends, closed_by_server, config, connect, read_n, start};
 use crate::framing::Framing;
 use crate::port::Backend;
-use crate::proxy::V2_SIGNATURE;
+use crate::proxy::tests::v2;
 use crate::server::{Config, Handler, Server};
 use crate::tls::test_certs::{client_config, server_name, CertFiles, ClientCert};
 
@@ -29,15 +29,6 @@ fn proxy_config(backend: Backend) -> Config {
         proxy_protocol: true,
         ..config(backend, Framing::raw())
     }
-}
-
-fn v2(ver_cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = V2_SIGNATURE.to_vec();
-    out.push(ver_cmd);
-    out.push(fam);
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(body);
-    out
 }
 
 /// A v2 `PROXY` header naming `source` (to `destination` of its family).

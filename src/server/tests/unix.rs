@@ -5,7 +5,7 @@
 //! live server's path refused, the file removed on close (only if still ours);
 //! TLS over a Unix socket.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::{ClientConnection, StreamOwned};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{backends, config, pattern, start};
+use super::{backends, config, pattern, read_n, start};
 use crate::framing::{ByteOrder, Framing};
 use crate::port::Backend;
 use crate::server::{Address, Batch, Config, Event, Handler, Server, StartError};
@@ -48,22 +48,6 @@ fn connect(path: &Path) -> UnixStream {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream
-}
-
-/// Read exactly `n` bytes (fewer on EOF or timeout).
-fn read_n(stream: &mut impl Read, n: usize) -> Vec<u8> {
-    let mut got = vec![0; n];
-    let mut filled = 0;
-    while filled < n {
-        match stream.read(&mut got[filled..]) {
-            Ok(0) => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break,
-            Ok(k) => filled += k,
-        }
-    }
-    got.truncate(filled);
-    got
 }
 
 /// `payload` framed as `framing` frames it.
