@@ -6,9 +6,14 @@
   run against that server; every test not marked ``conformance`` is skipped.
 * Every test gets a timeout (pytest-timeout, thread method: a hang inside a native call
   cannot be interrupted by a signal, so the run is dumped and ended) so it fails, not blocks.
+* SIGINT is a KeyboardInterrupt here even when the suite was started with it ignored
+  (a background job of a non-interactive shell, as `nohup ... &`): tests stop server
+  processes with SIGINT, and a child inherits an ignored SIGINT, but not a handler.
 """
 
 from __future__ import annotations
+
+import signal
 
 import pytest
 from helpers import EXTERNAL, EXTERNAL_SKIP, SLOW
@@ -25,6 +30,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("slow" if SLOW else "fast")
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:
