@@ -92,15 +92,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7000, help="0 picks a free port")
     args = parser.parse_args()
     with Server(protocol=ChatClient, framing="lines", host=args.host, port=args.port) as srv:
-        host, port = srv.address
-        print(
-            f"iocp_echo listening on {host}:{port} "
-            f"(backend {srv.backend}, {srv.workers} workers, chat)",
-            flush=True,
-        )
+        # Ctrl-C (KeyboardInterrupt) may come as soon as the server listens, even
+        # during the print: leaving the `with` closes the server.
         try:
+            host, port = srv.address
+            print(
+                f"iocp_echo listening on {host}:{port} "
+                f"(backend {srv.backend}, {srv.workers} workers, chat)",
+                flush=True,
+            )
             srv.serve_forever()
-        except KeyboardInterrupt:  # Ctrl-C: leaving the `with` closes the server
+        except KeyboardInterrupt:
             pass
 
 

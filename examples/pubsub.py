@@ -107,15 +107,17 @@ def main() -> None:
     args = parser.parse_args()
     framing = Framing.length_prefixed(4)  # 4-byte big-endian length before each frame
     with Server(protocol=Subscriber, framing=framing, host=args.host, port=args.port) as srv:
-        host, port = srv.address
-        print(
-            f"iocp_echo listening on {host}:{port} "
-            f"(backend {srv.backend}, {srv.workers} workers, pubsub)",
-            flush=True,
-        )
+        # Ctrl-C (KeyboardInterrupt) may come as soon as the server listens, even
+        # during the print: leaving the `with` closes the server.
         try:
+            host, port = srv.address
+            print(
+                f"iocp_echo listening on {host}:{port} "
+                f"(backend {srv.backend}, {srv.workers} workers, pubsub)",
+                flush=True,
+            )
             srv.serve_forever()
-        except KeyboardInterrupt:  # Ctrl-C: leaving the `with` closes the server
+        except KeyboardInterrupt:
             pass
 
 
