@@ -84,6 +84,16 @@ where
         }
     }
     config.progress = super::stderr_is_terminal();
+    // Bad options (a TLS CA file that does not load too) are reported before the
+    // signal thread starts, which then lives as long as the process.
+    let checked = config.validate().and_then(|()| match &config.tls {
+        Some(settings) => super::tls::TlsClient::load(settings).map(drop),
+        None => Ok(()),
+    });
+    if let Err(why) = checked {
+        eprintln!("iocp-echo bench: error: {}", why);
+        return EXIT_USAGE;
+    }
     let interrupted = crate::cli::interrupt_flag();
 
     let mut bench = match Bench::start(options.config.clone()) {
