@@ -25,20 +25,21 @@
 //!   options only with them). TLS files are read when the server is built, not here.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
-use crate::framing::{ByteOrder, Framing};
+
 use crate::port::BackendChoice;
 use crate::proxy::Cidr;
 
 mod kinds;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use kinds::{Kind, Setting, Value};
+pub use text::{framing_by_name, framing_name, resolve, FRAMING_NAMES};
 
 /// The largest number of seconds a timeout takes (about 31 years).
 pub const MAX_SECONDS: f64 = 1e9;
@@ -63,9 +64,6 @@ pub struct ServerOption {
 
 /// The backends `backend` takes.
 const BACKEND_NAMES: &[&str] = &["auto", "io_uring", "epoll", "iocp"];
-
-/// The framing names the command lines take (Python also takes `length_prefixed`).
-pub const FRAMING_NAMES: &[&str] = &["raw", "lines", "length"];
 
 /// Every server option, in the order `--help` lists them.
 pub const OPTIONS: &[ServerOption] = &[
@@ -527,50 +525,6 @@ fn path_value(path: &Option<PathBuf>) -> Value {
 fn is_integer(text: &str) -> bool {
     let digits = text.strip_prefix(|c| c == '-' || c == '+').unwrap_or(text);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A framing by name: `raw`, `lines` (newline-delimited), `length` or
-/// `length_prefixed` (4-byte big-endian prefix).
-pub fn framing_by_name(name: &str) -> Result<Framing, ConfigError> {
-    match name {
-        "raw" => Ok(Framing::raw()),
-        "lines" => Ok(Framing::lines(b"\n").expect("newline is a valid delimiter")),
-        "length" | "length_prefixed" => {
-            Ok(Framing::length_prefixed(4, ByteOrder::Big).expect("4 is a valid width"))
-        }
-        other => Err(ConfigError {
-            name: "framing",
-            why: format!(
-                "must be one of {}, got {:?}",
-                FRAMING_NAMES.join(", "),
-                other
-            ),
-        }),
-    }
-}
-
-/// The name [`framing_by_name`] takes for this kind of framing.
-pub fn framing_name(framing: &Framing) -> &'static str {
-    match framing {
-        Framing::Raw => "raw",
-        Framing::Lines { .. } => "lines",
-        Framing::LengthPrefixed { .. } => "length",
-    }
-}
-
-/// `host` as an IP address, or a name resolved to its first address.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ConfigError {
-            name: "host",
-            why: format!("must be an IP address or a resolvable name, got {:?}", host),
-        })
 }
 
 /// `base` with the `given` options applied in order, then the rules between
