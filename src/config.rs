@@ -40,6 +40,12 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long `close` lets connections finish sending queued replies.
     pub drain_timeout: Duration,
+    /// A connection the server closes while its peer was active within this
+    /// long first shuts its sending side and reads (discarding) until the
+    /// peer's end of stream or this long without input, so input already on
+    /// its way does not turn the close into a reset (nginx's
+    /// `lingering_timeout`; see `Phase::Lingering` in `server/connection.rs`).
+    pub linger_timeout: Duration,
     /// Queued output above which a connection stops reading.
     pub high_water: usize,
     /// Queued output below which a paused connection reads again.
@@ -78,6 +84,7 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(2),
+            linger_timeout: Duration::from_millis(200),
             high_water: 1 << 20,
             low_water: 256 << 10,
             max_output: DEFAULT_MAX_OUTPUT,

@@ -144,6 +144,14 @@ pub const OPTIONS: &[ServerOption] = &[
         help: "seconds a stopping server lets queued replies go out",
     },
     ServerOption {
+        setting: Setting::LingerTimeout,
+        name: "linger_timeout",
+        flag: "--linger-timeout",
+        kind: Kind::Seconds { optional: false },
+        help: "a connection closed by the server reads and discards what its client \
+               still sends until its end of stream or this many seconds without input",
+    },
+    ServerOption {
         setting: Setting::HighWater,
         name: "high_water",
         flag: "--high-water",
@@ -314,6 +322,11 @@ impl ServerOption {
                     config.drain_timeout = d;
                 }
             }
+            Setting::LingerTimeout => {
+                if let Some(d) = self.seconds(value)? {
+                    config.linger_timeout = d;
+                }
+            }
             Setting::HighWater => config.high_water = self.count(value)? as usize,
             Setting::LowWater => config.low_water = self.count(value)? as usize,
             Setting::MaxOutput => config.max_output = self.count(value)? as usize,
@@ -358,6 +371,7 @@ impl ServerOption {
                 None => Value::None,
             },
             Setting::DrainTimeout => Value::Float(config.drain_timeout.as_secs_f64()),
+            Setting::LingerTimeout => Value::Float(config.linger_timeout.as_secs_f64()),
             Setting::HighWater => int(config.high_water),
             Setting::LowWater => int(config.low_water),
             Setting::MaxOutput => int(config.max_output),

@@ -258,7 +258,9 @@ for cycle in range({cycles}):
     handler = Upper() if cycle % 2 else None
     if handler is not None:
         handlers.append(weakref.ref(handler))
-    srv = Server(handler, port=0, framing=framing, workers=2)
+    # linger_timeout: the two clients left connected were just answered, so
+    # each close would otherwise wait the default 0.2 s for more input.
+    srv = Server(handler, port=0, framing=framing, workers=2, linger_timeout=0.01)
     srv.start()
     clients = [socket.create_connection(srv.address, timeout=30) for _ in range(3)]
     for sock in clients:

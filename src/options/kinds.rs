@@ -96,6 +96,8 @@ pub enum Setting {
     IdleTimeout,
     /// `Config::drain_timeout`.
     DrainTimeout,
+    /// `Config::linger_timeout`.
+    LingerTimeout,
     /// `Config::high_water`.
     HighWater,
     /// `Config::low_water`.

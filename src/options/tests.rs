@@ -25,6 +25,7 @@ fn example(setting: Setting) -> Value {
         Setting::MaxConnections => Value::Int(7),
         Setting::IdleTimeout => Value::Float(1.5),
         Setting::DrainTimeout => Value::Int(5),
+        Setting::LingerTimeout => Value::Float(0.5),
         Setting::HighWater => Value::Int(1 << 16),
         Setting::LowWater => Value::Int(1 << 12),
         Setting::MaxOutput => Value::Int(1 << 22),
@@ -78,6 +79,7 @@ fn every_config_field_is_an_option() {
         max_connections: _, // max_connections
         idle_timeout: _,    // idle_timeout
         drain_timeout: _,   // drain_timeout
+        linger_timeout: _,  // linger_timeout
         high_water: _,      // high_water
         low_water: _,       // low_water
         max_output: _,      // max_output
@@ -101,6 +103,7 @@ fn every_config_field_is_an_option() {
             "max_connections",
             "idle_timeout",
             "drain_timeout",
+            "linger_timeout",
             "high_water",
             "low_water",
             "max_output",

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
@@ -16,6 +16,13 @@ use super::transport::Transport;
 use crate::framing::Decoder;
 use crate::port::{raw_socket, Address, CompletionPort, Port, RawSocket};
 
+/// A lingering connection ([`Phase::Lingering`]) closes once its peer sent
+/// nothing for `linger_timeout` (only input already on its way is waited
+/// for), or once it lingered this long in all (nginx's `lingering_time`).
+pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a worker with lingering connections checks them.
+pub(crate) const LINGER_CHECK: Duration = Duration::from_millis(50);
+
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -24,6 +31,14 @@ pub(crate) enum Phase {
     /// No more reading (peer sent EOF, the server is draining, or a close was
     /// requested): send what is queued, then close.
     Flushing,
+    /// Flushed and its sending side shut (the peer is sent the end of
+    /// stream): what the peer still sends is read and thrown away until its
+    /// own end of stream, or `linger_timeout` without input. Closing a socket
+    /// with unread input, or one its peer still sends to, makes the kernel
+    /// send a reset, which can destroy replies the peer has not read yet;
+    /// lingering makes the close clean. A connection quiet for
+    /// `linger_timeout` already when it is flushed does not linger.
+    Lingering,
     /// Cancelled: waiting for the completions of the ops in flight, then close.
     Closing,
 }
@@ -43,6 +58,9 @@ pub(crate) struct Connection {
     /// Why it is closing, once decided (the first reason wins).
     reason: Option<CloseReason>,
     pub(crate) recv_in_flight: bool,
+    /// The peer's end of stream (or a receive error) was seen: there is
+    /// nothing to linger for.
+    pub(crate) peer_finished: bool,
     /// Its ops were cancelled through the port (not only ended by `shutdown`).
     cancelled: bool,
     pub(crate) last_active: Instant,
@@ -77,6 +95,7 @@ impl Connection {
             phase: Phase::Open,
             reason: None,
             recv_in_flight: false,
+            peer_finished: false,
             cancelled: false,
             last_active: Instant::now(),
             dirty: false,
@@ -118,6 +137,29 @@ impl Connection {
         if self.phase == Phase::Open {
             self.phase = Phase::Flushing;
             self.reason.get_or_insert(reason);
+        }
+    }
+
+    /// Flushed: shut the sending side and linger for the peer's end of stream
+    /// ([`Phase::Lingering`]), unless its peer was quiet for `quiet`
+    /// already. Returns false when there is nothing to linger
+    /// for (the peer already finished, or the socket refused): close now.
+    pub(crate) fn linger(&mut self, quiet: Duration) -> bool {
+        if self.phase != Phase::Flushing
+            || self.peer_finished
+            || self.last_active.elapsed() >= quiet
+        {
+            return false;
+        }
+        match self.socket.shutdown(std::net::Shutdown::Write) {
+            Ok(()) => {
+                self.phase = Phase::Lingering;
+                true
+            }
+            Err(e) => {
+                log::debug!("shutdown(write) of {}: {}", self.peer, e);
+                false
+            }
         }
     }
 

@@ -31,7 +31,7 @@ pub(crate) fn adopt(
     socket: Socket,
     peer: Address,
     admission: Admission,
-) {
+) -> Option<usize> {
     let config = turn.config;
     // A Unix socket's peer is a process of this machine: trusted like loopback.
     let trusted = |peer: &Address| match peer.inet() {
@@ -40,7 +40,7 @@ pub(crate) fn adopt(
     };
     if config.proxy_protocol && !trusted(&peer) {
         untrusted(turn, peer);
-        return;
+        return None;
     }
     let transport = match turn.tls {
         None => Transport::Plain,
@@ -48,14 +48,14 @@ pub(crate) fn adopt(
             Ok(session) => Transport::Tls(Box::new(session)),
             Err(e) => {
                 log::warn!("no TLS session for connection from {}: {}", peer, e);
-                return;
+                return None;
             }
         },
     };
     if let Err(e) = port.register(raw_socket(&socket)) {
         log::warn!("could not register connection from {}: {}", peer, e);
         WorkerCounters::add(&turn.counters.io_errors, 1);
-        return;
+        return None;
     }
     let plain = transport.is_plain();
     let decoder = turn.config.framing.decoder(turn.config.max_frame);
@@ -77,6 +77,25 @@ pub(crate) fn adopt(
     if plain && !waits_for_header && turn.mode.events() {
         if let Some(conn) = table.get_mut(key) {
             opened(turn, conn, batch, None);
+        }
+    }
+    Some(key)
+}
+
+/// Adopt a socket accepted while the server stops: it closes at once, cleanly
+/// (flushed, then lingering for its client's end of stream), not reset.
+pub(crate) fn adopt_to_close(
+    turn: &Turn<'_>,
+    table: &mut Table,
+    port: &mut Port,
+    batch: &mut Batch,
+    socket: Socket,
+    peer: Address,
+    admission: Admission,
+) {
+    if let Some(key) = adopt(turn, table, port, batch, socket, peer, admission) {
+        if let Some(conn) = table.get_mut(key) {
+            conn.flush_then_close(CloseReason::Shutdown);
         }
     }
 }
@@ -120,7 +139,7 @@ pub(crate) fn opened(
 }
 
 /// Apply the letters taken from the mailbox, in posting order. While the
-/// server stops, sockets handed over are dropped (closed, admission released).
+/// server stops, sockets handed over are adopted only to be closed cleanly.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     turn: &Turn<'_>,
@@ -133,12 +152,18 @@ pub(crate) fn apply(
 ) {
     for letter in letters.drain(..) {
         match letter {
-            Letter::Adopt { .. } if stopping => {}
             Letter::Adopt {
                 socket,
                 peer,
                 admission,
-            } => adopt(turn, table, port, batch, socket, peer, admission),
+            } if stopping => adopt_to_close(turn, table, port, batch, socket, peer, admission),
+            Letter::Adopt {
+                socket,
+                peer,
+                admission,
+            } => {
+                adopt(turn, table, port, batch, socket, peer, admission);
+            }
             Letter::Send { id, framed } => {
                 if let Some(key) = table.key_of(id) {
                     if let Some(conn) = table.get_mut(key) {

@@ -4,6 +4,7 @@
 //! records and alerts), its next recv unless backpressure holds it (with
 //! `PauseWriting` / `ResumeWriting` events when that changes), or finish
 //! closing it (a clean close of a TLS connection sends `close_notify` first;
+//! then it lingers for the peer's end of stream, reading and discarding;
 //! free it, release its admission, make its `Close` event, count a TLS
 //! failure).
 
@@ -65,6 +66,22 @@ fn pump(
         }
         return;
     }
+    if conn.phase() == Phase::Lingering {
+        // Its sending side is shut: anything queued since cannot leave.
+        conn.output.discard();
+        if !conn.recv_in_flight {
+            conn.recv_in_flight = true;
+            let socket = conn.raw();
+            port.submit(
+                key as Token,
+                Op::Recv {
+                    socket,
+                    buf: Vec::new(),
+                },
+            );
+        }
+        return;
+    }
     let force = conn.transport.wants_write();
     if let Some(plain) = conn.output.next_send(force, spares) {
         let buf = conn.transport.seal(plain);
@@ -108,9 +125,13 @@ fn pump(
         }
         Phase::Flushing if !conn.output.in_flight() => {
             // Flushed: a TLS connection sends its close_notify (pumped again
-            // at once), then closes.
+            // at once), then lingers for the peer's end of stream, or closes.
             if !conn.transport.close_notify() {
-                conn.abort(CloseReason::Shutdown, port);
+                if conn.linger(config.linger_timeout) {
+                    table.lingers(key, turn.now);
+                } else {
+                    conn.abort(CloseReason::Shutdown, port);
+                }
             }
             table.touch(key);
         }

@@ -57,8 +57,21 @@ pub(crate) fn on_received(
         None => return,
     };
     conn.recv_in_flight = false;
+    let more = matches!(result, Ok(n) if n > 0);
+    if !more {
+        conn.peer_finished = true;
+    }
     let outcome = match result {
-        _ if conn.phase() != Phase::Open => Received::Kept(buf),
+        // Input after the connection stopped reading (while it flushes or
+        // lingers) is thrown away; the peer's end closes a lingering one.
+        _ if conn.phase() != Phase::Open => {
+            if more {
+                conn.last_active = turn.now;
+            } else if conn.phase() == Phase::Lingering {
+                conn.abort(CloseReason::PeerClosed, port);
+            }
+            Received::Kept(buf)
+        }
         Ok(0) if conn.proxy.is_some() => Received::Decoded(buf, Some(header_cut(turn, conn))),
         Ok(0) => match conn.transport.ended() {
             // A TLS stream cut mid-handshake or mid-record.

@@ -1,4 +1,5 @@
-//! Ending connections on a schedule: the idle timeout and the TLS handshake
+//! Ending connections on a schedule: the idle timeout, the end of a
+//! lingering close, and the TLS handshake
 //! timeout (a PROXY protocol header not whole within either, counted as a
 //! PROXY failure: the idle clock starts at accept and partial header bytes
 //! do not reset it), and the drain of `Server::close` (stop accepting, flush queued
@@ -84,6 +85,21 @@ pub(crate) fn close_expired(
     }
 }
 
+/// Close the lingering connections whose peer went quiet or that lingered
+/// too long (see [`Phase::Lingering`]).
+pub(crate) fn close_lingered(turn: &Turn<'_>, table: &mut Table, port: &mut Port) {
+    if !table.any_lingering() {
+        return;
+    }
+    for key in table.lingered_out(turn.now, turn.config.linger_timeout) {
+        if let Some(conn) = table.get_mut(key) {
+            log::debug!("closing connection from {}: done lingering", conn.peer);
+            conn.abort(CloseReason::Shutdown, port);
+        }
+        table.touch(key);
+    }
+}
+
 /// Why a connection expired.
 #[derive(Clone, Copy)]
 enum Expiry {
@@ -115,8 +131,9 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    /// One step of shutdown: stop accepting, let connections flush until the
-    /// deadline, then cut the rest. Frees the acceptor once its accepts completed.
+    /// One step of shutdown (accepting stopped before the first: the
+    /// worker adopts the backlog): let connections flush and linger until
+    /// the deadline, then cut the rest. Frees the acceptor once its accepts completed.
     pub(crate) fn step(
         &mut self,
         deadline: Instant,
@@ -126,9 +143,6 @@ impl Drain {
     ) {
         if !self.started {
             self.started = true;
-            if let Some(acceptor) = acceptor {
-                acceptor.stop(port);
-            }
             for key in table.keys() {
                 if let Some(conn) = table.get_mut(key) {
                     conn.flush_then_close(CloseReason::Shutdown);
@@ -137,6 +151,9 @@ impl Drain {
             }
         }
         if Instant::now() >= deadline {
+            if let Some(acceptor) = acceptor {
+                acceptor.cancel(port);
+            }
             for key in table.keys() {
                 if let Some(conn) = table.get_mut(key) {
                     conn.abort(CloseReason::Shutdown, port);
@@ -146,7 +163,7 @@ impl Drain {
                 table.touch(key);
             }
         }
-        if matches!(acceptor, Some(a) if a.idle()) {
+        if matches!(acceptor, Some(a) if a.done()) {
             if let Some(acceptor) = acceptor.take() {
                 acceptor.deregister(port);
             }

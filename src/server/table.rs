@@ -2,10 +2,11 @@
 //! those touched this turn (to pump at its end).
 
 use std::mem;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::connection::Connection;
+use super::connection::{Connection, Phase, LINGER_TIMEOUT};
 use super::event::ConnectionId;
 use super::ids::IdMap;
 
@@ -20,6 +21,8 @@ pub(crate) struct Table {
     /// The key of each id, kept only when ids are known outside the worker
     /// (connection events on), for letters addressed to a connection.
     keys: Option<IdMap<usize>>,
+    /// The connections lingering: key, id, and when each began.
+    lingering: Vec<(usize, ConnectionId, Instant)>,
 }
 
 impl Table {
@@ -32,6 +35,7 @@ impl Table {
             next_id: index as u64,
             id_stride: workers as u64,
             keys: if by_id { Some(IdMap::default()) } else { None },
+            lingering: Vec::new(),
         }
     }
 
@@ -119,5 +123,40 @@ impl Table {
     /// Whether the table is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Note that the connection at `key` began lingering at `now`.
+    pub(crate) fn lingers(&mut self, key: usize, now: Instant) {
+        if let Some(conn) = self.conns.get(key) {
+            self.lingering.push((key, conn.id, now));
+        }
+    }
+
+    /// The keys of the lingering connections whose peer sent nothing for
+    /// `quiet`, or that lingered [`LINGER_TIMEOUT`] in all, at `now`
+    /// (forgotten here: the caller closes them).
+    pub(crate) fn lingered_out(&mut self, now: Instant, quiet: Duration) -> Vec<usize> {
+        let mut out = Vec::new();
+        let conns = &self.conns;
+        self.lingering
+            .retain(|&(key, id, began)| match conns.get(key) {
+                Some(c) if c.id == id && c.phase() == Phase::Lingering => {
+                    let quiet = now.saturating_duration_since(c.last_active) >= quiet;
+                    if quiet || now.saturating_duration_since(began) >= LINGER_TIMEOUT {
+                        out.push(key);
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ => false,
+            });
+        out
+    }
+
+    /// Whether any connection lingers (the worker then checks every
+    /// [`LINGER_CHECK`](super::connection::LINGER_CHECK)).
+    pub(crate) fn any_lingering(&self) -> bool {
+        !self.lingering.is_empty()
     }
 }

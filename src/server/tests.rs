@@ -13,6 +13,7 @@ use crate::port::{Backend, BackendChoice};
 
 mod bound;
 mod broadcast;
+mod closing;
 mod events;
 mod faults;
 mod proxy;

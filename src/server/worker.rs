@@ -21,16 +21,17 @@ use socket2::Socket;
 
 use super::acceptor::{Accepted, Acceptor, LISTENER};
 use super::answer::answer;
+use super::connection::LINGER_CHECK;
 use super::event::{CloseReason, Event};
 use super::handler::Batch;
-use super::letters::{adopt, apply};
+use super::letters::{adopt, adopt_to_close, apply};
 use super::lock::lock;
 use super::mailbox::{Letter, Mailbox};
 use super::output::Spares;
 use super::pump::pump_dirty;
 use super::receive::{on_received, on_sent};
 use super::shared::Shared;
-use super::shutdown::{check_every, close_expired, finished, Drain};
+use super::shutdown::{check_every, close_expired, close_lingered, finished, Drain};
 use super::table::Table;
 use super::turn::Turn;
 use crate::port::{Address, Backend, Completion, CompletionPort, Outcome, Port, Waker, MAX_BATCH};
@@ -167,13 +168,18 @@ impl Worker {
         }
         let mut drain_deadline = None;
         loop {
-            let timeout = timeout(shared, parts.acceptor.as_ref());
+            let timeout = timeout(shared, parts.acceptor.as_ref(), &parts.table);
             parts.port.wait(&mut parts.completions, timeout)?;
             let stopping = shared.stopping();
             parts.turn(&Turn::new(shared, index, Instant::now()), stopping);
             if stopping {
                 let deadline = *drain_deadline.get_or_insert_with(|| drain_deadline_of(shared));
                 let turn = Turn::new(shared, index, Instant::now());
+                parts.stop_accepting(&turn);
+                if let Some(acceptor) = &mut parts.acceptor {
+                    // Collects what the port accepted, or cancels once exhausted.
+                    acceptor.post(&mut parts.port);
+                }
                 parts.drain.step(
                     deadline,
                     &mut parts.table,
@@ -226,6 +232,7 @@ impl Parts {
                 &mut self.spares,
             );
         }
+        close_lingered(turn, &mut self.table, &mut self.port);
         if !stopping {
             self.pump(turn);
             if let Some(acceptor) = &mut self.acceptor {
@@ -316,7 +323,17 @@ impl Parts {
             Some(accepted) => accepted,
             None => return,
         };
-        if worker == self.index {
+        if stopping {
+            adopt_to_close(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                socket,
+                peer,
+                admission,
+            );
+        } else if worker == self.index {
             adopt(
                 turn,
                 &mut self.table,
@@ -337,6 +354,27 @@ impl Parts {
                 &self.wakers[worker],
                 worker,
                 letter,
+            );
+        }
+    }
+
+    /// Stop accepting (once): the connections waiting in the listener's
+    /// backlog are adopted here, before the drain's first step closes them
+    /// with the others.
+    fn stop_accepting(&mut self, turn: &Turn<'_>) {
+        let backlog = match &mut self.acceptor {
+            Some(acceptor) => acceptor.stop(&mut self.port, turn.counters),
+            None => return,
+        };
+        for accepted in backlog {
+            adopt_to_close(
+                turn,
+                &mut self.table,
+                &mut self.port,
+                &mut self.batch,
+                accepted.socket,
+                accepted.peer,
+                accepted.admission,
             );
         }
     }
@@ -371,7 +409,7 @@ fn drain_deadline_of(shared: &Shared) -> Instant {
 }
 
 /// How long the next wait may block.
-fn timeout(shared: &Shared, acceptor: Option<&Acceptor>) -> Option<Duration> {
+fn timeout(shared: &Shared, acceptor: Option<&Acceptor>, table: &Table) -> Option<Duration> {
     if shared.stopping() {
         return Some(DRAIN_TICK);
     }
@@ -380,6 +418,9 @@ fn timeout(shared: &Shared, acceptor: Option<&Acceptor>) -> Option<Duration> {
     if let Some(until) = acceptor.and_then(Acceptor::paused_until) {
         let left = until.saturating_duration_since(Instant::now());
         timeout = Some(timeout.map_or(left, |t| t.min(left)));
+    }
+    if table.any_lingering() {
+        timeout = Some(timeout.map_or(LINGER_CHECK, |t| t.min(LINGER_CHECK)));
     }
     timeout
 }
