@@ -173,10 +173,18 @@ class AsyncClient:
             self._writer.close()
 
     async def wait_closed(self) -> None:
-        """Until the connection is closed. Errors of closing (a peer already gone, an
-        unclean TLS end) are not raised: there is nothing left to do about them."""
+        """Until the connection is closed: the queued output sent first, for at most
+        ``timeout`` seconds if one was given (then the connection is aborted). Errors of
+        closing (a peer already gone, an unclean TLS end) are not raised: there is
+        nothing left to do about them."""
+        closed = asyncio.ensure_future(self._writer.wait_closed())
         try:
-            await self._writer.wait_closed()
+            try:
+                # Shielded: a timeout must not cancel the transport's own close waiter.
+                await _bounded(asyncio.shield(closed), self._timeout, "close")
+            except TimeoutError:
+                self._writer.transport.abort()
+                await closed
         except OSError:  # ConnectionError, ssl.SSLError
             pass
 
