@@ -49,8 +49,7 @@ def test_async_replies_come_in_frame_order_per_connection_on_a_loop_thread() -> 
     with Server(protocol=Recorded, framing=LINES, port=0) as srv:
         clients = [framed(srv.address, LINES) for _ in range(3)]
         for n, client in enumerate(clients):
-            for i in range(20):
-                client.send(b"c%d m %d" % (n, i))
+            client.send_many(b"c%d m %d" % (n, i) for i in range(20))
         for n, client in enumerate(clients):
             replies = [client.recv() for _ in range(20)]
             assert replies == [b"re c%d m %d" % (n, i) for i in range(20)]
@@ -93,8 +92,7 @@ def test_an_async_function_handler_keeps_order() -> None:
         return message.upper()
 
     with Server(upper, framing=LINES, port=0) as srv, framed(srv.address, LINES) as client:
-        for i in range(30):
-            client.send(b"m%d" % i)
+        client.send_many(b"m%d" % i for i in range(30))
         assert [client.recv() for _ in range(30)] == [b"M%d" % i for i in range(30)]
 
 
@@ -108,9 +106,8 @@ def test_an_async_server_restarted_after_close_serves_on_a_new_loop_thread() -> 
         srv.start()
         try:
             with framed(srv.address, LINES) as client:
-                client.send(b"a%d" % round_)
-                assert client.request(b"b%d" % round_) == b"A%d" % round_
-                assert client.recv() == b"B%d" % round_
+                client.send_many([b"a%d" % round_, b"b%d" % round_])
+                assert [client.recv(), client.recv()] == [b"A%d" % round_, b"B%d" % round_]
         finally:
             srv.close()
         # The loop thread of that run was stopped and joined.

@@ -82,6 +82,8 @@ def exchange(client: Client, messages: list[bytes]) -> None:
     for message in batch:
         client.send(message)
     assert [client.recv() for _ in batch] == batch
+    client.send_many(batch)  # in one write
+    assert [client.recv() for _ in batch] == batch
 
 
 @pytest.mark.parametrize("handler", [None, bytes], ids=["native", "python"])
@@ -230,6 +232,8 @@ def test_a_message_the_framing_cannot_carry_is_refused_before_sending() -> None:
     with Server(None, port=0, framing=LINES) as srv, connect(srv.address, framing=LINES) as c:
         with pytest.raises(FramingError, match="delimiter"):
             c.send(b"two\nlines")
+        with pytest.raises(FramingError, match="delimiter"):
+            c.send_many([b"fine", b"two\nlines"])  # all refused: nothing sent
         assert not c.closed
         assert c.request(bytearray(b"fine")) == b"fine"
         assert c.request(memoryview(b"view")) == b"view"

@@ -60,6 +60,9 @@ async def exchange(client: AsyncClient, messages: list[bytes]) -> None:
     for message in messages:
         await client.send(message)
     assert await receiver == messages
+    receiver = asyncio.ensure_future(receive())
+    await client.send_many(messages)  # in one write
+    assert await receiver == messages
 
 
 @pytest.mark.parametrize("name", FRAMINGS)
@@ -167,6 +170,8 @@ def test_a_message_the_framing_cannot_carry_is_refused_before_sending() -> None:
         async with await open_connection(address, framing=Framing.lines()) as client:
             with pytest.raises(FramingError, match="delimiter"):
                 await client.send(b"two\nlines")
+            with pytest.raises(FramingError, match="delimiter"):
+                await client.send_many([b"fine", b"two\nlines"])
             assert await client.request(bytearray(b"fine")) == b"fine"
 
     with Server(None, port=0, framing=LINES) as srv:

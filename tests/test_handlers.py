@@ -26,8 +26,7 @@ def running(handler: Handler | None, framing: Framing = LINES, **options: Any) -
 def ask(address: Address, messages: list[bytes], replies: int) -> list[bytes]:
     """Send ``messages`` on a new connection and read ``replies`` replies."""
     with framed(address, LINES) as client:
-        for message in messages:
-            client.send(message)
+        client.send_many(messages)
         return [client.recv() for _ in range(replies)]
 
 

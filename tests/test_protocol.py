@@ -87,8 +87,7 @@ def test_callbacks_come_in_order_once_with_state_per_connection() -> None:
     journal = Journal()
     with running(recording(journal)) as srv:
         with framed(srv.address, LINES) as a, framed(srv.address, LINES) as b:
-            a.send(b"x")
-            a.send(b"y")
+            a.send_many([b"x", b"y"])
             b.send(b"p")
             assert [a.recv(), a.recv()] == [b"1:x", b"2:y"]
             assert b.recv() == b"1:p"

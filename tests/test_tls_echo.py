@@ -125,8 +125,7 @@ def test_async_protocol_over_tls() -> None:
         Server(protocol=Later, port=0, framing=LINES, tls=server_tls()) as srv,
         tls_framed(srv.address, LINES) as client,
     ):
-        for i in range(20):
-            client.send(b"m %d" % i)
+        client.send_many(b"m %d" % i for i in range(20))
         assert [client.recv() for _ in range(20)] == [b"re m %d" % i for i in range(20)]
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from ._client import Message
+from ._client import Message, payload
 from ._dial import (
     Address,
     Target,
@@ -86,7 +86,8 @@ async def _bounded(step: Awaitable[T], timeout: float | None, what: str) -> T:
 class AsyncClient:
     """A connection to a server that sends and receives whole messages, for asyncio.
 
-    Made by `open_connection`. ``await send(m)``, ``await recv()``, ``await request(m)``,
+    Made by `open_connection`. ``await send(m)`` (``send_many`` to pipeline),
+    ``await recv()``, ``await request(m)``,
     ``async for message in client``, ``async with client:``; ``close()`` with
     ``await wait_closed()``, or ``await aclose()``.
     """
@@ -131,14 +132,21 @@ class AsyncClient:
         once closed; ``OSError`` (the client then closed); ``TimeoutError`` if the server
         does not take it in time (the frame stays queued whole: the client stays open).
         """
+        await self._write(self._framing.encode(payload(message)))
+
+    async def send_many(self, messages: Iterable[Message]) -> None:
+        """Frame every message and write them together, in one write (pipelined); errors
+        as ``send`` (all refused if one cannot be framed)."""
+        await self._write(b"".join(self._framing.encode(payload(m)) for m in messages))
+
+    async def _write(self, frames: bytes) -> None:
         if self._closed:
             raise closed_client()
-        frame = self._framing.encode(message if isinstance(message, bytes) else bytes(message))
-        self._writer.write(frame)
+        self._writer.write(frames)
         try:
             await _bounded(self._writer.drain(), self._timeout, "send")
         except TimeoutError:
-            raise  # the frame waits whole in the transport's buffer: nothing is cut
+            raise  # the frames wait whole in the transport's buffer: nothing is cut
         except OSError:
             self.close()
             raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -40,6 +40,11 @@ from ._native import DEFAULT_MAX_FRAME, Framing
 
 Message = Union[bytes, bytearray, memoryview]
 """What ``send`` takes: the payload of one message (framed by the client)."""
+
+
+def payload(message: Message) -> bytes:
+    """``message`` as the ``bytes`` the codec takes."""
+    return message if isinstance(message, bytes) else bytes(message)
 
 
 def connect(
@@ -105,11 +110,11 @@ def _open(where: Target, timeout: float | None) -> socket.socket:
 class Client:
     """A connection to a server that sends and receives whole messages (blocking).
 
-    Made by `connect`. ``send(m)`` frames and sends one message; ``recv()`` returns the
-    next one whole; ``request(m)`` is both; iterating yields the incoming messages until
-    the server ends the stream. A context manager: ``with connect(...) as client:``
-    closes it on exit. With ``raw`` framing there are no message boundaries: ``recv``
-    returns what one read gave.
+    Made by `connect`. ``send(m)`` frames and sends one message (``send_many`` several
+    in one write); ``recv()`` returns the next one whole; ``request(m)`` is both;
+    iterating yields the incoming messages until the server ends the stream. A context
+    manager: ``with connect(...) as client:`` closes it on exit. With ``raw`` framing
+    there are no message boundaries: ``recv`` returns what one read gave.
     """
 
     def __init__(
@@ -151,11 +156,20 @@ class Client:
         `FramingError` if the framing cannot carry it (nothing sent); `ConnectionClosed`
         once closed; ``TimeoutError`` or ``OSError`` (the client then closed).
         """
+        self._write(self._framing.encode(payload(message)))
+
+    def send_many(self, messages: Iterable[Message]) -> None:
+        """Frame every message and send them together, in one write: pipelined, as the
+        server may then read them in one go. Errors as ``send`` (all refused if one
+        cannot be framed)."""
+        self._write(b"".join(self._framing.encode(payload(m)) for m in messages))
+
+    def _write(self, frames: bytes) -> None:
+        """Send ``frames`` whole; a failure or timeout (part of them may have gone) closes."""
         if self._closed:
             raise closed_client()
-        frame = self._framing.encode(message if isinstance(message, bytes) else bytes(message))
         try:
-            self._sock.sendall(frame)
+            self._sock.sendall(frames)
         except socket.timeout:
             self.close()
             raise timed_out("send", self._timeout) from None
