@@ -4,6 +4,11 @@ Run it, then talk to it (``nc 127.0.0.1 7001``)::
 
     python examples/async_echo.py --port 7001
 
+or from asyncio, with the framed client::
+
+    async with await iocp_echo.open_connection(("127.0.0.1", 7001), framing="lines") as c:
+        print(await c.request(b"hello"))  # b'1: HELLO'
+
 ``message_received`` is ``async def``: it awaits ``asyncio.sleep`` (a database or an
 HTTP call in a real service) and its return value is the reply. A client's lines are
 answered one at a time, in order; different clients are served concurrently on the

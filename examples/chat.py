@@ -4,6 +4,15 @@ Run it, then connect with a few terminals (``nc 127.0.0.1 7000``)::
 
     python examples/chat.py --port 7000
 
+or from Python, with the framed client::
+
+    >>> from iocp_echo import connect
+    >>> alice = connect(("127.0.0.1", 7000), framing="lines")
+    >>> alice.recv(), alice.request(b"alice")
+    (b'nickname?', b'welcome alice; here: nobody')
+    >>> alice.send(b"hello")  # every other member gets b"alice: hello"
+    >>> alice.close()
+
 The server asks each client for a nickname; the first line a client sends is it (an
 empty or taken one is refused and the client disconnected). After that, every line a
 client sends reaches every *other* client as ``nick: text``, and everyone hears

@@ -5,6 +5,16 @@ Run it::
 
     python examples/pubsub.py --port 7001
 
+and talk to it with the framed client, which frames and unframes for you::
+
+    >>> from iocp_echo import connect
+    >>> sub = connect(("127.0.0.1", 7001), framing="length")
+    >>> pub = connect(("127.0.0.1", 7001), framing="length")
+    >>> sub.request(b"SUB news"), pub.request(b"PUB news hello"), sub.recv()
+    (b'OK', b'OK 1', b'news hello')
+    >>> sub.close(), pub.close()
+    (None, None)
+
 Each frame a client sends is one command; each answer is one frame:
 
 * ``SUB topic``: subscribe to ``topic``; answers ``OK``.

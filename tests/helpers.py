@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from iocp_echo import Framing, Handler, Server
+from iocp_echo import Client, Framing, Handler, Server
+from iocp_echo import connect as connect_client
 
 SLOW = os.environ.get("IOCP_ECHO_SLOW") == "1"
 """Long runs requested: more hypothesis examples, `slow` tests enabled."""
@@ -137,6 +138,23 @@ def connect(address: Address, timeout: float = 30.0) -> socket.socket:
     sock = socket.create_connection(address, timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def framed(address: Address | str, framing: str | Framing, timeout: float = 30.0) -> Client:
+    """A framed client (``iocp_echo.connect``) of ``address``, with a generous timeout."""
+    return connect_client(address, framing=framing, timeout=timeout)
+
+
+def echo_of(client: Client, message: bytes) -> bytes:
+    """``client.request(message)``; in raw framing, where replies have no boundaries, the
+    reply read until it is as long as ``message`` (an echo, or a bytewise transform)."""
+    if client.framing.kind != "raw":
+        return client.request(message)
+    client.send(message)
+    reply = b""
+    while len(reply) < len(message):
+        reply += client.recv()
+    return reply
 
 
 def recv_frames(

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from client import random_payload
-from helpers import Address, connect, framing_of, wait_for
+from helpers import Address, echo_of, framed, framing_of, wait_for
 from iocp_echo import Framing
 
 BANNER = re.compile(
@@ -242,7 +242,7 @@ class Bystander:
         self, address: Address, framing: str | Framing, seed: int, max_size: int = 4096
     ) -> None:
         self.framing = framing_of(framing)
-        self.sock = connect(address, timeout=30.0)
+        self.client = framed(address, self.framing)
         self.rng = random.Random(seed)
         self.max_size = max_size
         self.exchanges = 0
@@ -252,34 +252,14 @@ class Bystander:
         self._thread.start()
 
     def _run(self) -> None:
-        decoder = self.framing.decoder(1 << 30)
         try:
             while not self._stop.is_set():
                 message = random_payload(self.rng, self.rng.randint(1, self.max_size), self.framing)
-                frame = self.framing.encode(message)
-                self.sock.sendall(frame)
-                if self.framing.kind == "raw":  # the same bytes back, in any chunks
-                    got = [self._recv(len(frame))]
-                else:
-                    replies: list[bytes] = []
-                    while not replies:
-                        replies = decoder.feed(self._recv(1))
-                    got = replies
-                if got != [message]:
+                if echo_of(self.client, message) != message:
                     raise AssertionError(f"echo {self.exchanges} differs from what was sent")
                 self.exchanges += 1
         except BaseException as e:  # reported by check and stop
             self.failure = e
-
-    def _recv(self, at_least: int) -> bytes:
-        """At least ``at_least`` bytes (as many as have come); fails on EOF."""
-        data = b""
-        while len(data) < at_least:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise AssertionError("the server closed a well-behaved client")
-            data += chunk
-        return data
 
     def check(self) -> int:
         """Fail if anything went wrong so far; the good round trips so far."""
@@ -297,7 +277,7 @@ class Bystander:
         self._stop.set()
         self._thread.join(timeout=60)
         assert not self._thread.is_alive(), "a well-behaved client hung"
-        self.sock.close()
+        self.client.close()
         return self.check()
 
 

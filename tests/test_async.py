@@ -12,7 +12,7 @@ import threading
 from typing import Any, ClassVar
 
 import pytest
-from helpers import connect, recv_frames, wait_for
+from helpers import connect, framed, recv_frames, wait_for
 from iocp_echo import Connection, ConnectionClosed, Framing, Protocol, Server
 
 LINES = Framing.lines()
@@ -47,14 +47,15 @@ def test_async_replies_come_in_frame_order_per_connection_on_a_loop_thread() -> 
         threads: ClassVar[set[int]] = set()
 
     with Server(protocol=Recorded, framing=LINES, port=0) as srv:
-        socks = [connect(srv.address) for _ in range(3)]
-        for n, sock in enumerate(socks):
-            sock.sendall(b"".join(b"c%d m %d\n" % (n, i) for i in range(20)))
-        for n, sock in enumerate(socks):
-            assert recv_frames(sock, LINES, 20) == [b"re c%d m %d" % (n, i) for i in range(20)]
+        clients = [framed(srv.address, LINES) for _ in range(3)]
+        for n, client in enumerate(clients):
+            client.send_many(b"c%d m %d" % (n, i) for i in range(20))
+        for n, client in enumerate(clients):
+            replies = [client.recv() for _ in range(20)]
+            assert replies == [b"re c%d m %d" % (n, i) for i in range(20)]
         assert len(loop_threads()) == 1
-        for sock in socks:
-            sock.close()
+        for client in clients:
+            client.close()
         wait_for(lambda: len(Recorded.lost) == 3, "connection_lost")
     assert Recorded.lost == [None] * 3
     assert len(Recorded.threads) == 1, "one loop thread"
@@ -76,12 +77,11 @@ def test_connections_run_concurrently() -> None:
         return b"set"
 
     with Server(handler, framing=LINES, port=0) as srv:
-        waiting, setting = connect(srv.address), connect(srv.address)
-        waiting.sendall(b"wait\n")
+        waiting, setting = framed(srv.address, LINES), framed(srv.address, LINES)
+        waiting.send(b"wait")
         wait_for(lambda: "event" in gate, "the first coroutine running")
-        setting.sendall(b"set\n")
-        assert recv_frames(setting, LINES, 1) == [b"set"]
-        assert recv_frames(waiting, LINES, 1) == [b"waited"]
+        assert setting.request(b"set") == b"set"
+        assert waiting.recv() == b"waited"
         waiting.close()
         setting.close()
 
@@ -91,9 +91,9 @@ def test_an_async_function_handler_keeps_order() -> None:
         await asyncio.sleep(0.002 if message.endswith(b"0") else 0)
         return message.upper()
 
-    with Server(upper, framing=LINES, port=0) as srv, connect(srv.address) as sock:
-        sock.sendall(b"".join(b"m%d\n" % i for i in range(30)))
-        assert recv_frames(sock, LINES, 30) == [b"M%d" % i for i in range(30)]
+    with Server(upper, framing=LINES, port=0) as srv, framed(srv.address, LINES) as client:
+        client.send_many(b"m%d" % i for i in range(30))
+        assert [client.recv() for _ in range(30)] == [b"M%d" % i for i in range(30)]
 
 
 def test_an_async_server_restarted_after_close_serves_on_a_new_loop_thread() -> None:
@@ -105,9 +105,9 @@ def test_an_async_server_restarted_after_close_serves_on_a_new_loop_thread() -> 
     for round_ in range(2):
         srv.start()
         try:
-            with connect(srv.address) as sock:
-                sock.sendall(b"a%d\nb%d\n" % (round_, round_))
-                assert recv_frames(sock, LINES, 2) == [b"A%d" % round_, b"B%d" % round_]
+            with framed(srv.address, LINES) as client:
+                client.send_many([b"a%d" % round_, b"b%d" % round_])
+                assert [client.recv(), client.recv()] == [b"A%d" % round_, b"B%d" % round_]
         finally:
             srv.close()
         # The loop thread of that run was stopped and joined.
@@ -131,13 +131,12 @@ def test_a_coroutine_that_raises_closes_only_its_connection(
 
     with caplog.at_level(logging.ERROR, "iocp_echo"):
         with Server(protocol=Fragile, framing=LINES, port=0) as srv:
-            bad, good = connect(srv.address), connect(srv.address)
+            bad, good = connect(srv.address), framed(srv.address, LINES)
             bad.sendall(b"one\nboom\nnever\n")
             assert recv_frames(bad, LINES, 1) == [b"one"]
             assert bad.recv(100) == b""
             wait_for(lambda: len(lost) == 1, "connection_lost of the failed connection")
-            good.sendall(b"still\n")
-            assert recv_frames(good, LINES, 1) == [b"still"]
+            assert good.request(b"still") == b"still"
             good.close()
             bad.close()
             wait_for(lambda: len(lost) == 2, "connection_lost of the other")

@@ -16,7 +16,7 @@ from contextvars import ContextVar, copy_context
 from typing import Any, ClassVar
 
 import pytest
-from helpers import connect, recv_frames, recv_until_closed, wait_for
+from helpers import connect, framed, recv_frames, recv_until_closed, wait_for
 from iocp_echo import Connection, ConnectionClosed, Framing, FramingError, Protocol, Server, _aio
 from iocp_echo._aio import Runner
 from iocp_echo._carrier import Carrier
@@ -35,13 +35,14 @@ def test_replies_keep_frame_order_per_connection_under_batching() -> None:
         return b"re " + message
 
     with Server(echo, framing=LINES, port=0, workers=2) as srv:
-        socks = [connect(srv.address) for _ in range(40)]
-        for c, sock in enumerate(socks):
-            sock.sendall(b"".join(b"c%d %d\n" % (c, i) for i in range(60)))
-        for c, sock in enumerate(socks):
-            assert recv_frames(sock, LINES, 60) == [b"re c%d %d" % (c, i) for i in range(60)]
-        for sock in socks:
-            sock.close()
+        clients = [framed(srv.address, LINES) for _ in range(40)]
+        for c, client in enumerate(clients):
+            client.send_many(b"c%d %d" % (c, i) for i in range(60))
+        for c, client in enumerate(clients):
+            replies = [client.recv() for _ in range(60)]
+            assert replies == [b"re c%d %d" % (c, i) for i in range(60)]
+        for client in clients:
+            client.close()
 
 
 class Steps(Protocol):
@@ -58,13 +59,12 @@ class Steps(Protocol):
 
 
 def test_a_coroutine_runs_in_one_task_before_and_after_it_suspends() -> None:
-    with Server(protocol=Steps, framing=LINES, port=0) as srv, connect(srv.address) as sock:
+    with Server(protocol=Steps, framing=LINES, port=0) as srv, framed(srv.address, LINES) as c:
         # The first message makes the lane (its carrier is parked after the pass);
         # later ones are stepped by hand with a carrier current.
-        sock.sendall(b"first\n")
-        assert recv_frames(sock, LINES, 1) == [b"FIRST"]
-        sock.sendall(b"now\nsuspend 1\nnow again\nsuspend 2\n")
-        assert recv_frames(sock, LINES, 4) == [b"NOW", b"SUSPEND 1", b"NOW AGAIN", b"SUSPEND 2"]
+        assert c.request(b"first") == b"FIRST"
+        c.send_many([b"now", b"suspend 1", b"now again", b"suspend 2"])
+        assert [c.recv() for _ in range(4)] == [b"NOW", b"SUSPEND 1", b"NOW AGAIN", b"SUSPEND 2"]
     messages = [b"first", b"now", b"suspend 1", b"now again", b"suspend 2"]
     assert [m for m, *_ in Steps.seen] == messages
     for message, before, after, thread in Steps.seen:
@@ -82,11 +82,10 @@ def test_asyncio_timeout_entered_before_the_first_suspension_cancels_the_right_t
             return b"timed out"
         return b"in time"
 
-    with Server(slow, framing=LINES, port=0) as srv, connect(srv.address) as sock:
-        sock.sendall(b"warm\n")
-        assert recv_frames(sock, LINES, 1) == [b"in time"]
-        sock.sendall(b"slow\nquick\n")
-        assert recv_frames(sock, LINES, 2) == [b"timed out", b"in time"]
+    with Server(slow, framing=LINES, port=0) as srv, framed(srv.address, LINES) as client:
+        assert client.request(b"warm") == b"in time"
+        client.send_many([b"slow", b"quick"])
+        assert [client.recv(), client.recv()] == [b"timed out", b"in time"]
 
 
 def test_a_coroutine_that_raises_after_suspending_closes_only_its_connection(
@@ -108,12 +107,11 @@ def test_a_coroutine_that_raises_after_suspending_closes_only_its_connection(
     with caplog.at_level(logging.ERROR, "iocp_echo"):
         with Server(protocol=Late, framing=LINES, port=0) as srv:
             for boom in (b"boom later", b"boom now"):
-                bad, good = connect(srv.address), connect(srv.address)
+                bad, good = connect(srv.address), framed(srv.address, LINES)
                 # Earlier replies of the same pass still go out before the close.
                 bad.sendall(b"one\ntwo\n" + boom + b"\nnever\n")
                 assert recv_until_closed(bad) == b"one\ntwo\n"
-                good.sendall(b"still\n")
-                assert recv_frames(good, LINES, 1) == [b"still"]
+                assert good.request(b"still") == b"still"
                 bad.close()
                 good.close()
             wait_for(lambda: len(lost) == 4, "connection_lost of every connection")
@@ -287,12 +285,12 @@ def test_each_message_runs_in_a_context_of_its_own() -> None:
         return message
 
     with Server(handler, framing=LINES, port=0) as srv:
-        socks = [connect(srv.address) for _ in range(3)]
-        for c, sock in enumerate(socks):
-            sock.sendall(b"".join(b"c%d m%d%s\n" % (c, i, b" wait" * (i % 2)) for i in range(6)))
-        for sock in socks:
-            assert len(recv_frames(sock, LINES, 6)) == 6
-            sock.close()
+        clients = [framed(srv.address, LINES) for _ in range(3)]
+        for c, client in enumerate(clients):
+            client.send_many(b"c%d m%d%s" % (c, i, b" wait" * (i % 2)) for i in range(6))
+        for client in clients:
+            assert len([client.recv() for _ in range(6)]) == 6
+            client.close()
     assert len(seen) == 18
     for message, before, after in seen:
         assert (before, after) == (b"unset", message)
@@ -352,12 +350,11 @@ def test_a_reply_to_a_connection_closed_meanwhile_is_dropped_quietly(
 
     with caplog.at_level(logging.ERROR, "iocp_echo"):
         with Server(protocol=Quitter, framing=LINES, port=0) as srv:
-            quitter, other = connect(srv.address), connect(srv.address)
+            quitter, other = connect(srv.address), framed(srv.address, LINES)
             quitter.sendall(b"hi\n")
             assert recv_frames(quitter, LINES, 1) == [b"hi"]
             quitter.sendall(b"quit\nmore\n")
-            other.sendall(b"fine\n")
-            assert recv_frames(other, LINES, 1) == [b"fine"]
+            assert other.request(b"fine") == b"fine"
             assert recv_until_closed(quitter) == b""
             quitter.close()
             wait_for(lambda: len(lost) == 1, "connection_lost of the quitter")
@@ -379,9 +376,9 @@ def test_closing_leaves_no_task_pending(where: str, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.ERROR, "asyncio"):
         srv = Server(echo, framing=LINES, port=0)
         srv.start()
-        with connect(srv.address) as sock:
-            sock.sendall(b"a\nsleep\nb\n")
-            assert recv_frames(sock, LINES, 3) == [b"a", b"sleep", b"b"]
+        with framed(srv.address, LINES) as client:
+            client.send_many([b"a", b"sleep", b"b"])
+            assert [client.recv() for _ in range(3)] == [b"a", b"sleep", b"b"]
         if where == "a thread":
             srv.close()
         else:

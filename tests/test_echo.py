@@ -14,7 +14,16 @@ from collections.abc import Callable
 
 import pytest
 from client import identity, random_payload, run_clients
-from helpers import SLOW, Address, connect, recv_frames, recv_until_closed, serve_echo
+from helpers import (
+    SLOW,
+    Address,
+    connect,
+    echo_of,
+    framed,
+    recv_frames,
+    recv_until_closed,
+    serve_echo,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iocp_echo import DEFAULT_MAX_FRAME, Framing, Handler
@@ -174,27 +183,21 @@ def _send_and_shut(sock: socket.socket, data: bytes) -> None:
 
 def _expect_echo(address: Address, framing: Framing, rounds: int) -> None:
     """A well-behaved client: ``rounds`` request/reply exchanges."""
-    with connect(address) as sock:
+    with framed(address, framing) as client:
         for i in range(rounds):
             message = b"still here %d" % i
-            sock.sendall(framing.encode(message))
-            if framing.kind == "raw":
-                assert _recv_exactly(sock, len(message)) == message
-            else:
-                assert recv_frames(sock, framing, 1) == [message]
+            assert echo_of(client, message) == message
 
 
 def test_an_absurd_length_prefix_closes_only_that_connection() -> None:
     framing = FRAMINGS["length"]
-    with serve_echo(None, framing) as address, connect(address) as good:
-        good.sendall(framing.encode(b"before"))
-        assert recv_frames(good, framing, 1) == [b"before"]
+    with serve_echo(None, framing) as address, framed(address, framing) as good:
+        assert good.request(b"before") == b"before"
         with connect(address) as bad:
             bad.sendall(framing.encode(b"fine") + b"\xff\xff\xff\xff" + b"x" * 1000)
             # Any reply to the good frame may come first; then the server closes.
             assert recv_until_closed(bad) in (b"", framing.encode(b"fine"))
-        good.sendall(framing.encode(b"after"))
-        assert recv_frames(good, framing, 1) == [b"after"]
+        assert good.request(b"after") == b"after"
         _expect_echo(address, framing, 3)
 
 
@@ -207,17 +210,17 @@ def test_a_frame_over_max_frame_closes_only_that_connection(
     handler, _ = HANDLERS[handler_name]
     limit = 64 << 10
     at_limit = b"a" * limit
-    with serve_echo(handler, framing, max_frame=limit) as address, connect(address) as good:
-        good.sendall(framing.encode(at_limit))
-        assert recv_frames(good, framing, 1) == [at_limit]
+    with serve_echo(handler, framing, max_frame=limit) as address, framed(address, framing) as good:
+        assert good.request(at_limit) == at_limit
         with connect(address) as bad:
             # The first frame is fine; the second is over the limit and never completed
             # (as if the client lied): the server must not wait for the rest of it.
             oversized = framing.encode(b"b" * (limit + 1))
             bad.sendall(framing.encode(b"ok") + oversized[: limit + 2])
             assert recv_until_closed(bad) in (b"", framing.encode(b"ok"))
-            good.sendall(framing.encode(b"after") + framing.encode(at_limit))
-            assert recv_frames(good, framing, 2) == [b"after", at_limit]
+            good.send(b"after")
+            good.send(at_limit)
+            assert [good.recv(), good.recv()] == [b"after", at_limit]
 
 
 def test_raw_chunks_over_max_frame_are_cut_not_refused() -> None:
@@ -229,7 +232,7 @@ def test_raw_chunks_over_max_frame_are_cut_not_refused() -> None:
 
 def test_a_line_over_the_default_max_frame_closes_only_that_connection() -> None:
     framing = FRAMINGS["lines"]
-    with serve_echo(None, framing) as address, connect(address) as good:
+    with serve_echo(None, framing) as address, framed(address, framing) as good:
         with connect(address) as bad:
             bad.sendall(b"fine\n")
             assert recv_frames(bad, framing, 1) == [b"fine"]
@@ -239,8 +242,7 @@ def test_a_line_over_the_default_max_frame_closes_only_that_connection() -> None
             except ConnectionError:
                 pass  # closed while we were still sending
             assert recv_until_closed(bad) == b""
-        good.sendall(b"after\n")
-        assert recv_frames(good, framing, 1) == [b"after"]
+        assert good.request(b"after") == b"after"
 
 
 @pytest.mark.parametrize("framing_name", FRAMINGS)
@@ -250,7 +252,7 @@ def test_clients_that_reset_or_vanish_mid_message_do_not_disturb_others(
     framing = FRAMINGS[framing_name]
     message = random_payload(random.Random(), 10_000, framing)
     frame = framing.encode(message)
-    with serve_echo(None, framing) as address, connect(address) as good:
+    with serve_echo(None, framing) as address, framed(address, framing) as good:
         for i in range(50):
             sock = connect(address)
             sock.sendall(frame[: len(frame) // 2])
@@ -259,20 +261,7 @@ def test_clients_that_reset_or_vanish_mid_message_do_not_disturb_others(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
             if i % 10 == 0:
-                good.sendall(frame)
-                if framing.kind == "raw":
-                    assert _recv_exactly(good, len(frame)) == frame
-                else:
-                    assert recv_frames(good, framing, 1) == [message]
+                assert echo_of(good, message) == message
         # A burst of short-lived clients, each with one exchange.
         for _ in range(100):
             _expect_echo(address, framing, 1)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "closed early"
-        data += chunk
-    return data

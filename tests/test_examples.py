@@ -1,7 +1,11 @@
-"""The examples in ``examples/``, each run as a real process with real clients."""
+"""The examples in ``examples/``, each run as a real process, talked to by the framed
+clients (``iocp_echo.connect``, ``open_connection``) as their docstrings show."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import doctest
 import signal
 import sys
 from collections.abc import Iterator
@@ -9,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import Address, connect, wait_for
-from iocp_echo import Framing
+from helpers import Address, wait_for
+from iocp_echo import Client, Framing, connect, open_connection
 from server_process import FORCED, ServerProcess, running
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -18,43 +22,18 @@ LINES = Framing.lines()
 LENGTH = Framing.length_prefixed(4)
 
 
-class Client:
-    """A blocking client that sends and reads whole frames of one framing."""
+def client(address: Address, framing: Framing) -> Client:
+    """A framed client of the example (a generous timeout: a hang fails)."""
+    return connect(address, framing=framing, timeout=30)
 
-    def __init__(self, address: Address, framing: Framing) -> None:
-        self.sock = connect(address)
-        self.framing = framing
-        self.decoder = framing.decoder()
-        self.pending: list[bytes] = []
 
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(self.framing.encode(payload))
-
-    def recv(self) -> bytes:
-        """The next frame (fails if the server closes first)."""
-        while not self.pending:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                pytest.fail("the server closed the connection")
-            self.pending.extend(self.decoder.feed(chunk))
-        return self.pending.pop(0)
-
-    def ask(self, payload: bytes) -> bytes:
-        """Send ``payload``; the next frame."""
-        self.send(payload)
-        return self.recv()
-
-    def expect_closed(self) -> None:
-        """The server closes the connection with nothing more to read."""
-        assert self.pending == []
-        try:
-            rest = self.sock.recv(1 << 16)
-        except ConnectionResetError:
-            rest = b""
-        assert rest == b""
-
-    def close(self) -> None:
-        self.sock.close()
+def expect_closed(refused: Client) -> None:
+    """The server closes the connection with nothing more to read."""
+    try:
+        rest = list(refused)
+    except ConnectionResetError:
+        rest = []
+    assert rest == []
 
 
 @contextmanager
@@ -70,10 +49,10 @@ def example(name: str) -> Iterator[ServerProcess]:
 
 
 def join(address: Address, nick: bytes, here: bytes) -> Client:
-    client = Client(address, LINES)
-    assert client.recv() == b"nickname?"
-    assert client.ask(nick) == b"welcome " + nick + b"; here: " + here
-    return client
+    member = client(address, LINES)
+    assert member.recv() == b"nickname?"
+    assert member.request(nick) == b"welcome " + nick + b"; here: " + here
+    return member
 
 
 def test_chat() -> None:
@@ -99,11 +78,10 @@ def test_chat() -> None:
             (b"", b"ERR empty nickname"),
             (b"  ", b"ERR empty nickname"),
         ]:
-            refused = Client(server.address, LINES)
-            assert refused.recv() == b"nickname?"
-            assert refused.ask(nick) == refusal
-            refused.expect_closed()
-            refused.close()
+            with client(server.address, LINES) as refused:
+                assert refused.recv() == b"nickname?"
+                assert refused.request(nick) == refusal
+                expect_closed(refused)
 
         # Leaving: the others are told; lines go on between those left.
         carol.close()
@@ -115,7 +93,6 @@ def test_chat() -> None:
         # notice of the refused clients).
         bob.send(b"see you")
         assert alice.recv() == b"bob: see you"
-        assert alice.pending == bob.pending == []
         alice.close()
         assert bob.recv() == b"* alice left"
         bob.close()
@@ -123,32 +100,32 @@ def test_chat() -> None:
 
 def test_pubsub() -> None:
     with example("pubsub.py") as server:
-        news1, news2, sport, publisher = (Client(server.address, LENGTH) for _ in range(4))
-        assert news1.ask(b"SUB news") == b"OK"
-        assert news2.ask(b"SUB news") == b"OK"
-        assert sport.ask(b"SUB sport") == b"OK"
+        news1, news2, sport, publisher = (client(server.address, LENGTH) for _ in range(4))
+        assert news1.request(b"SUB news") == b"OK"
+        assert news2.request(b"SUB news") == b"OK"
+        assert sport.request(b"SUB sport") == b"OK"
 
         # A publish reaches the topic's subscribers only; the publisher learns how many.
-        assert publisher.ask(b"PUB news hello  world") == b"OK 2"
+        assert publisher.request(b"PUB news hello  world") == b"OK 2"
         assert news1.recv() == b"news hello  world"
         assert news2.recv() == b"news hello  world"
         binary = bytes(range(256))
-        assert publisher.ask(b"PUB sport " + binary) == b"OK 1"
+        assert publisher.request(b"PUB sport " + binary) == b"OK 1"
         assert sport.recv() == b"sport " + binary
-        assert publisher.ask(b"PUB weather ") == b"OK 0"
+        assert publisher.request(b"PUB weather ") == b"OK 0"
 
         # A subscribed publisher gets its own copy, before its answer.
-        assert news1.ask(b"PUB news mine") == b"news mine"
+        assert news1.request(b"PUB news mine") == b"news mine"
         assert news1.recv() == b"OK 2"
         assert news2.recv() == b"news mine"
 
         # Unsubscribed: no more deliveries (its next frame is the answer to its own command).
-        assert news2.ask(b"UNSUB news") == b"OK"
-        assert news2.ask(b"UNSUB news") == b"OK"  # not subscribed: still OK
-        assert publisher.ask(b"PUB news again") == b"OK 1"
+        assert news2.request(b"UNSUB news") == b"OK"
+        assert news2.request(b"UNSUB news") == b"OK"  # not subscribed: still OK
+        assert publisher.request(b"PUB news again") == b"OK 1"
         assert news1.recv() == b"news again"
-        assert news2.ask(b"PUB nobody x") == b"OK 0"
-        assert sport.ask(b"PUB nobody y") == b"OK 0"  # nothing of news reached sport
+        assert news2.request(b"PUB nobody x") == b"OK 0"
+        assert sport.request(b"PUB nobody y") == b"OK 0"  # nothing of news reached sport
 
         # Bad commands are answered, and the connection stays open.
         for bad, answer in [
@@ -159,26 +136,46 @@ def test_pubsub() -> None:
             (b"SUB", b"ERR usage: SUB topic"),
             (b"UNSUB a b", b"ERR usage: UNSUB topic"),
         ]:
-            assert publisher.ask(bad) == answer
-        assert publisher.ask(b"PUB sport still here") == b"OK 1"
+            assert publisher.request(bad) == answer
+        assert publisher.request(b"PUB sport still here") == b"OK 1"
         assert sport.recv() == b"sport still here"
 
         # A subscriber that leaves is unsubscribed (once its connection_lost has run).
         news1.close()
-        wait_for(lambda: publisher.ask(b"PUB news gone") == b"OK 0", "news1 unsubscribed")
-        for client in (news2, sport, publisher):
-            assert client.pending == []
-            client.close()
+        wait_for(lambda: publisher.request(b"PUB news gone") == b"OK 0", "news1 unsubscribed")
+        for subscriber in (news2, sport, publisher):
+            # Nothing else came: its next frame is the answer to its own command.
+            assert subscriber.request(b"PUB nobody z") == b"OK 0"
+            subscriber.close()
 
 
 def test_async_echo() -> None:
-    with example("async_echo.py") as server:
-        first, second = Client(server.address, LINES), Client(server.address, LINES)
+    async def talk(address: Address) -> None:
+        first = await open_connection(address, framing="lines", timeout=30)
+        second = await open_connection(address, framing="lines", timeout=30)
         for line in [b"one", b"two", b"three"]:
-            first.send(line)
-        second.send(b"other")
-        assert [first.recv() for _ in range(3)] == [b"1: ONE", b"2: TWO", b"3: THREE"]
-        assert second.recv() == b"1: OTHER"
-        assert first.ask(b"four\r") == b"4: FOUR"
-        first.close()
-        second.close()
+            await first.send(line)
+        await second.send(b"other")
+        assert [await first.recv() for _ in range(3)] == [b"1: ONE", b"2: TWO", b"3: THREE"]
+        assert await second.recv() == b"1: OTHER"
+        assert await first.request(b"four\r") == b"4: FOUR"
+        await first.aclose()
+        await second.aclose()
+
+    with example("async_echo.py") as server:
+        asyncio.run(talk(server.address))
+
+
+@pytest.mark.parametrize("name,port", [("chat.py", 7000), ("pubsub.py", 7001)])
+def test_the_docstring_session_runs(name: str, port: int) -> None:
+    """The ``>>>`` session of the example's docstring, against the example on its real port."""
+    text = ast.get_docstring(ast.parse((EXAMPLES / name).read_text()))
+    assert text is not None and ">>>" in text
+    with example(name) as server:
+        session = text.replace(f'("127.0.0.1", {port})', repr(server.address))
+        test = doctest.DocTestParser().get_doctest(session, {}, name, name, 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        output: list[str] = []
+        result = runner.run(test, out=output.append)
+    assert result.failed == 0, "".join(output)
+    assert result.attempted >= 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from client import identity, random_payload, run_clients
-from helpers import Address, connect, recv_frames, recv_until_closed, wait_stats
+from helpers import Address, connect, framed, recv_until_closed, wait_stats
 from iocp_echo import Framing, Handler, Server
 
 LINES = Framing.lines()
@@ -25,9 +25,9 @@ def running(handler: Handler | None, framing: Framing = LINES, **options: Any) -
 
 def ask(address: Address, messages: list[bytes], replies: int) -> list[bytes]:
     """Send ``messages`` on a new connection and read ``replies`` replies."""
-    with connect(address) as sock:
-        sock.sendall(b"".join(LINES.encode(m) for m in messages))
-        return recv_frames(sock, LINES, replies)
+    with framed(address, LINES) as client:
+        client.send_many(messages)
+        return [client.recv() for _ in range(replies)]
 
 
 def test_handler_gets_bytes_and_may_return_bytearray_memoryview_or_none() -> None:
@@ -79,16 +79,14 @@ def _wrong_type(message: bytes) -> Any:
 def test_a_failing_handler_is_logged_and_closes_only_its_connection(
     caplog: pytest.LogCaptureFixture, handler: Handler, error: type[Exception], text: str
 ) -> None:
-    with running(handler, workers=2) as srv, connect(srv.address) as good:
-        good.sendall(b"first\n")
-        assert recv_frames(good, LINES, 1) == [b"first"]
+    with running(handler, workers=2) as srv, framed(srv.address, LINES) as good:
+        assert good.request(b"first") == b"first"
         with connect(srv.address) as bad:
             bad.sendall(b"before\nboom\nafter\n")
             received = recv_until_closed(bad)
             # The reply to "before" may or may not go out; nothing after "boom" does.
             assert received in (b"", b"before\n")
-        good.sendall(b"second\n")
-        assert recv_frames(good, LINES, 1) == [b"second"]
+        assert good.request(b"second") == b"second"
         assert ask(srv.address, [b"new client"], 1) == [b"new client"]
         wait_stats(srv, "the failure counted", lambda s: s["handler_errors"] == 1)
         stats = srv.stats()
@@ -110,13 +108,12 @@ def test_a_reply_the_framing_cannot_encode_closes_only_its_connection(
     def handler(message: bytes) -> bytes:
         return message.replace(b"!", b"\n")  # a delimiter inside a lines reply
 
-    with running(handler) as srv, connect(srv.address) as good:
+    with running(handler) as srv, framed(srv.address, LINES) as good:
         assert ask(srv.address, [b"fine"], 1) == [b"fine"]
         with connect(srv.address) as bad:
             bad.sendall(b"not!fine\n")
             assert recv_until_closed(bad) == b""
-        good.sendall(b"ok\n")
-        assert recv_frames(good, LINES, 1) == [b"ok"]
+        assert good.request(b"ok") == b"ok"
         wait_stats(srv, "the failure counted", lambda s: s["handler_errors"] == 1)
     assert any(
         r.name.startswith("iocp_echo") and r.levelno >= logging.ERROR for r in caplog.records

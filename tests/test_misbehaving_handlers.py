@@ -15,7 +15,6 @@ import array
 import asyncio
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +23,16 @@ from typing import Any
 
 import pytest
 from client import many, random_payload, run_clients
-from helpers import Address, connect, recv_frames, recv_until_closed, wait_for, wait_stats
-from iocp_echo import Framing, Server
+from helpers import (
+    Address,
+    connect,
+    framed,
+    recv_frames,
+    recv_until_closed,
+    wait_for,
+    wait_stats,
+)
+from iocp_echo import Client, Framing, Server
 
 LINES = Framing.lines()
 WORKERS = 2
@@ -77,9 +84,8 @@ def serving(handler: Callable[[bytes], Any], **options: Any) -> Iterator[Server]
 
 def ask(address: Address, message: bytes) -> bytes:
     """One message on a new connection, its one reply."""
-    with connect(address) as sock:
-        sock.sendall(LINES.encode(message))
-        return recv_frames(sock, LINES, 1)[0]
+    with framed(address, LINES) as client:
+        return client.request(message)
 
 
 @pytest.mark.parametrize(
@@ -172,10 +178,10 @@ def test_a_memoryview_of_any_item_type_or_stride_is_a_reply() -> None:
         return memoryview(message)
 
     framing = Framing.length_prefixed()
-    with Server(handler, port=0, framing=framing) as srv, connect(srv.address) as sock:
+    with Server(handler, port=0, framing=framing) as srv, framed(srv.address, framing) as c:
         for message in (b"ints", b"doubles", b"every other", b"plain"):
-            sock.sendall(framing.encode(message))
-        replies = recv_frames(sock, framing, 4)
+            c.send(message)
+        replies = [c.recv() for _ in range(4)]
         assert srv.stats()["handler_errors"] == 0
     assert replies == [ints.tobytes(), doubles.tobytes(), b"abc", b"plain"]
 
@@ -213,31 +219,29 @@ def test_a_blocking_handler_holds_up_only_its_own_worker(block: str) -> None:
 
     with serving(handler) as srv:
         per_worker = [0] * WORKERS
-        socks: list[socket.socket] = []
+        clients: list[Client] = []
         workers: list[int] = []
         try:
             # Connect until the first connection's worker holds a second one (its
             # neighbour) and the other worker holds one too.
             for _ in range(10):
-                sock = connect(srv.address)
-                socks.append(sock)
+                clients.append(framed(srv.address, LINES))
                 workers.append(worker_of_newest(srv, per_worker))
                 per_worker[workers[-1]] += 1
                 if workers.count(workers[0]) >= 2 and len(set(workers)) == WORKERS:
                     break
             else:
                 pytest.fail(f"10 connections did not spread over both workers: {workers}")
-            blocked, neighbour = socks[0], socks[workers.index(workers[0], 1)]
-            other = socks[next(i for i, w in enumerate(workers) if w != workers[0])]
+            blocked, neighbour = clients[0], clients[workers.index(workers[0], 1)]
+            other = clients[next(i for i, w in enumerate(workers) if w != workers[0])]
 
-            blocked.sendall(b"block\n")
+            blocked.send(b"block")
             assert inside.wait(20), "the handler was never called"
-            neighbour.sendall(b"waits its turn\n")
+            neighbour.send(b"waits its turn")
             # The other worker answers while the handler is still blocked.
             answered_during = 0
             for i in range(50):
-                other.sendall(b"ping %d\n" % i)
-                assert recv_frames(other, LINES, 1) == [b"ping %d" % i]
+                assert other.request(b"ping %d" % i) == b"ping %d" % i
                 if not inside.is_set():
                     break
                 answered_during += 1
@@ -247,13 +251,13 @@ def test_a_blocking_handler_holds_up_only_its_own_worker(block: str) -> None:
                 assert inside.is_set()
                 release.set()
             # The blocked connection and its neighbour lose nothing.
-            assert recv_frames(blocked, LINES, 1) == [b"unblocked"]
-            assert recv_frames(neighbour, LINES, 1) == [b"waits its turn"]
+            assert blocked.recv() == b"unblocked"
+            assert neighbour.recv() == b"waits its turn"
             assert srv.stats()["handler_errors"] == 0
         finally:
             release.set()
-            for sock in socks:
-                sock.close()
+            for client in clients:
+                client.close()
 
 
 def test_forty_poisoned_clients_among_two_hundred_leave_the_rest_byte_exact() -> None:
@@ -315,9 +319,8 @@ def test_a_handler_waiting_on_its_own_server_is_refused_not_hung() -> None:
 
     with Server(handler, host="127.0.0.1", port=0, framing=LINES) as srv:
         servers.append(srv)
-        with connect(srv.address) as sock:
-            sock.sendall(b"hello\n")
-            assert recv_frames(sock, LINES, 1) == [b"hello"]
+        with framed(srv.address, LINES) as client:
+            assert client.request(b"hello") == b"hello"
         assert srv.stats()["handler_errors"] == 0
     assert len(refusals) == 2, refusals
     assert all("own handler" in r for r in refusals), refusals

@@ -14,6 +14,7 @@ from helpers import (
     Address,
     connect,
     enough_descriptors,
+    framed,
     open_fds,
     recv_frames,
     recv_until_closed,
@@ -85,13 +86,12 @@ def only_connection(journal: Journal) -> int:
 def test_callbacks_come_in_order_once_with_state_per_connection() -> None:
     journal = Journal()
     with running(recording(journal)) as srv:
-        with connect(srv.address) as a, connect(srv.address) as b:
-            send_lines(a, b"x", b"y")
-            send_lines(b, b"p")
-            assert recv_frames(a, LINES, 2) == [b"1:x", b"2:y"]
-            assert recv_frames(b, LINES, 1) == [b"1:p"]
-            send_lines(a, b"z")
-            assert recv_frames(a, LINES, 1) == [b"3:z"]
+        with framed(srv.address, LINES) as a, framed(srv.address, LINES) as b:
+            a.send_many([b"x", b"y"])
+            b.send(b"p")
+            assert [a.recv(), a.recv()] == [b"1:x", b"2:y"]
+            assert b.recv() == b"1:p"
+            assert a.request(b"z") == b"3:z"
         wait_for(lambda: journal.lost() == 2, "connection_lost on both")
     for calls in journal.calls.values():
         assert calls[0][0] == "made" and calls[0][1] != threading.main_thread().name
@@ -107,10 +107,10 @@ def test_callbacks_come_in_order_once_with_state_per_connection() -> None:
 def test_connection_knows_its_addresses_id_and_server() -> None:
     journal = Journal()
     with running(recording(journal)) as srv:
-        with connect(srv.address) as sock:
+        with framed(srv.address, LINES) as client:
             conn = journal.conns[only_connection(journal)]
             assert conn.local == srv.address
-            assert conn.peer == sock.getsockname()[:2]
+            assert conn.peer == client.socket.getsockname()[:2]
             assert conn.server is srv
             assert isinstance(conn.id, int)
             assert not conn.closed
@@ -120,7 +120,7 @@ def test_connection_knows_its_addresses_id_and_server() -> None:
 def test_send_from_another_thread_and_after_close() -> None:
     journal = Journal()
     with running(recording(journal)) as srv:
-        with connect(srv.address) as sock:
+        with framed(srv.address, LINES) as client:
             conn = journal.conns[only_connection(journal)]
 
             def push() -> None:
@@ -130,10 +130,10 @@ def test_send_from_another_thread_and_after_close() -> None:
             pusher = threading.Thread(target=push)
             pusher.start()
             pusher.join()
-            assert recv_frames(sock, LINES, 100) == [b"push %d" % n for n in range(100)]
+            assert [client.recv() for _ in range(100)] == [b"push %d" % n for n in range(100)]
             conn.send(bytearray(b"array"))
             conn.send(memoryview(b"view"))
-            assert recv_frames(sock, LINES, 2) == [b"array", b"view"]
+            assert [client.recv(), client.recv()] == [b"array", b"view"]
         wait_for(lambda: journal.lost() == 1, "connection_lost")
         assert conn.closed
         with pytest.raises(ConnectionClosed):
@@ -205,13 +205,12 @@ def test_a_failing_callback_closes_only_its_connection(
         return message
 
     with running(recording(journal, reply)) as srv, caplog.at_level(logging.ERROR, "iocp_echo"):
-        with connect(srv.address) as bad, connect(srv.address) as good:
+        with connect(srv.address) as bad, framed(srv.address, LINES) as good:
             send_lines(bad, b"ok")
             assert recv_frames(bad, LINES, 1) == [b"ok"]
             send_lines(bad, b"bad", b"never seen")
             assert recv_until_closed(bad) == b""
-            send_lines(good, b"still")
-            assert recv_frames(good, LINES, 1) == [b"still"]
+            assert good.request(b"still") == b"still"
             wait_for(lambda: journal.lost() == 1, "connection_lost of the bad one")
         # The good one closes from its side before the server does: a clean close.
         wait_for(lambda: journal.lost() == 2, "connection_lost of the good one")
@@ -240,9 +239,8 @@ def test_a_factory_that_raises_closes_that_connection(caplog: pytest.LogCaptureF
     with running(factory) as srv, caplog.at_level(logging.ERROR, "iocp_echo"):
         with connect(srv.address) as first:
             assert recv_until_closed(first) == b""
-        with connect(srv.address) as second:
-            send_lines(second, b"fine")
-            assert recv_frames(second, LINES, 1) == [b"1:fine"]
+        with framed(srv.address, LINES) as second:
+            assert second.request(b"fine") == b"1:fine"
     assert "protocol factory failed" in caplog.text
     assert journal.lost() == 1
 
@@ -303,7 +301,7 @@ def test_pause_and_resume_writing_follow_the_water_marks() -> None:
     count = 6_000  # 24 MiB: more than loopback's kernel buffers and high_water hold
     options = {"high_water": 64 << 10, "low_water": 16 << 10, "max_output": 64 << 20}
     with running(flow_recording(journal), LINES, **options) as srv:
-        with connect(srv.address) as sock:
+        with framed(srv.address, LINES) as client:
             conn = journal.conns[only_connection(journal)]
             conn_id = conn.id
             for _ in range(count):
@@ -311,7 +309,7 @@ def test_pause_and_resume_writing_follow_the_water_marks() -> None:
             wait_for(lambda: ("pause",) in journal.calls[conn_id], "pause_writing")
             assert ("resume",) not in journal.calls[conn_id]
             assert conn.write_buffer_size > 64 << 10, "paused above high_water"
-            assert recv_frames(sock, LINES, count) == [chunk] * count
+            assert [client.recv() for _ in range(count)] == [chunk] * count
             wait_for(lambda: ("resume",) in journal.calls[conn_id], "resume_writing")
             wait_for(lambda: conn.write_buffer_size == 0, "the output sent")
         wait_for(lambda: journal.lost() == 1, "connection_lost")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers import (
     connect,
+    framed,
     open_fds,
     recv_frames,
     recv_until_closed,
@@ -56,9 +57,8 @@ def test_a_forced_backend_is_used(backend: str) -> None:
         pytest.skip(f"{backend} is not usable here: {e}")
     with Server(None, port=0, backend=backend, framing="lines") as srv:
         assert srv.backend == backend
-        with connect(srv.address) as sock:
-            sock.sendall(b"hello\n")
-            assert recv_frames(sock, Framing.lines(), 1) == [b"hello"]
+        with framed(srv.address, "lines") as client:
+            assert client.request(b"hello") == b"hello"
 
 
 def test_the_iocp_backend_is_refused_on_linux() -> None:
@@ -109,9 +109,8 @@ def test_close_without_start_and_start_close_start() -> None:
     srv.close()
     srv.start()  # a closed server may be started again
     try:
-        with connect(srv.address) as sock:
-            sock.sendall(b"again\n")
-            assert recv_frames(sock, Framing.lines(), 1) == [b"again"]
+        with framed(srv.address, "lines") as client:
+            assert client.request(b"again") == b"again"
     finally:
         srv.close()
 
@@ -255,15 +254,14 @@ def test_idle_timeout_closes_an_idle_client_and_keeps_an_active_one() -> None:
     idle_timeout = 0.3
     framing = Framing.lines()
     with Server(None, port=0, framing="lines", idle_timeout=idle_timeout) as srv:
-        with connect(srv.address) as idle, connect(srv.address) as active:
+        with connect(srv.address) as idle, framed(srv.address, framing) as active:
             idle.setblocking(False)
             started = time.monotonic()
             closed_at = None
             rounds = 0
             # The active client talks every 0.05 s for at least 5 idle timeouts.
             while closed_at is None or time.monotonic() - started < 5 * idle_timeout:
-                active.sendall(b"%d\n" % rounds)
-                assert recv_frames(active, framing, 1) == [b"%d" % rounds]
+                assert active.request(b"%d" % rounds) == b"%d" % rounds
                 rounds += 1
                 readable, _, _ = select.select([idle], [], [], 0.05)
                 if readable and closed_at is None:
@@ -271,8 +269,7 @@ def test_idle_timeout_closes_an_idle_client_and_keeps_an_active_one() -> None:
                     closed_at = time.monotonic()
                 assert time.monotonic() - started < 30, "the idle client was never closed"
             assert closed_at is not None and closed_at - started >= idle_timeout * 0.9
-            active.sendall(b"last\n")
-            assert recv_frames(active, framing, 1) == [b"last"]
+            assert active.request(b"last") == b"last"
         assert srv.stats()["idle_timeouts"] == 1
 
 
@@ -307,11 +304,10 @@ def test_backpressure_bounds_buffering_and_resumes_byte_exact() -> None:
 def test_max_connections_refuses_extra_clients_and_recovers() -> None:
     framing = Framing.lines()
     with Server(None, port=0, framing="lines", max_connections=5, workers=2) as srv:
-        clients = [connect(srv.address) for _ in range(5)]
+        clients = [framed(srv.address, framing) for _ in range(5)]
         try:
-            for i, sock in enumerate(clients):
-                sock.sendall(b"%d\n" % i)
-                assert recv_frames(sock, framing, 1) == [b"%d" % i]
+            for i, client in enumerate(clients):
+                assert client.request(b"%d" % i) == b"%d" % i
             with connect(srv.address) as extra:  # the kernel accepts; the server closes it
                 try:
                     extra.sendall(b"refused?\n")
@@ -321,12 +317,11 @@ def test_max_connections_refuses_extra_clients_and_recovers() -> None:
             assert srv.stats()["connections_rejected"] >= 1
             clients.pop().close()
             wait_stats(srv, "a free slot", lambda s: s["connections_open"] == 4)
-            with connect(srv.address) as again:
-                again.sendall(b"welcome back\n")
-                assert recv_frames(again, framing, 1) == [b"welcome back"]
+            with framed(srv.address, framing) as again:
+                assert again.request(b"welcome back") == b"welcome back"
         finally:
-            for sock in clients:
-                sock.close()
+            for client in clients:
+                client.close()
 
 
 def test_close_sends_queued_replies_before_closing() -> None:

@@ -12,9 +12,16 @@ from typing import ClassVar
 
 import pytest
 from client import random_payload, run_clients
-from helpers import connect, recv_frames, serve_echo, wait_for
+from helpers import connect, serve_echo, wait_for
 from iocp_echo import Connection, Framing, Handler, Protocol, Server, TlsInfo
-from tls_client import Recorder, client_context, echo_once, server_tls, tls_connect
+from tls_client import (
+    Recorder,
+    client_context,
+    echo_once,
+    server_tls,
+    tls_connect,
+    tls_framed,
+)
 
 LINES = Framing.lines()
 
@@ -101,11 +108,11 @@ def test_one_tls_config_serves_two_servers() -> None:
     with (
         Server(None, port=0, framing=LINES, tls=tls) as one,
         Server(lambda m: m.upper(), port=0, framing=LINES, tls=tls) as two,
-        tls_connect(one.address) as a,
-        tls_connect(two.address) as b,
+        tls_framed(one.address, LINES) as a,
+        tls_framed(two.address, LINES) as b,
     ):
-        assert echo_once(a, b"one\n") == b"one\n"
-        assert echo_once(b, b"two\n") == b"TWO\n"
+        assert a.request(b"one") == b"one"
+        assert b.request(b"two") == b"TWO"
 
 
 def test_async_protocol_over_tls() -> None:
@@ -116,10 +123,10 @@ def test_async_protocol_over_tls() -> None:
 
     with (
         Server(protocol=Later, port=0, framing=LINES, tls=server_tls()) as srv,
-        tls_connect(srv.address) as sock,
+        tls_framed(srv.address, LINES) as client,
     ):
-        sock.sendall(b"".join(b"m %d\n" % i for i in range(20)))
-        assert recv_frames(sock, LINES, 20) == [b"re m %d" % i for i in range(20)]
+        client.send_many(b"m %d" % i for i in range(20))
+        assert [client.recv() for _ in range(20)] == [b"re m %d" % i for i in range(20)]
 
 
 def test_push_over_tls_from_another_thread() -> None:
@@ -131,7 +138,7 @@ def test_push_over_tls_from_another_thread() -> None:
 
     with (
         Server(protocol=Quiet, port=0, framing=LINES, tls=server_tls()) as srv,
-        tls_connect(srv.address) as sock,
+        tls_framed(srv.address, LINES) as client,
     ):
         wait_for(lambda: len(opened) == 1, "connection_made")
         big = bytes(range(97, 123)) * 2000  # several records
@@ -143,4 +150,4 @@ def test_push_over_tls_from_another_thread() -> None:
         pusher = threading.Thread(target=push)
         pusher.start()
         pusher.join()
-        assert recv_frames(sock, LINES, 10) == [b"%d " % i + big for i in range(10)]
+        assert [client.recv() for _ in range(10)] == [b"%d " % i + big for i in range(10)]

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import recv_frames, wait_for
-from iocp_echo import Connection, Framing, Protocol, Server
+from helpers import echo_of, framed, wait_for
+from iocp_echo import Client, Connection, Framing, Protocol, Server
 from server_process import START_TIMEOUT, STOP_TIMEOUT, read_line
 from test_options import python_cli, rust_cli
-from tls_client import client_context, server_tls
+from tls_client import server_tls, tls_framed
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Unix sockets: Linux only")
 
@@ -57,25 +57,10 @@ def connect(path: Path | str, bind: Path | None = None) -> socket.socket:
     return sock
 
 
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            pytest.fail(f"connection closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
-def echoes(sock: socket.socket, framing: Framing, reply: Callable[[bytes], bytes]) -> None:
-    messages = [b"x", b"hello", bytes(range(1, 10)) * 5000]
-    sock.sendall(b"".join(framing.encode(m) for m in messages))
-    if framing.kind == "raw":
-        # The native raw echo returns the bytes as they came, cut anywhere.
-        wire = b"".join(messages)
-        assert recv_exactly(sock, len(wire)) == wire
-        return
-    assert recv_frames(sock, framing, len(messages)) == [reply(m) for m in messages]
+def echoes(client: Client, reply: Callable[[bytes], bytes]) -> None:
+    """Messages small and large come back as ``reply`` makes them (raw: read by length)."""
+    for message in [b"x", b"hello", bytes(range(1, 10)) * 5000]:
+        assert echo_of(client, message) == reply(message)
 
 
 @pytest.mark.parametrize("name", FRAMINGS)
@@ -85,19 +70,19 @@ def test_native_echo_in_every_framing(folder: Path, name: str) -> None:
         assert srv.path == str(path)
         with pytest.raises(RuntimeError, match="Unix domain socket"):
             _ = srv.address
-        clients = [connect(path) for _ in range(3)]
-        for sock in clients:
-            echoes(sock, FRAMINGS[name], lambda m: m)
-        for sock in clients:
-            sock.close()
+        clients = [framed(str(path), FRAMINGS[name]) for _ in range(3)]
+        for client in clients:
+            echoes(client, lambda m: m)
+        for client in clients:
+            client.close()
     assert not path.exists()
 
 
 @pytest.mark.parametrize("name", ["lines", "length"])
 def test_function_handler(folder: Path, name: str) -> None:
     path = folder / "handler.sock"
-    with Server(bytes.upper, path=path, framing=FRAMINGS[name]), connect(path) as sock:
-        echoes(sock, FRAMINGS[name], bytes.upper)
+    with Server(bytes.upper, path=path, framing=FRAMINGS[name]), framed(str(path), name) as c:
+        echoes(c, bytes.upper)
 
 
 def asyncio_addresses(path: Path, client: Path) -> list[tuple[Any, Any]]:
@@ -137,10 +122,10 @@ def test_protocol_sees_the_paths_asyncio_gives(folder: Path) -> None:
             return message
 
     with Server(protocol=Addresses, path=path, framing=LINES) as srv:
-        with connect(path) as unnamed:
-            echoes(unnamed, LINES, lambda m: m)
-        with connect(path, bind=client) as named:
-            echoes(named, LINES, lambda m: m)
+        with framed(str(path), LINES) as unnamed:
+            echoes(unnamed, lambda m: m)
+        with Client(connect(path, bind=client), LINES) as named:
+            echoes(named, lambda m: m)
         wait_for(lambda: srv.stats()["connections_open"] == 0, "both connections to close")
     assert seen == expected
 
@@ -150,8 +135,8 @@ def test_a_stale_socket_is_replaced(folder: Path) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens
-    with Server(None, path=path, framing=LINES), connect(path) as sock:
-        echoes(sock, LINES, lambda m: m)
+    with Server(None, path=path, framing=LINES), framed(str(path), LINES) as client:
+        echoes(client, lambda m: m)
     assert not path.exists()
 
 
@@ -176,8 +161,8 @@ def test_a_live_servers_path_is_refused(folder: Path) -> None:
             Server(None, path=path).start()
         assert raised.value.errno == errno.EADDRINUSE
         assert raised.value.filename == str(path)
-        with connect(path) as sock:
-            echoes(sock, LINES, lambda m: m)
+        with framed(str(path), LINES) as client:
+            echoes(client, lambda m: m)
         assert first.stats()["connections_accepted"] >= 1
     assert not path.exists()
 
@@ -213,9 +198,8 @@ def test_path_excludes_host_and_port(other: dict[str, Any]) -> None:
 def test_tls_over_a_unix_socket(folder: Path) -> None:
     path = folder / "tls.sock"
     with Server(None, path=path, framing=LINES, tls=server_tls()) as srv:
-        with client_context().wrap_socket(connect(path), server_hostname="localhost") as sock:
-            sock.sendall(LINES.encode(b"secret"))
-            assert recv_frames(sock, LINES, 1) == [b"secret"]
+        with tls_framed(str(path), LINES) as client:
+            assert client.request(b"secret") == b"secret"
         wait_for(lambda: srv.stats()["tls_handshakes"] == 1, "the handshake to count")
 
 
@@ -227,8 +211,8 @@ def test_cli_serves_a_unix_socket_and_removes_it(cli: Any, folder: Path) -> None
         try:
             line = read_line(proc, START_TIMEOUT)
             assert line.startswith(f"iocp_echo listening on {path} (backend "), line
-            with connect(path) as sock:
-                echoes(sock, LINES, lambda m: m)
+            with framed(str(path), LINES) as client:
+                echoes(client, lambda m: m)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=STOP_TIMEOUT) == 0
         finally:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from helpers import Address, connect
-from iocp_echo import Connection, Protocol, TlsConfig, TlsInfo
+from iocp_echo import Client, Connection, Framing, Protocol, TlsConfig, TlsInfo
+from iocp_echo import connect as connect_client
 
 CERTS = Path(__file__).resolve().parent / "certs"
 
@@ -70,6 +71,20 @@ def tls_connect(address: Address, context: ssl.SSLContext | None = None) -> ssl.
     except BaseException:
         raw.close()
         raise
+
+
+def tls_framed(
+    address: Address | str, framing: str | Framing, context: ssl.SSLContext | None = None
+) -> Client:
+    """A framed TLS client (``iocp_echo.connect``) of ``address``, verifying the server as
+    ``localhost`` against the test CA (or with ``context``)."""
+    return connect_client(
+        address,
+        framing=framing,
+        tls=context or client_context(),
+        server_hostname="localhost",
+        timeout=30,
+    )
 
 
 def echo_once(sock: socket.socket, line: bytes = b"ping\n") -> bytes:

@@ -11,6 +11,9 @@ Per-connection state, push and close: ``Server(protocol=Factory)`` with a
 :class:`Protocol` subclass, one instance per connection, given its
 :class:`Connection`. TLS: ``Server(..., tls=TlsConfig("cert.pem", "key.pem"))``; a
 connection's ``tls`` is then a :class:`TlsInfo`.
+
+Clients in whole messages: ``with connect((host, port), framing="lines") as client:
+client.request(b"hi")``; from asyncio, ``await open_connection(...)``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from ._aio import Lane, Runner
+
+# Framed clients (blocking and asyncio) on the server's codecs.
+from ._async_client import AsyncClient, open_connection
+from ._client import Client, connect
 from ._native import (
     BACKENDS,
     DEFAULT_MAX_FRAME,
@@ -48,6 +55,8 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MAX_FRAME",
     "OPTIONS",
+    "AsyncClient",
+    "Client",
     "Connection",
     "ConnectionClosed",
     "Decoder",
@@ -60,6 +69,8 @@ __all__ = [
     "ServerOption",
     "TlsConfig",
     "TlsInfo",
+    "connect",
+    "open_connection",
     "resolve_backend",
     "serve",
 ]
