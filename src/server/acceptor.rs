@@ -51,11 +51,20 @@ pub(crate) struct Acceptor {
     cancelled: bool,
     /// Stopped, and an accept failed since: nothing accepted is left.
     exhausted: bool,
+    /// Stopping listening hands the backlog to a sibling `SO_REUSEPORT`
+    /// listener (the socket joined a group and the kernel migrates).
+    migrates: bool,
 }
 
 impl Acceptor {
-    /// Accept on `socket` for `workers` workers, admitting through `gate`.
-    pub(crate) fn new(socket: Socket, gate: Arc<Gate>, workers: usize) -> Acceptor {
+    /// Accept on `socket` for `workers` workers, admitting through `gate`;
+    /// `reuse_port`: the socket is one of a `SO_REUSEPORT` group.
+    pub(crate) fn new(
+        socket: Socket,
+        gate: Arc<Gate>,
+        workers: usize,
+        reuse_port: bool,
+    ) -> Acceptor {
         Acceptor {
             socket,
             gate,
@@ -66,6 +75,7 @@ impl Acceptor {
             stopped: false,
             cancelled: false,
             exhausted: false,
+            migrates: reuse_port && kernel_migrates_backlog(),
         }
     }
 
@@ -188,7 +198,13 @@ impl Acceptor {
         }
         self.stopped = true;
         self.paused_until = None;
-        let backlog = self.take_backlog(counters);
+        // Migrated, the backlog is served by a sibling (with none left, the
+        // kernel resets it); taken, it can only be closed, cleanly.
+        let backlog = if self.migrates {
+            Vec::new()
+        } else {
+            self.take_backlog(counters)
+        };
         if !self.stop_listening() {
             self.cancel(port);
         }
@@ -257,6 +273,17 @@ impl Acceptor {
             log::debug!("deregister listener: {}", e);
         }
     }
+}
+
+/// Whether this network namespace's kernel moves the connections waiting in
+/// a closing `SO_REUSEPORT` listener to another of its group
+/// (`net.ipv4.tcp_migrate_req`, Linux 5.14+), instead of resetting them.
+fn kernel_migrates_backlog() -> bool {
+    cfg!(target_os = "linux")
+        && matches!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req"),
+            Ok(on) if on.trim() == "1"
+        )
 }
 
 /// Errors after which accepting again at once would only fail again.

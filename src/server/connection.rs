@@ -61,6 +61,11 @@ pub(crate) struct Connection {
     /// The peer's end of stream (or a receive error) was seen: there is
     /// nothing to linger for.
     pub(crate) peer_finished: bool,
+    /// No message was decoded yet.
+    pub(crate) fresh: bool,
+    /// Accepted just before the server began to stop: it closes once its
+    /// first message is answered, or after `linger_timeout` without input.
+    pub(crate) closes_after_first: bool,
     /// Its ops were cancelled through the port (not only ended by `shutdown`).
     cancelled: bool,
     pub(crate) last_active: Instant,
@@ -96,6 +101,8 @@ impl Connection {
             reason: None,
             recv_in_flight: false,
             peer_finished: false,
+            fresh: true,
+            closes_after_first: false,
             cancelled: false,
             last_active: Instant::now(),
             dirty: false,
@@ -138,6 +145,20 @@ impl Connection {
             self.phase = Phase::Flushing;
             self.reason.get_or_insert(reason);
         }
+    }
+
+    /// Close for the server's drain: at once (flush, then close), or, for a
+    /// connection with no message answered yet whose peer was active within
+    /// `quiet`, once its first message is answered. A client that connected
+    /// just before the stop gets its answer, not an end of stream in place
+    /// of it. Returns whether it waits (the table must time it).
+    pub(crate) fn close_for_drain(&mut self, quiet: Duration) -> bool {
+        if self.phase == Phase::Open && self.fresh && self.last_active.elapsed() < quiet {
+            self.closes_after_first = true;
+            return true;
+        }
+        self.flush_then_close(CloseReason::Shutdown);
+        false
     }
 
     /// Flushed: shut the sending side and linger for the peer's end of stream

@@ -82,8 +82,11 @@ pub(crate) fn adopt(
     Some(key)
 }
 
-/// Adopt a socket accepted while the server stops: it closes at once, cleanly
-/// (flushed, then lingering for its client's end of stream), not reset.
+/// Adopt a socket accepted while the server stops: it closes cleanly (not
+/// reset) once its first message is answered or `linger_timeout` passed
+/// without one ([`Connection::close_for_drain`]).
+///
+/// [`Connection::close_for_drain`]: super::connection::Connection::close_for_drain
 pub(crate) fn adopt_to_close(
     turn: &Turn<'_>,
     table: &mut Table,
@@ -95,7 +98,9 @@ pub(crate) fn adopt_to_close(
 ) {
     if let Some(key) = adopt(turn, table, port, batch, socket, peer, admission) {
         if let Some(conn) = table.get_mut(key) {
-            conn.flush_then_close(CloseReason::Shutdown);
+            if conn.close_for_drain(turn.config.linger_timeout) {
+                table.lingers(key, turn.now);
+            }
         }
     }
 }

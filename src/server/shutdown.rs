@@ -93,8 +93,13 @@ pub(crate) fn close_lingered(turn: &Turn<'_>, table: &mut Table, port: &mut Port
     }
     for key in table.lingered_out(turn.now, turn.config.linger_timeout) {
         if let Some(conn) = table.get_mut(key) {
-            log::debug!("closing connection from {}: done lingering", conn.peer);
-            conn.abort(CloseReason::Shutdown, port);
+            if conn.phase() == Phase::Open {
+                // Waited for a first message in a drain, in vain.
+                conn.flush_then_close(CloseReason::Shutdown);
+            } else {
+                log::debug!("closing connection from {}: done lingering", conn.peer);
+                conn.abort(CloseReason::Shutdown, port);
+            }
         }
         table.touch(key);
     }
@@ -140,17 +145,21 @@ impl Drain {
         table: &mut Table,
         port: &mut Port,
         acceptor: &mut Option<Acceptor>,
+        quiet: Duration,
     ) {
+        let now = Instant::now();
         if !self.started {
             self.started = true;
             for key in table.keys() {
                 if let Some(conn) = table.get_mut(key) {
-                    conn.flush_then_close(CloseReason::Shutdown);
+                    if conn.close_for_drain(quiet) {
+                        table.lingers(key, now);
+                    }
                 }
                 table.touch(key);
             }
         }
-        if Instant::now() >= deadline {
+        if now >= deadline {
             if let Some(acceptor) = acceptor {
                 acceptor.cancel(port);
             }

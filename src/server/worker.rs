@@ -140,8 +140,14 @@ impl Worker {
         listener: Option<Socket>,
     ) -> Worker {
         let workers = wakers.len();
-        let acceptor =
-            listener.map(|socket| Acceptor::new(socket, Arc::clone(&shared.gate), workers));
+        let acceptor = listener.map(|socket| {
+            Acceptor::new(
+                socket,
+                Arc::clone(&shared.gate),
+                workers,
+                shared.config.reuse_port,
+            )
+        });
         let parts = Parts {
             index,
             port,
@@ -185,6 +191,7 @@ impl Worker {
                     &mut parts.table,
                     &mut parts.port,
                     &mut parts.acceptor,
+                    shared.config.linger_timeout,
                 );
                 parts.pump(&turn);
                 if finished(&parts.table, &parts.acceptor, &parts.port) {
