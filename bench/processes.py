@@ -8,9 +8,10 @@ cpu_handler:work --workers 2``; one of them with ``--processes 2``. The load is
 alternated between the two servers for ``--rounds`` rounds; the figure is the median
 messages per second of each, and their ratio (the target is >= 1.8x on 2 cores).
 
-    python bench/processes.py [--rounds 3] [--duration 5] [--output-dir bench/results]
+    python bench/processes.py [--rounds 3] [--duration 5] [--hash-rounds 100]
+                              [--output-dir bench/results]
 
-The result is written to ``<output-dir>/<date>-processes.md`` only if the machine was
+The result is written to ``<output-dir>/<date>-processes[-x<hash-rounds>].md`` only if the machine was
 quiet (1-minute load average below 1.0 before the run); otherwise it is printed alone.
 """
 
@@ -37,11 +38,11 @@ QUIET_LOAD = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start(processes: int) -> tuple[subprocess.Popen[str], int]:
+def start(processes: int, hash_rounds: int) -> tuple[subprocess.Popen[str], int]:
     """The server, and its port once it listens."""
     argv = [PYTHON, "-m", "iocp_echo", "--port", "0", "--workers", "2"]
     argv += ["--handler", "cpu_handler:work", "--processes", str(processes)]
-    env = {**os.environ, "PYTHONPATH": str(PEERS)}
+    env = {**os.environ, "PYTHONPATH": str(PEERS), "CPU_HANDLER_ROUNDS": str(hash_rounds)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -102,9 +103,15 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--hash-rounds",
+        type=int,
+        default=100,
+        help="SHA-256 rounds per message: the heavier, the smaller the client's share",
+    )
     args = p.parse_args()
     load_before = os.getloadavg()[0]
-    servers = {1: start(1), 2: start(2)}
+    servers = {1: start(1, args.hash_rounds), 2: start(2, args.hash_rounds)}
     figures: dict[int, list[float]] = {1: [], 2: []}
     cores: dict[int, list[float]] = {1: [], 2: []}
     try:
@@ -129,10 +136,11 @@ def main() -> int:
         [
             f"# --processes 2 against one process, CPU-bound handler ({when:%Y-%m-%d %H:%M} UTC)",
             "",
-            f"`python bench/processes.py --rounds {args.rounds} --duration {args.duration:g}` "
+            f"`python bench/processes.py --rounds {args.rounds} --duration {args.duration:g} "
+            f"--hash-rounds {args.hash_rounds}` "
             f"on {os.cpu_count()} CPUs; load average {load_before:.2f} before, "
             f"{load_after:.2f} after.",
-            "Handler: SHA-256 of each 1 KiB message 100 times (GIL held), echoed; "
+            f"Handler: SHA-256 of each 1 KiB message {args.hash_rounds} times (GIL held), echoed; "
             "`--workers 2`; client `iocp-echo bench`, 32 connections, raw framing.",
             "",
             "| server | messages/s (median) | runs | server CPU, cores (median) |",
@@ -150,7 +158,8 @@ def main() -> int:
     print(text)
     if load_before < QUIET_LOAD:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        out = args.output_dir / f"{when:%Y-%m-%d}-processes.md"
+        heavier = "" if args.hash_rounds == 100 else f"-x{args.hash_rounds}"
+        out = args.output_dir / f"{when:%Y-%m-%d}-processes{heavier}.md"
         out.write_text(text)
         print(f"written to {out}")
     else:
