@@ -11,8 +11,9 @@ messages per second of each, and their ratio (the target is >= 1.8x on 2 cores).
     python bench/processes.py [--rounds 3] [--duration 5] [--hash-rounds 100]
                               [--output-dir bench/results]
 
-The result is written to ``<output-dir>/<date>-processes[-x<hash-rounds>].md`` only if the machine was
-quiet (1-minute load average below 1.0 before the run); otherwise it is printed alone.
+The result is written to ``<output-dir>/<date>-processes[-x<hash-rounds>].md`` only if
+the machine was quiet (1-minute load average below 1.0 before the run); otherwise it is
+printed alone.
 """
 
 from __future__ import annotations
