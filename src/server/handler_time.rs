@@ -15,9 +15,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The buckets' upper bounds, in nanoseconds: 10 µs to 10 s. One more bucket
+/// The buckets' upper bounds, in nanoseconds: 1 µs to 10 s. One more bucket
 /// past the last counts the slower calls (Prometheus' `+Inf`).
-pub const HANDLER_TIME_BOUNDS_NANOS: [u64; 19] = [
+pub const HANDLER_TIME_BOUNDS_NANOS: [u64; 22] = [
+    1_000,
+    2_500,
+    5_000,
     10_000,
     25_000,
     50_000,
@@ -132,8 +135,9 @@ mod tests {
         clock.observe(Duration::from_nanos(1));
         clock.observe(Duration::from_secs(11));
         let times = clock.snapshot();
-        assert_eq!(times.counts[0], 2);
-        assert_eq!(times.counts[1], 1);
+        assert_eq!(times.counts[0], 1);
+        assert_eq!(times.counts[3], 1);
+        assert_eq!(times.counts[4], 1);
         assert_eq!(times.counts[HANDLER_TIME_BUCKETS - 1], 1);
         assert_eq!(times.count(), 4);
         assert_eq!(times.sum_nanos, 10_000 + 10_001 + 1 + 11_000_000_000);
@@ -167,7 +171,7 @@ mod tests {
         b.observe(Duration::from_secs(1));
         let mut total = a.snapshot();
         total.add(&b.snapshot());
-        assert_eq!(total.counts[1], 2);
+        assert_eq!(total.counts[4], 2);
         assert_eq!(total.count(), 3);
         assert_eq!(total.sum_nanos, 1_000_040_000);
     }
