@@ -15,6 +15,7 @@ stats at each scrape: nothing on the server's hot path changes.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ def plan(metrics: object, *, handler: bool, options: Mapping[str, Any]) -> Metri
 def require_library() -> None:
     """``ImportError`` saying what to install if ``prometheus-client`` is missing."""
     try:
-        from . import _exposition  # noqa: F401
+        importlib.import_module("._exposition", __package__)
     except ImportError as e:
         if e.name is None or not e.name.startswith("prometheus_client"):
             raise
