@@ -116,8 +116,9 @@ def _handler_seconds(stats: Mapping[str, Any]) -> HistogramMetricFamily:
     buckets.append(("+Inf", count))
     return HistogramMetricFamily(
         PREFIX + "handler_seconds",
-        "Time of each handler call on a worker thread (one call takes every message "
-        "its worker read in one turn; for async handlers, until the coroutine first waits).",
+        "Time of each handler call on a worker thread: one call takes every message "
+        "(and protocol event) its worker read in one turn; for async handlers, making "
+        "the coroutines and handing them to the asyncio loop, not their run.",
         buckets=buckets,
         sum_value=stats["handler_seconds_sum"],
     )
