@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from . import BACKENDS, OPTIONS, Framing, Handler, Server, ServerOption
 from ._metrics import DEFAULT_HOST as DEFAULT_METRICS_HOST
 from ._metrics import MetricsBindError, MetricsPlan, plan, url
 from ._native import option_from_text, run_bench
-from ._supervisor import child_link, report_ready, supervise
+from ._supervisor import READY_FD_ENV, child_link, report_ready, supervise
 
 PROG = "iocp-echo"
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
@@ -202,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     framing = _framing(args)
     given = vars(args)
-    # A child of --processes serves no metrics: its parent serves their sum.
-    link = child_link()
-    metrics = _metrics_address(args) if link is None else None
+    # A child of --processes serves no metrics: its parent serves their sum. (The
+    # link is taken after the handler is imported, which may look for it.)
+    metrics = _metrics_address(args) if READY_FD_ENV not in os.environ else None
     metrics_plan: MetricsPlan | None = None
     try:
         options: dict[str, Any] = {
@@ -229,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
     if args.processes != 1:
         return _supervise(args, argv, given, metrics_plan)
+    link = child_link()
     try:
         server.start()
     except MetricsBindError as e:
