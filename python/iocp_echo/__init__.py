@@ -88,6 +88,10 @@ class Server(_NativeServer):
     time, in order (once its ``message_received`` returned a coroutine, its later ones
     are called on the loop too, and every reply goes out as ``Connection.send`` would send it);
     different connections' concurrently.
+
+    ``metrics=(host, port)`` serves ``/metrics`` in Prometheus' text format while the
+    server runs (port 0: a free one, see :attr:`metrics_address`); it needs the
+    ``prometheus-client`` package (``pip install 'iocp_echo[metrics]'``).
     """
 
     _runner_lock = threading.Lock()
@@ -319,7 +323,8 @@ def serve(
     socket instead (Linux). ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
-    ``low_water``, ``max_output``, ``backlog``, ...), and ``tls=TlsConfig(...)`` to serve TLS.
+    ``low_water``, ``max_output``, ``backlog``, ...), ``tls=TlsConfig(...)`` to serve TLS,
+    and ``metrics=(host, port)`` to serve Prometheus metrics.
 
     ``processes=N`` (Linux) runs ``python -m iocp_echo --processes N``: a supervising
     parent and N child processes, each importing the handler itself, so the handler
