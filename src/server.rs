@@ -21,7 +21,8 @@
 //! `connection` (`transport`, `output`, `decode`, `preamble`: a PROXY
 //! protocol header), `receive`, `answer`,
 //! `letters` (mailbox letters and adoption), `pump`, `shutdown`; `ids` (maps
-//! by connection id); `handler` and `event` are the handler seam, `sender`
+//! by connection id), `stats` and `handler_time` (the counters and the
+//! handler-time histogram); `handler` and `event` are the handler seam, `sender`
 //! and `mailbox` the push seam.
 
 mod acceptor;
@@ -33,6 +34,7 @@ mod decode;
 mod event;
 mod handle;
 mod handler;
+mod handler_time;
 mod ids;
 mod letters;
 mod lock;
@@ -55,6 +57,7 @@ mod worker;
 pub use event::{CloseReason, ConnectionId, Event};
 pub use handle::{Server, StartError};
 pub use handler::{Batch, Handler};
+pub use handler_time::{HandlerTimes, HANDLER_TIME_BOUNDS_NANOS, HANDLER_TIME_BUCKETS};
 pub use sender::{ConnectionSender, SendError};
 pub use stats::Stats;
 

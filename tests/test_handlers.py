@@ -188,5 +188,11 @@ def test_stats_agree_with_what_the_clients_did(framing: Framing, native: bool) -
     assert stats["workers"] == 2
     assert len(stats["per_worker"]) == 2
     for name, total in stats.items():
-        if name not in ("backend", "workers", "per_worker"):
+        if name not in ("backend", "workers", "per_worker") and not name.startswith(
+            "handler_seconds"
+        ):
             assert sum(w[name] for w in stats["per_worker"]) == total, name
+    assert (
+        sum(w["handler_seconds_count"] for w in stats["per_worker"])
+        == stats["handler_seconds_count"]
+    )

@@ -94,8 +94,14 @@ def assert_stats_match(totals: Totals, stats: dict[str, Any], framing: Framing) 
     ):
         assert stats[name] == 0, name
     for name, total in stats.items():
-        if name not in ("backend", "workers", "per_worker"):
+        if name not in ("backend", "workers", "per_worker") and not name.startswith(
+            "handler_seconds"
+        ):
             assert sum(w[name] for w in stats["per_worker"]) == total, name
+    assert (
+        sum(w["handler_seconds_count"] for w in stats["per_worker"])
+        == stats["handler_seconds_count"]
+    )
 
 
 CLIENTS = 1000

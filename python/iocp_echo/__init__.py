@@ -21,13 +21,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 if TYPE_CHECKING:
+    from os import PathLike
+
     from typing_extensions import Self
+
+    from ._exposition import MetricsEndpoint
+    from ._metrics import MetricsPlan
 
 from ._aio import Lane, Runner
 
@@ -93,12 +99,88 @@ class Server(_NativeServer):
     time, in order (once its ``message_received`` returned a coroutine, its later ones
     are called on the loop too, and every reply goes out as ``Connection.send`` would send it);
     different connections' concurrently.
+
+    ``metrics=(host, port)`` serves ``/metrics`` in Prometheus' text format while the
+    server runs (port 0: a free one, see :attr:`metrics_address`); it needs the
+    ``prometheus-client`` package (``pip install 'iocp_echo[metrics]'``).
     """
 
     _runner_lock = threading.Lock()
 
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: Runner | None = None
+
+    # --- metrics (``metrics=(host, port)``: iocp_echo._metrics) ---------------------
+
+    _metrics_plan: MetricsPlan | None = None
+    _metrics: MetricsEndpoint | None = None
+
+    if TYPE_CHECKING:
+        # The native options as typed by the stub, and ``metrics``.
+        def __new__(
+            cls,
+            handler: Handler | None = None,
+            *,
+            metrics: tuple[str, int] | None = None,
+            protocol: Callable[[], Any] | None = None,
+            host: str | None = "127.0.0.1",
+            port: int | None = 8080,
+            path: str | PathLike[str] | None = None,
+            framing: Framing | str | None = None,
+            workers: int | None = None,
+            backend: str = "auto",
+            max_frame: int | None = None,
+            max_connections: int | None = None,
+            idle_timeout: float | None = None,
+            drain_timeout: float | None = None,
+            high_water: int | None = None,
+            low_water: int | None = None,
+            max_output: int | None = None,
+            backlog: int | None = None,
+            reuse_port: int | bool | None = None,
+            tls: TlsConfig | None = None,
+            tls_cert: str | PathLike[str] | None = None,
+            tls_key: str | PathLike[str] | None = None,
+            tls_client_ca: str | PathLike[str] | None = None,
+            tls_alpn: str | list[str] | None = None,
+            tls_handshake_timeout: float | None = None,
+            proxy_protocol: bool = False,
+            trusted_proxies: str | list[str] | None = None,
+        ) -> Self: ...
+    else:
+
+        def __new__(cls, handler=None, *, metrics=None, **options):
+            self = super().__new__(cls, handler, **options)
+            if metrics is not None:
+                from ._metrics import plan
+
+                called = handler is not None or options.get("protocol") is not None
+                self._metrics_plan = plan(metrics, handler=called, options=options)
+            return self
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` where ``/metrics`` is served while the server runs (port 0
+        resolved); None without ``metrics=`` or when not running."""
+        endpoint = self._metrics
+        return endpoint.address if endpoint is not None else None
+
+    def _start_metrics(self) -> None:
+        """Serve ``/metrics`` if asked for; if it cannot bind, close the server and raise."""
+        if self._metrics_plan is None or self._metrics is not None:
+            return
+        try:
+            self._metrics = self._metrics_plan.start(_stats_reader(self))
+        except BaseException:
+            self.close()
+            raise
+
+    def _stop_metrics(self) -> None:
+        endpoint, self._metrics = self._metrics, None
+        if endpoint is not None:
+            endpoint.close()
+
+    # --- the asyncio side -----------------------------------------------------------
 
     def _note_loop(self) -> None:
         try:
@@ -109,17 +191,23 @@ class Server(_NativeServer):
     def start(self) -> None:
         self._note_loop()
         super().start()
+        self._start_metrics()
 
     def serve_forever(self) -> None:
         if not self.running:
-            self._note_loop()
-        super().serve_forever()
+            self.start()
+        try:
+            super().serve_forever()
+        finally:
+            if not self.running:  # closed (not interrupted: close() follows then)
+                self._stop_metrics()
         self._close_runner()
 
     def close(self) -> None:
         try:
             super().close()
         finally:
+            self._stop_metrics()
             self._close_runner()
 
     def __enter__(self) -> Self:
@@ -178,6 +266,23 @@ class Server(_NativeServer):
             runner.close()
 
 
+def _stats_reader(server: Server) -> Callable[[], dict[str, Any] | None]:
+    """The server's stats for the metrics collector, None while it is not running; holds
+    the server weakly, so the collector keeps no server alive."""
+    ref = weakref.ref(server)
+
+    def read() -> dict[str, Any] | None:
+        alive = ref()
+        if alive is None:
+            return None
+        try:
+            return alive.stats()
+        except RuntimeError:  # not running (closing)
+            return None
+
+    return read
+
+
 class Protocol:
     """One connection's callbacks, for ``Server(protocol=Factory)``: the server calls
     ``Factory()`` once per accepted connection (a class is a factory). Every method is a
@@ -229,7 +334,8 @@ def serve(
     socket instead (Linux). ``options`` are the other keyword arguments of :class:`Server`, one per
     entry of :data:`OPTIONS` (``workers``, ``backend``, ``max_frame``,
     ``max_connections``, ``idle_timeout``, ``drain_timeout``, ``high_water``,
-    ``low_water``, ``max_output``, ``backlog``, ...), and ``tls=TlsConfig(...)`` to serve TLS.
+    ``low_water``, ``max_output``, ``backlog``, ...), ``tls=TlsConfig(...)`` to serve TLS,
+    and ``metrics=(host, port)`` to serve Prometheus metrics.
 
     ``processes=N`` (Linux) runs ``python -m iocp_echo --processes N``: a supervising
     parent and N child processes, each importing the handler itself, so the handler
@@ -273,6 +379,10 @@ def _serve_by_command_line(
     if "tls" in options:
         raise TypeError(f"with processes={processes}, give TLS as tls_cert= and tls_key=")
     argv = ["--framing", framing, "--processes", str(processes)]
+    metrics = options.pop("metrics", None)
+    if metrics is not None:
+        metrics_host, metrics_port = metrics
+        argv += ["--metrics-host", str(metrics_host), "--metrics-port", str(metrics_port)]
     if host is not None:
         argv += ["--host", host]
     if port is not None:

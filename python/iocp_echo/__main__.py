@@ -9,14 +9,17 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import BACKENDS, OPTIONS, Framing, Handler, Server, ServerOption
+from ._metrics import DEFAULT_HOST as DEFAULT_METRICS_HOST
+from ._metrics import MetricsBindError, MetricsPlan, plan, url
 from ._native import option_from_text, run_bench
-from ._supervisor import child_link, report_ready, supervise
+from ._supervisor import READY_FD_ENV, child_link, report_ready, supervise
 
 PROG = "iocp-echo"
 _DEFAULTS = {option.name: option.default for option in OPTIONS}
@@ -86,7 +89,31 @@ def _parser() -> argparse.ArgumentParser:
         "(Linux only; default 1)",
     )
     p.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    # Metrics: Python only (served through prometheus-client; see iocp_echo._metrics).
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics, 0: any free port "
+        "(needs prometheus-client: pip install 'iocp_echo[metrics]'; default off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=None,
+        metavar="ADDR",
+        help=f"the address of --metrics-port (default {DEFAULT_METRICS_HOST})",
+    )
     return p
+
+
+def _metrics_address(args: argparse.Namespace) -> tuple[str, int] | None:
+    """``(host, port)`` of ``--metrics-host``/``--metrics-port``, None without them."""
+    if args.metrics_port is None:
+        if args.metrics_host is not None:
+            _fail("--metrics-host goes with --metrics-port")
+        return None
+    return (args.metrics_host or DEFAULT_METRICS_HOST, args.metrics_port)
 
 
 def _metavar(option: ServerOption) -> str:
@@ -176,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     framing = _framing(args)
     given = vars(args)
+    # A child of --processes serves no metrics: its parent serves their sum. (The
+    # link is taken after the handler is imported, which may look for it.)
+    metrics = _metrics_address(args) if READY_FD_ENV not in os.environ else None
+    metrics_plan: MetricsPlan | None = None
     try:
         options: dict[str, Any] = {
             o.name: given[o.name] if o.kind == "flag" else option_from_text(o.name, given[o.name])
@@ -184,19 +215,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if args.handler is not None and args.protocol is not None:
             _fail("--handler and --protocol cannot be given together")
-        server = Server(
-            _handler(args.handler), protocol=_protocol(args.protocol), framing=framing, **options
-        )
-    except (ValueError, TypeError) as e:
+        handler, protocol = _handler(args.handler), _protocol(args.protocol)
+        if metrics is not None and args.processes != 1:
+            # The parent of --processes serves the children's stats summed.
+            called = handler is not None or protocol is not None
+            metrics_plan = plan(metrics, handler=called, options=options)
+            metrics = None
+        server = Server(handler, protocol=protocol, framing=framing, metrics=metrics, **options)
+    except (ValueError, TypeError, ImportError) as e:
+        # ImportError: metrics without prometheus-client (the message says what to install).
         _fail(str(e))
     except OSError as e:
         # A TLS file that cannot be read: the error names it.
         _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
     if args.processes != 1:
-        return _supervise(args, argv, given)
+        return _supervise(args, argv, given, metrics_plan)
     link = child_link()
     try:
         server.start()
+    except MetricsBindError as e:
+        _fail(str(e.strerror))
     except (ValueError, TypeError) as e:
         _fail(str(e))
     except OSError as e:
@@ -221,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A child of --processes: its parent prints the one startup line.
             report_ready(link, server.backend, server.workers, server.stats)
         else:
+            metrics_words = ""
+            if server.metrics_address is not None:
+                metrics_words = f", metrics on {url(server.metrics_address)}"
             print(
                 f"iocp_echo listening on {where} "
                 f"(backend {server.backend}, {server.workers} workers, "
-                f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)})",
+                f"framing {getattr(args, 'framing', 'raw')}{_tls_words(given)}){metrics_words}",
                 flush=True,
             )
         server.serve_forever()
@@ -235,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _supervise(args: argparse.Namespace, argv: list[str], given: dict[str, Any]) -> int:
+def _supervise(
+    args: argparse.Namespace, argv: list[str], given: dict[str, Any], metrics: MetricsPlan | None
+) -> int:
     """``--processes N``: the supervising parent (Linux only); see ``_supervisor``."""
     if args.processes < 1:
         _fail(f"--processes must be at least 1, got {args.processes}")
@@ -248,7 +291,9 @@ def _supervise(args: argparse.Namespace, argv: list[str], given: dict[str, Any])
     port = int(str(given.get("port", _DEFAULTS["port"])))
     drain = float(str(given.get("drain_timeout", _DEFAULTS["drain_timeout"])))
     try:
-        return supervise(argv, args.processes, host, port, drain, getattr(args, "framing", "raw"))
+        return supervise(
+            argv, args.processes, host, port, drain, getattr(args, "framing", "raw"), metrics
+        )
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 

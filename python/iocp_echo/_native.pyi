@@ -306,7 +306,10 @@ class Server:
         of connections it was queued to (0 when not running or without a protocol);
         ``FramingError`` if the codec cannot frame it."""
     def stats(self) -> dict[str, Any]:
-        """Counters summed over workers, plus ``backend``, ``workers`` and ``per_worker``."""
+        """Counters summed over workers, plus ``backend``, ``workers`` and ``per_worker``;
+        the handler-time histogram as ``handler_seconds_buckets`` (``(bound in seconds,
+        calls that took at most that long)`` pairs, cumulative, 1 µs to 10 s),
+        ``handler_seconds_sum`` (seconds) and ``handler_seconds_count`` (every call)."""
     def __enter__(self) -> Server: ...
     def __exit__(
         self,

@@ -23,6 +23,8 @@ Rules:
   (``drain_timeout`` plus a margin, then SIGKILL), exit 0.
 * SIGUSR1: one line on stdout, ``iocp_echo stats: {...}``, the children's stats
   summed (``workers`` is then the total over the processes).
+* ``--metrics-port``: the parent serves ``/metrics``, the children's stats summed at
+  each scrape (asked over the links, one asker at a time); the children serve none.
 * SIGHUP: the children are replaced one at a time; each new child is ready
   (listening) before the old one it replaces is sent SIGTERM and drains, so the
   port always has a listener. A new child that fails to start ends the reload and
@@ -44,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
+
+from ._metrics import MetricsBindError, MetricsPlan, url
 
 READY_FD_ENV = "IOCP_ECHO_SUPERVISOR_FD"
 """The environment variable naming a child's end of its link to the parent."""
@@ -139,6 +143,7 @@ class Supervisor:
         os.set_blocking(self.wake_w, False)
         self.young_deaths = 0
         self.start_failures = 0
+        self.stats_lock = threading.Lock()
 
     # signals
 
@@ -305,35 +310,29 @@ class Supervisor:
 
     def _print_stats(self) -> None:
         """One line on stdout: the children's stats summed (``per_worker`` left out)."""
+        print(f"iocp_echo stats: {json.dumps(self.summed_stats())}", flush=True)
+
+    def summed_stats(self) -> dict[str, Any]:
+        """The stats of every ready child summed (``per_worker`` left out), with
+        ``processes``: how many answered. From any thread (the metrics thread too):
+        one asker at a time per link."""
         total: dict[str, Any] = {}
         answered = 0
-        for child in self.children:
-            if child.process.poll() is not None:
-                continue
-            try:
-                child.link.settimeout(2.0)
-                child.link.sendall(b"stats\n")
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = child.link.recv(65536)
-                    if not chunk:
-                        break
-                    reply += chunk
-                stats = json.loads(reply) if reply.endswith(b"\n") else {}
-            except (OSError, ValueError):
-                stats = {}
-            finally:
-                child.link.settimeout(None)
-            if not stats:
-                continue
-            answered += 1
-            for key, value in stats.items():
-                if isinstance(value, int) and not isinstance(value, bool):
-                    total[key] = total.get(key, 0) + value
-                elif key == "backend":
-                    total.setdefault(key, value)
+        with self.stats_lock:
+            for child in list(self.children):
+                if child.ready_at is None or child.process.poll() is not None:
+                    continue
+                stats = _ask_stats(child.link)
+                if stats:
+                    answered += 1
+                    add_stats(total, stats)
         total["processes"] = answered
-        print(f"iocp_echo stats: {json.dumps(total)}", flush=True)
+        return total
+
+    def summed_stats_or_none(self) -> dict[str, Any] | None:
+        """:meth:`summed_stats`, or None while no child answers (for the metrics)."""
+        total = self.summed_stats()
+        return total if total["processes"] else None
 
     def _reload(self) -> bool:
         """Replace each child in turn, the new one ready before the old one drains."""
@@ -355,6 +354,41 @@ class Supervisor:
             self._stop([old])
         say("reloaded: processes " + " ".join(str(c.pid) for c in self.children))
         return True
+
+
+def _ask_stats(link: socket.socket) -> dict[str, Any]:
+    """A child's stats over its link; empty if it does not answer within 2 s."""
+    try:
+        link.settimeout(2.0)
+        link.sendall(b"stats\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = link.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        stats: dict[str, Any] = json.loads(reply) if reply.endswith(b"\n") else {}
+        return stats
+    except (OSError, ValueError):
+        return {}
+    finally:
+        try:
+            link.settimeout(None)
+        except OSError:
+            pass
+
+
+def add_stats(total: dict[str, Any], stats: dict[str, Any]) -> None:
+    """Add one process's stats into ``total``: numbers summed, the handler-time
+    histogram's buckets summed bound by bound, ``backend`` kept."""
+    for key, value in stats.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+        elif key == "handler_seconds_buckets":
+            before = total.get(key) or [(bound, 0) for bound, _ in value]
+            total[key] = [(bound, n + old) for (bound, n), (_, old) in zip(value, before)]
+        elif key == "backend":
+            total.setdefault(key, value)
 
 
 def _migrate_req() -> str | None:
@@ -394,24 +428,44 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def supervise(
-    argv: list[str], processes: int, host: str, port: int, drain_timeout: float, framing: str
+    argv: list[str],
+    processes: int,
+    host: str,
+    port: int,
+    drain_timeout: float,
+    framing: str,
+    metrics: MetricsPlan | None = None,
 ) -> int:
     """Run ``--processes N``: `argv` are the children's options (without the port);
-    returns the exit code. ``OSError`` if the port cannot be reserved."""
+    returns the exit code. ``OSError`` if the port cannot be reserved. With
+    ``metrics``, this parent serves ``/metrics`` (the children serve none): the
+    children's stats summed at each scrape, so a restarted child's counters start
+    again from zero there (Prometheus' ``rate()`` reads a drop as a counter reset)."""
     reserve = reserve_port(host, port)
     host, port = reserve.getsockname()[:2]
     child_argv = [*argv, "--port", str(port), "--reuse-port", "1", "--processes", "1"]
     supervisor = Supervisor(child_argv, processes, drain_timeout)
+    endpoint = None
     try:
+        metrics_words = ""
+        if metrics is not None:
+            try:
+                endpoint = metrics.start(supervisor.summed_stats_or_none)
+            except MetricsBindError as e:
+                say(f"error: {e.strerror}")
+                return 2
+            metrics_words = f", metrics on {url(endpoint.address)}"
         if not supervisor.start():
             return 1
         backend, _, workers = supervisor.children[0].words.partition(" ")
         pids = " ".join(str(c.pid) for c in supervisor.children)
         print(
             f"iocp_echo listening on {host}:{port} ({processes} processes: pids {pids}; "
-            f"backend {backend}, {workers} workers each, framing {framing})",
+            f"backend {backend}, {workers} workers each, framing {framing}){metrics_words}",
             flush=True,
         )
         return supervisor.run()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         reserve.close()

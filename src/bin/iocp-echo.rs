@@ -182,6 +182,15 @@ fn parse_args() -> Result<Option<Options>, String> {
                 order = ByteOrder::parse(&name).map_err(|e| format!("--byteorder: {}", e))?;
             }
             Long("stop-on-stdin-eof") => stop_on_stdin_eof = true,
+            Long("metrics-port") | Long("metrics-host") => {
+                // Served through the Python library prometheus-client: the
+                // Python command line has them, this binary has no Python.
+                return Err(
+                    "--metrics-port and --metrics-host are served by the Python command line \
+                     (python -m iocp_echo --metrics-port PORT); this binary serves no metrics"
+                        .to_string(),
+                );
+            }
             Long("log-level") => {
                 let name: String = value(&mut parser, "--log-level")?;
                 log_level = name

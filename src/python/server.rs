@@ -390,8 +390,9 @@ impl PyServer {
         queued.map_err(frame_error)
     }
 
-    /// Counters summed over the workers, with `backend`, `workers` and
-    /// `per_worker` (a list of each worker's counters).
+    /// Counters summed over the workers, the handler-time histogram
+    /// (`handler_seconds_*`), `backend`, `workers` and `per_worker` (a list
+    /// of each worker's counters and histogram).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Cloned out of the lock: building Python objects may run other threads.
         let server = match self.current() {
@@ -521,11 +522,20 @@ impl Drop for PyServer {
     }
 }
 
+/// The counters as a dict, and the handler-time histogram as
+/// `handler_seconds_buckets` (each finite bound in seconds with the calls that
+/// took at most that long, cumulative), `handler_seconds_sum` (seconds) and
+/// `handler_seconds_count` (every call: the `+Inf` bucket).
 fn stats_dict<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (name, value) in stats.fields() {
         dict.set_item(name, value)?;
     }
+    let times = &stats.handler_time;
+    let buckets: Vec<(f64, u64)> = times.cumulative().collect();
+    dict.set_item("handler_seconds_buckets", buckets)?;
+    dict.set_item("handler_seconds_sum", times.sum_seconds())?;
+    dict.set_item("handler_seconds_count", times.count())?;
     Ok(dict)
 }
 

@@ -1,10 +1,13 @@
 //! Answering the batch: call the handler once for every frame and event
-//! collected this turn, count the outcomes, give each connection its output
-//! back, and close the connections whose frames failed.
+//! collected this turn, time the call (the handler-time histogram), count the
+//! outcomes, give each connection its output back, and close the connections
+//! whose frames failed.
 //!
 //! The handler frames its replies straight into the output buffers of their
 //! connections (lent to the batch when their frames were pushed); they are
 //! given back here, in order, and sent as they are by the pump.
+
+use std::time::Instant;
 
 use super::connection::Phase;
 use super::event::CloseReason;
@@ -28,7 +31,10 @@ pub(crate) fn answer(
     }
     batch.provide_buffers(|| spares.pop());
     if let Some(handler) = turn.mode.handler() {
+        // One clock read on each side of the call, whatever the batch holds.
+        let started = Instant::now();
         handler.handle(batch);
+        turn.counters.handler_time.observe(started.elapsed());
     }
     let failed = count_replies(turn.counters, table, batch);
     // A failed connection's replies are never sent: it is aborted below,

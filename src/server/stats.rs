@@ -2,12 +2,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::handler_time::{HandlerClock, HandlerTimes};
+
 macro_rules! counters {
     ($(#[doc = $doc:literal] $name:ident,)*) => {
         /// Live counters of one worker, updated with relaxed atomics.
         #[derive(Debug, Default)]
         pub struct WorkerCounters {
             $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// How long each handler call took.
+            pub handler_time: HandlerClock,
             /// Tests only: the most output one connection had queued or in
             /// flight when it was pumped.
             #[cfg(test)]
@@ -18,6 +22,8 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Stats {
             $(#[doc = $doc] pub $name: u64,)*
+            /// How long each handler call took.
+            pub handler_time: HandlerTimes,
             /// Tests only: see `WorkerCounters::output_peak` (the largest,
             /// not the sum, over workers).
             #[cfg(test)]
@@ -29,6 +35,7 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Stats {
                 Stats {
                     $($name: self.$name.load(Ordering::Relaxed),)*
+                    handler_time: self.handler_time.snapshot(),
                     #[cfg(test)]
                     output_peak: self.output_peak.load(Ordering::Relaxed),
                 }
@@ -36,7 +43,8 @@ macro_rules! counters {
         }
 
         impl Stats {
-            /// The names and values of every counter, in declaration order.
+            /// The names and values of every counter, in declaration order
+            /// (the handler-time histogram is not a counter: see `handler_time`).
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name),)*]
             }
@@ -44,6 +52,7 @@ macro_rules! counters {
             /// Add another snapshot into this one.
             pub fn add(&mut self, other: &Stats) {
                 $(self.$name += other.$name;)*
+                self.handler_time.add(&other.handler_time);
                 #[cfg(test)]
                 {
                     self.output_peak = self.output_peak.max(other.output_peak);

@@ -206,6 +206,52 @@ fn handler_replies_in_order_and_fails_only_its_connection() {
     }
 }
 
+/// Counts its calls; answers like `Upper`.
+#[derive(Default)]
+struct CountedUpper(std::sync::atomic::AtomicU64);
+
+impl Handler for CountedUpper {
+    fn handle(&self, batch: &mut Batch) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Upper.handle(batch);
+    }
+}
+
+#[test]
+fn every_handler_call_is_timed_and_the_native_echo_times_none() {
+    for backend in backends() {
+        let framing = Framing::lines(b"\n").unwrap();
+        let counted = Arc::new(CountedUpper::default());
+        let server = start(config(backend, framing.clone()), Some(counted.clone()));
+        let mut client = connect(&server);
+        // One frame at a time: every call carries one frame.
+        for _ in 0..20 {
+            client.write_all(b"ping\n").unwrap();
+            assert_eq!(read_n(&mut client, 5), b"PING\n");
+        }
+        client.write_all(b"a\nb\nc\n").unwrap();
+        assert_eq!(read_n(&mut client, 6), b"A\nB\nC\n");
+        server.close().unwrap();
+        let times = server.stats().handler_time;
+        let calls = counted.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(times.count(), calls, "{}", backend);
+        assert!((21..=23).contains(&calls), "{}: {} calls", backend, calls);
+        let per_worker: u64 = server
+            .worker_stats()
+            .iter()
+            .map(|s| s.handler_time.count())
+            .sum();
+        assert_eq!(per_worker, calls, "{}", backend);
+
+        let echo = start(config(backend, framing), None);
+        let mut client = connect(&echo);
+        client.write_all(b"ping\n").unwrap();
+        assert_eq!(read_n(&mut client, 5), b"ping\n");
+        echo.close().unwrap();
+        assert_eq!(echo.stats().handler_time.count(), 0, "{}", backend);
+    }
+}
+
 #[test]
 fn oversized_frame_closes_only_its_connection() {
     for backend in backends() {
