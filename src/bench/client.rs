@@ -195,7 +195,8 @@ impl<'a> Client<'a> {
     /// flight, which for thousands of connections costs seconds; shutting
     /// down costs one call each. What is still in flight after
     /// [`SHUTDOWN_GRACE`] is cancelled. An established TLS connection says
-    /// `close_notify` first.
+    /// `close_notify` first; one with a send in flight has only its reading
+    /// shut, so that send is not lost.
     fn close_all(&mut self) -> io::Result<()> {
         let shut_down = cfg!(target_os = "linux");
         for i in 0..self.conns.len() {
@@ -208,12 +209,15 @@ impl<'a> Client<'a> {
                     session.close_now(&self.conns[i]);
                 }
             }
+            // A TLS send in flight (e.g. the client's Finished, which ends
+            // the server's handshake) still goes out: only reading is shut.
+            let how = match session_of(&mut self.sessions, i) {
+                Some(session) if session.sending() => Shutdown::Read,
+                _ => Shutdown::Both,
+            };
             let conn = &self.conns[i];
             if shut_down && state != State::Connecting && conn.ops > 0 {
-                let done = conn
-                    .socket
-                    .as_ref()
-                    .map(|s| s.shutdown(Shutdown::Both).is_ok());
+                let done = conn.socket.as_ref().map(|s| s.shutdown(how).is_ok());
                 if done == Some(true) {
                     self.set_state(i, State::Closing);
                     continue;

@@ -99,6 +99,12 @@ impl TlsSession {
         self.send_now(conn);
     }
 
+    /// Whether a send of TLS records is in flight (a handshake's last
+    /// flight, say: shutting the socket's write side now would lose it).
+    pub(super) fn sending(&self) -> bool {
+        self.sending
+    }
+
     /// A send of TLS records came back whole (`Ok`), or failed.
     pub(super) fn on_sent(
         &mut self,
