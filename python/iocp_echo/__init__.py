@@ -133,6 +133,7 @@ class Server(_NativeServer):
             max_connections: int | None = None,
             idle_timeout: float | None = None,
             drain_timeout: float | None = None,
+            linger_timeout: float | None = None,
             high_water: int | None = None,
             low_water: int | None = None,
             max_output: int | None = None,
