@@ -4,6 +4,7 @@
 //! the real errno, frame errors are `FramingError(ValueError)` subclasses.
 
 mod bench;
+mod call;
 mod connection;
 mod errors;
 mod framing;

@@ -9,6 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
+use super::call::call_one;
 use crate::server::{Batch, Handler};
 
 /// Calls `handler(message) -> bytes | bytearray | memoryview | None`.
@@ -59,7 +60,7 @@ impl Handler for PyHandler {
                     continue;
                 }
                 let message = PyBytes::new(py, batch.frame(i));
-                let answer = callable.call1((message,)).and_then(|reply| {
+                let answer = call_one(callable, &message).and_then(|reply| {
                     reply_bytes(&reply, "handler", |bytes| batch.reply(i, bytes))
                 });
                 match answer {
