@@ -4,6 +4,7 @@
 //! the real errno, frame errors are `FramingError(ValueError)` subclasses.
 
 mod bench;
+mod call;
 mod connection;
 mod errors;
 mod framing;
@@ -17,8 +18,12 @@ mod tls_info;
 
 use pyo3::prelude::*;
 
-/// The extension module.
-#[pymodule]
+/// The extension module. It declares that it needs the GIL (`gil_used = true`):
+/// a `bytearray` reply is read in place on the promise that no other thread
+/// resizes it meanwhile, which only the GIL keeps. The abi3 wheel does not load
+/// on free-threaded CPython at all; a build from source for one re-enables the
+/// GIL at import (see docs/architecture.md, packaging).
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Rust `log` records go to Python's `logging`, under the "iocp_echo" logger.
     let _ = pyo3_log::try_init();

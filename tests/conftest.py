@@ -6,6 +6,8 @@
   run against that server; every test not marked ``conformance`` is skipped.
 * Every test gets a timeout (pytest-timeout, thread method: a hang inside a native call
   cannot be interrupted by a signal, so the run is dumped and ended) so it fails, not blocks.
+* ``IOCP_ECHO_INSTALLED_UNDER=DIR``: the session stops at once unless ``iocp_echo`` and
+  its extension are imported from under DIR (scripts/test-wheel: the installed wheel).
 * SIGINT is a KeyboardInterrupt here even when the suite was started with it ignored
   (a background job of a non-interactive shell, as `nohup ... &`): tests stop server
   processes with SIGINT, and a child inherits an ignored SIGINT, but not a handler.
@@ -13,8 +15,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
+import iocp_echo
+import iocp_echo._native as _native
 import pytest
 from helpers import EXTERNAL, EXTERNAL_SKIP, SLOW
 from hypothesis import HealthCheck, settings
@@ -57,3 +63,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if EXTERNAL is not None and item.get_closest_marker("conformance") is None:
             item.add_marker(skip_external)
+
+
+# The installed-package run (scripts/test-wheel) names the site-packages the suite must
+# import iocp_echo from, so it cannot pass on the source tree or an editable install.
+INSTALLED_UNDER = os.environ.get("IOCP_ECHO_INSTALLED_UNDER")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"iocp_echo: {Path(iocp_echo.__file__ or '').parent} (extension {_native.__file__})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if INSTALLED_UNDER is None:
+        return
+    site = Path(INSTALLED_UNDER).resolve()
+    for module in (iocp_echo, _native):
+        path = Path(module.__file__ or "").resolve()
+        if site not in path.parents:
+            raise pytest.UsageError(
+                f"IOCP_ECHO_INSTALLED_UNDER={site}, but {module.__name__} comes from {path}"
+            )

@@ -2,15 +2,14 @@
 //! once per batch of frames, each frame given as `bytes`.
 //!
 //! Copies: each frame is copied once, into its `bytes`; each reply once, by
-//! [`Batch::reply`] framing it into the connection's output (a `bytes`,
-//! `bytearray` or C-contiguous `memoryview` is read in place).
-
-use std::mem::MaybeUninit;
+//! [`Batch::reply`] framing it into the connection's output (a `bytes` or
+//! `bytearray` is read in place, a `memoryview` is copied to `bytes` first).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
+use super::call::call_one;
 use crate::server::{Batch, Handler};
 
 /// Calls `handler(message) -> bytes | bytearray | memoryview | None`.
@@ -61,7 +60,7 @@ impl Handler for PyHandler {
                     continue;
                 }
                 let message = PyBytes::new(py, batch.frame(i));
-                let answer = callable.call1((message,)).and_then(|reply| {
+                let answer = call_one(callable, &message).and_then(|reply| {
                     reply_bytes(&reply, "handler", |bytes| batch.reply(i, bytes))
                 });
                 match answer {
@@ -154,37 +153,18 @@ fn wrong_type(reply: &Bound<'_, PyAny>, who: &str) -> PyErr {
     }
 }
 
-/// Hand the bytes of a memoryview, whatever its item type, to `sink`: read in
-/// place when they are C-contiguous (a simple buffer request sees them as
-/// bytes), else copied out with `tobytes` first (as `socket.send` takes them).
+/// Hand the bytes of a memoryview, whatever its item type or strides, to `sink`:
+/// copied out in C order first (as `socket.send` takes them), by
+/// `PyBytes_FromObject`. The extension is built on the stable ABI from 3.9
+/// (abi3), where the buffer protocol (`PyObject_GetBuffer`) does not exist until
+/// 3.11, so a memoryview costs one copy more than `bytes` or `bytearray`.
 fn memoryview_bytes(view: &Bound<'_, PyAny>, sink: impl FnOnce(&[u8])) -> PyResult<()> {
-    let mut buffer = MaybeUninit::<ffi::Py_buffer>::uninit();
-    // SAFETY: `view` is a live object and `buffer` is writable memory for one
-    // `Py_buffer`, which the call fills on success (returning 0).
-    let got =
-        unsafe { ffi::PyObject_GetBuffer(view.as_ptr(), buffer.as_mut_ptr(), ffi::PyBUF_SIMPLE) };
-    if got != 0 {
-        // Not C-contiguous (a `BufferError`), or released: `tobytes` copies the
-        // first and raises the same error for the second.
-        drop(PyErr::fetch(view.py()));
-        let bytes = view.call_method0("tobytes")?;
-        sink(bytes.cast::<PyBytes>()?.as_bytes());
-        return Ok(());
-    }
-    // SAFETY: `PyObject_GetBuffer` succeeded, so `buffer` is initialised.
-    let mut buffer = unsafe { buffer.assume_init() };
-    let len = usize::try_from(buffer.len).unwrap_or(0);
-    let bytes = if len == 0 || buffer.buf.is_null() {
-        &[][..]
-    } else {
-        // SAFETY: a simple buffer request gives `len` contiguous bytes at `buf`,
-        // valid until the buffer is released below; no Python code runs (so
-        // nothing can resize the exporter) until `sink` returns.
-        unsafe { std::slice::from_raw_parts(buffer.buf as *const u8, len) }
-    };
-    sink(bytes);
-    // SAFETY: `buffer` was filled by a successful `PyObject_GetBuffer` and is
-    // released once; `bytes` is not used after this.
-    unsafe { ffi::PyBuffer_Release(&mut buffer) };
+    let py = view.py();
+    // SAFETY: `view` is a live object; `PyBytes_FromObject` returns a new
+    // reference or NULL with an exception set (a released memoryview's
+    // `ValueError`), which `from_owned_ptr_or_err` takes over.
+    let bytes =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromObject(view.as_ptr()))? };
+    sink(bytes.cast::<PyBytes>()?.as_bytes());
     Ok(())
 }

@@ -42,6 +42,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyWeakrefReference};
 
+use super::call::call_method_one;
 use super::connection::PyConnection;
 use super::errors::close_error;
 use super::handler::{attached_scope, log_failure, logger, reply_bytes, Answer};
@@ -289,8 +290,7 @@ impl Handler for PyProtocolHandler {
                     }
                     continue;
                 }
-                let answer = protocol
-                    .call_method1(intern!(py, "message_received"), (message,))
+                let answer = call_method_one(&protocol, intern!(py, "message_received"), &message)
                     .and_then(|reply| {
                         match reply_bytes(&reply, "message_received", |bytes| batch.reply(i, bytes))
                         {
