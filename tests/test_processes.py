@@ -298,8 +298,8 @@ def test_sighup_replaces_every_process_and_refuses_nothing(tmp_path: Path, reloa
     none cut (closed before its reply). In the host's namespace with tcp_migrate_req at
     0 the kernel resets what waits in a replaced listener's queue, so the test runs in
     a namespace of its own with it on (see README "Several processes"). A connection
-    the old process accepted just before its drain began is answered once, then closed
-    (`Connection::close_for_drain`); what its port had accepted is collected, not
+    the old process accepted just before its drain began is served until its client is
+    quiet, then closed (`Connection::close_for_drain`); what its port had accepted is collected, not
     dropped (`Acceptor::stop`)."""
     refused = migrating_netns_refused()
     if refused:

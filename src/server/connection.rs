@@ -61,11 +61,12 @@ pub(crate) struct Connection {
     /// The peer's end of stream (or a receive error) was seen: there is
     /// nothing to linger for.
     pub(crate) peer_finished: bool,
-    /// No message was decoded yet.
-    pub(crate) fresh: bool,
-    /// Accepted just before the server began to stop: it closes once its
-    /// first message is answered, or after `linger_timeout` without input.
-    pub(crate) closes_after_first: bool,
+    /// When it was accepted.
+    pub(crate) accepted_at: Instant,
+    /// Accepted just before the server began to stop (or while it stops): it
+    /// is served on until its client is quiet for `linger_timeout` (a short
+    /// exchange finishes), then closed cleanly.
+    pub(crate) served_in_drain: bool,
     /// Its ops were cancelled through the port (not only ended by `shutdown`).
     cancelled: bool,
     pub(crate) last_active: Instant,
@@ -101,8 +102,8 @@ impl Connection {
             reason: None,
             recv_in_flight: false,
             peer_finished: false,
-            fresh: true,
-            closes_after_first: false,
+            accepted_at: Instant::now(),
+            served_in_drain: false,
             cancelled: false,
             last_active: Instant::now(),
             dirty: false,
@@ -148,13 +149,13 @@ impl Connection {
     }
 
     /// Close for the server's drain: at once (flush, then close), or, for a
-    /// connection with no message answered yet whose peer was active within
-    /// `quiet`, once its first message is answered. A client that connected
-    /// just before the stop gets its answer, not an end of stream in place
-    /// of it. Returns whether it waits (the table must time it).
+    /// connection accepted within `quiet`, once its client has been quiet
+    /// that long. A client that connected just before the stop finishes its
+    /// short exchange instead of finding the end of stream in its place.
+    /// Returns whether it is served on (the table must time it).
     pub(crate) fn close_for_drain(&mut self, quiet: Duration) -> bool {
-        if self.phase == Phase::Open && self.fresh && self.last_active.elapsed() < quiet {
-            self.closes_after_first = true;
+        if self.phase == Phase::Open && self.accepted_at.elapsed() < quiet {
+            self.served_in_drain = true;
             return true;
         }
         self.flush_then_close(CloseReason::Shutdown);

@@ -51,9 +51,6 @@ pub(super) fn decode(
         Some(bytes) => decoder.feed_frames(bytes, &mut on_frame),
         None => decoder.finish_frames(&mut on_frame),
     };
-    if frames > 0 {
-        conn.fresh = false;
-    }
     WorkerCounters::add(&counters.frames_received, frames);
     if echo {
         WorkerCounters::add(&counters.frames_sent, frames);

@@ -82,9 +82,9 @@ pub(crate) fn adopt(
     Some(key)
 }
 
-/// Adopt a socket accepted while the server stops: it closes cleanly (not
-/// reset) once its first message is answered or `linger_timeout` passed
-/// without one ([`Connection::close_for_drain`]).
+/// Adopt a socket accepted while the server stops: it is served until its
+/// client is quiet for `linger_timeout`, then closed cleanly, not reset
+/// ([`Connection::close_for_drain`]).
 ///
 /// [`Connection::close_for_drain`]: super::connection::Connection::close_for_drain
 pub(crate) fn adopt_to_close(

@@ -137,13 +137,6 @@ pub(crate) fn on_received(
             }
         }
     }
-    if let Some(conn) = table.get_mut(key) {
-        if conn.closes_after_first && !conn.fresh {
-            // Its first message is answered this turn (or in flight to an
-            // async handler); the drain closes it after that.
-            conn.flush_then_close(CloseReason::Shutdown);
-        }
-    }
     table.touch(key);
 }
 

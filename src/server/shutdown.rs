@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::acceptor::Acceptor;
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, Phase, LINGER_TIMEOUT};
 use super::event::CloseReason;
 use super::stats::WorkerCounters;
 use super::table::Table;
@@ -91,10 +91,13 @@ pub(crate) fn close_lingered(turn: &Turn<'_>, table: &mut Table, port: &mut Port
     if !table.any_lingering() {
         return;
     }
-    for key in table.lingered_out(turn.now, turn.config.linger_timeout) {
+    let config = turn.config;
+    // Served in a drain: at most half of it, so a clean close still fits.
+    let served_for = LINGER_TIMEOUT.min(config.drain_timeout / 2);
+    for key in table.lingered_out(turn.now, config.linger_timeout, served_for) {
         if let Some(conn) = table.get_mut(key) {
             if conn.phase() == Phase::Open {
-                // Waited for a first message in a drain, in vain.
+                // Served in a drain until its client went quiet.
                 conn.flush_then_close(CloseReason::Shutdown);
             } else {
                 log::debug!("closing connection from {}: done lingering", conn.peer);

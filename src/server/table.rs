@@ -21,8 +21,8 @@ pub(crate) struct Table {
     /// The key of each id, kept only when ids are known outside the worker
     /// (connection events on), for letters addressed to a connection.
     keys: Option<IdMap<usize>>,
-    /// The connections lingering, or waiting for their first message in a
-    /// drain (`Connection::closes_after_first`): key, id, and when each began.
+    /// The connections lingering, or served on in a
+    /// drain (`Connection::served_in_drain`): key, id, and when each began.
     lingering: Vec<(usize, ConnectionId, Instant)>,
 }
 
@@ -126,18 +126,24 @@ impl Table {
         self.conns.is_empty()
     }
 
-    /// Note that the connection at `key` began lingering, or waiting for its
-    /// first message in a drain, at `now`.
+    /// Note that the connection at `key` began lingering, or being served on
+    /// in a drain, at `now`.
     pub(crate) fn lingers(&mut self, key: usize, now: Instant) {
         if let Some(conn) = self.conns.get(key) {
             self.lingering.push((key, conn.id, now));
         }
     }
 
-    /// The keys of the lingering (or waiting) connections whose peer sent
-    /// nothing for `quiet`, or that lingered [`LINGER_TIMEOUT`] in all, at
+    /// The keys of the lingering connections whose peer sent nothing for
+    /// `quiet` or that lingered [`LINGER_TIMEOUT`] in all, and of those
+    /// served in a drain quiet as long or served `served_for` in all, at
     /// `now` (forgotten here: the caller closes them).
-    pub(crate) fn lingered_out(&mut self, now: Instant, quiet: Duration) -> Vec<usize> {
+    pub(crate) fn lingered_out(
+        &mut self,
+        now: Instant,
+        quiet: Duration,
+        served_for: Duration,
+    ) -> Vec<usize> {
         let mut out = Vec::new();
         let conns = &self.conns;
         self.lingering
@@ -145,10 +151,15 @@ impl Table {
                 Some(c)
                     if c.id == id
                         && (c.phase() == Phase::Lingering
-                            || (c.phase() == Phase::Open && c.closes_after_first)) =>
+                            || (c.phase() == Phase::Open && c.served_in_drain)) =>
                 {
+                    let longest = if c.phase() == Phase::Open {
+                        served_for
+                    } else {
+                        LINGER_TIMEOUT
+                    };
                     let quiet = now.saturating_duration_since(c.last_active) >= quiet;
-                    if quiet || now.saturating_duration_since(began) >= LINGER_TIMEOUT {
+                    if quiet || now.saturating_duration_since(began) >= longest {
                         out.push(key);
                         false
                     } else {
