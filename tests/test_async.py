@@ -12,7 +12,7 @@ import threading
 from typing import Any, ClassVar
 
 import pytest
-from helpers import connect, framed, recv_frames, wait_for
+from helpers import connect, framed, wait_for
 from iocp_echo import Connection, ConnectionClosed, Framing, Protocol, Server
 
 LINES = Framing.lines()
@@ -131,10 +131,10 @@ def test_a_coroutine_that_raises_closes_only_its_connection(
 
     with caplog.at_level(logging.ERROR, "iocp_echo"):
         with Server(protocol=Fragile, framing=LINES, port=0) as srv:
-            bad, good = connect(srv.address), framed(srv.address, LINES)
-            bad.sendall(b"one\nboom\nnever\n")
-            assert recv_frames(bad, LINES, 1) == [b"one"]
-            assert bad.recv(100) == b""
+            bad, good = framed(srv.address, LINES), framed(srv.address, LINES)
+            bad.send_many([b"one", b"boom", b"never"])  # in one write
+            assert bad.recv() == b"one"
+            assert list(bad) == []  # then a clean end of stream: "never" is not answered
             wait_for(lambda: len(lost) == 1, "connection_lost of the failed connection")
             assert good.request(b"still") == b"still"
             good.close()
@@ -212,15 +212,15 @@ def test_drain_waits_for_resume_and_raises_once_closed() -> None:
                 after["closed"] = exc
 
     with Server(protocol=Flooder, framing=LINES, port=0, **options) as srv:
-        with connect(srv.address) as sock:
-            sock.sendall(b"go\n")
+        with framed(srv.address, LINES) as client:
+            client.send(b"go")  # and read nothing until the server has paused
             assert paused.wait(30)
-            assert recv_frames(sock, LINES, count + 1) == [chunk] * count + [b"drained"]
+            assert [client.recv() for _ in range(count + 1)] == [chunk] * count + [b"drained"]
         assert after["size"] <= 16 << 10
 
         # Closed while waiting: drain raises ConnectionClosed.
         paused.clear()
-        sock = connect(srv.address)
+        sock = connect(srv.address)  # raw: closed by a reset (SO_LINGER 0) below
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.sendall(b"background\n")
         assert paused.wait(30)

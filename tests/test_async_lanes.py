@@ -350,6 +350,7 @@ def test_a_reply_to_a_connection_closed_meanwhile_is_dropped_quietly(
 
     with caplog.at_level(logging.ERROR, "iocp_echo"):
         with Server(protocol=Quitter, framing=LINES, port=0) as srv:
+            # The quitter is raw: its end may be a reset (abort), which recv_until_closed takes.
             quitter, other = connect(srv.address), framed(srv.address, LINES)
             quitter.sendall(b"hi\n")
             assert recv_frames(quitter, LINES, 1) == [b"hi"]

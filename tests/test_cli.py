@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 from client import run_clients
-from helpers import Address
+from helpers import Address, echo_of, framed
 from iocp_echo import Framing
 from server_process import FORCED, START_TIMEOUT, cli, running
 
 
 def echo_check(address: Address, framing: Framing, reply: bytes = b"") -> None:
-    """20 concurrent clients get their messages back (with ``reply`` appended, if given)."""
+    """20 concurrent clients get their messages back (with ``reply`` appended, if given),
+    written in random chunks (cut prefixes and delimiters); then one framed client does."""
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
     delimiter = framing.encode(b"") if framing.kind == "lines" else b"\xff"
@@ -34,6 +35,9 @@ def echo_check(address: Address, framing: Framing, reply: bytes = b"") -> None:
         seed=seed,
         reply=(lambda m: m.upper() + reply) if reply else (lambda m: m),
     )
+    message = b"through the framed client"
+    with framed(address, framing) as client:
+        assert echo_of(client, message) == (message.upper() + reply if reply else message)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,7 @@ def test_cli_echoes_and_stops_on_sigint(options: list[str], framing: Framing) ->
 def test_cli_stops_on_sigterm_with_open_connections() -> None:
     with running(cli("--framing", "lines")) as server:
         with socket.create_connection(server.address, timeout=30) as idle:
-            idle.sendall(b"half a li")
+            idle.sendall(b"half a li")  # raw: a line left unfinished
             code, stderr = server.stop(signal.SIGTERM)
     assert code == 0, stderr
     assert "Traceback" not in stderr

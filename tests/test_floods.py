@@ -12,61 +12,59 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
-from helpers import connect, recv_frames, recv_until_closed, wait_for, wait_stats
-from iocp_echo import Framing, Server
+from helpers import framed, wait_for, wait_stats
+from iocp_echo import Client, Framing, Server
 from server_process import controlled, counters_are, cpu_seconds, fd_count
 
 LINES = Framing.lines()
 
 
-def echo_once(sock: socket.socket, text: bytes) -> None:
+def echo_once(client: Client, text: bytes) -> None:
     """One line and its echo (fails on a wrong echo or a close)."""
-    sock.sendall(text + b"\n")
-    assert recv_frames(sock, LINES, 1) == [text]
+    assert client.request(text) == text
 
 
-def refused(sock: socket.socket) -> bool:
-    """Whether the server closed ``sock`` without a reply (EOF or reset)."""
+def refused(client: Client) -> bool:
+    """Whether the server closed ``client`` without a reply (EOF or reset)."""
     try:
-        sock.sendall(b"anyone?\n")
-    except ConnectionError:
+        client.request(b"anyone?")
+    except ConnectionError:  # ConnectionClosed at the end of the stream, or a reset
         return True
-    return recv_until_closed(sock) == b""
+    return False
 
 
 def flood_past_max_connections(limit: int, extra: int, rounds: int) -> None:
     """``limit`` clients held open, then ``extra`` more at once, ``rounds`` times over,
     freeing a few slots between rounds."""
     with Server(None, port=0, framing="lines", max_connections=limit, workers=2) as srv:
-        held = [connect(srv.address, timeout=10) for _ in range(limit)]
+        held = [framed(srv.address, LINES, timeout=10) for _ in range(limit)]
         try:
-            for i, sock in enumerate(held):
-                echo_once(sock, b"held %d" % i)
+            for i, client in enumerate(held):
+                echo_once(client, b"held %d" % i)
             rejected = 0
             for round_ in range(rounds):
-                flood = [connect(srv.address, timeout=10) for _ in range(extra)]
+                flood = [framed(srv.address, LINES, timeout=10) for _ in range(extra)]
                 started = time.monotonic()
-                assert all([refused(sock) for sock in flood]), "an extra connection got in"
+                assert all([refused(client) for client in flood]), "an extra connection got in"
                 took = time.monotonic() - started
-                for sock in flood:
-                    sock.close()
+                for client in flood:
+                    client.close()
                 rejected += extra
                 wait_stats(srv, "the rejections", counters_are(connections_rejected=rejected))
                 # Those already in are still served.
-                for i, sock in enumerate(held):
-                    echo_once(sock, b"still %d %d" % (round_, i))
+                for i, client in enumerate(held):
+                    echo_once(client, b"still %d %d" % (round_, i))
                 # Free some slots: the same number of newcomers are served.
                 freed = 1 + round_ % 3
-                for sock in held[-freed:]:
-                    sock.close()
+                for client in held[-freed:]:
+                    client.close()
                 del held[-freed:]
                 wait_stats(srv, "free slots", counters_are(connections_open=len(held)))
                 for n in range(freed):
-                    newcomer = connect(srv.address, timeout=10)
+                    newcomer = framed(srv.address, LINES, timeout=10)
                     held.append(newcomer)
                     echo_once(newcomer, b"newcomer %d %d" % (round_, n))
                 stats = srv.stats()
@@ -74,8 +72,8 @@ def flood_past_max_connections(limit: int, extra: int, rounds: int) -> None:
                 print(f"\nround {round_}: {extra} refused in {took:.2f} s; {stats}")
             assert srv.stats()["connections_rejected"] == rounds * extra
         finally:
-            for sock in held:
-                sock.close()
+            for client in held:
+                client.close()
         wait_stats(srv, "everyone closed", lambda s: s["connections_open"] == 0)
 
 
@@ -97,10 +95,10 @@ def starve_descriptors(nofile: int, extra: int) -> None:
     them all plus ``extra`` waiting in the backlog; watch its CPU; free them; check."""
     with controlled("lines", nofile=nofile, workers=2) as server:
         pid = server.proc.pid
-        regular = connect(server.address, timeout=30)
+        regular = framed(server.address, LINES, timeout=30)
         echo_once(regular, b"before")
         free = nofile - fd_count(pid)
-        clients = [connect(server.address, timeout=60) for _ in range(free + extra)]
+        clients = [framed(server.address, LINES, timeout=60) for _ in range(free + extra)]
         try:
             server.wait_stats("descriptors to run out", lambda s: s["accept_errors"] > 0)
             wait_for(lambda: fd_count(pid) >= nofile - 1, "the server's descriptors all used")
@@ -123,25 +121,25 @@ def starve_descriptors(nofile: int, extra: int) -> None:
             # second (a server that retries at once fails hundreds of times or more).
             assert errors < 100 * wall
             # While starved: the accepted connections and the regular client are served.
-            for i, sock in enumerate(clients[:10]):
-                echo_once(sock, b"served while starved %d" % i)
+            for i, client in enumerate(clients[:10]):
+                echo_once(client, b"served while starved %d" % i)
             echo_once(regular, b"while starved")
             # Clients leave: those waiting in the backlog are accepted in turn and served
             # (each leaves after its echo, making room for the next).
             accepted = stats["connections_open"] - 1
-            for sock in clients[:accepted]:
-                sock.close()
-            for i, sock in enumerate(clients[accepted:]):
-                echo_once(sock, b"waited %d" % i)
-                sock.close()
+            for client in clients[:accepted]:
+                client.close()
+            for i, client in enumerate(clients[accepted:]):
+                echo_once(client, b"waited %d" % i)
+                client.close()
             server.wait_stats("the clients gone", lambda s: s["connections_open"] == 1)
             for i in range(3):
-                with connect(server.address, timeout=30) as newcomer:
+                with framed(server.address, LINES, timeout=30) as newcomer:
                     echo_once(newcomer, b"newcomer %d" % i)
             echo_once(regular, b"after")
         finally:
-            for sock in clients:
-                sock.close()
+            for client in clients:
+                client.close()
             regular.close()
         server.close()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from haproxy_rig import MIGRATE_REQ, Rig, rig
+from iocp_echo import connect
 
 CLIENTS = 60
 DOWN_TIMEOUT = 10.0
@@ -69,27 +69,19 @@ def _has_processes() -> bool:
 
 
 class Lines:
-    """A client connection through HAProxy, speaking lines."""
+    """A client connection through HAProxy, speaking lines (a framed client)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-        self.buffer = b""
+        self.client = connect(("127.0.0.1", port), framing="lines", timeout=IO_TIMEOUT)
 
     def __enter__(self) -> Lines:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.sock.close()
+        self.client.close()
 
     def ask(self, message: bytes) -> bytes:
-        self.sock.sendall(message + b"\n")
-        while b"\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed after {len(self.buffer)} bytes of a reply")
-            self.buffer += chunk
-        reply, _, self.buffer = self.buffer.partition(b"\n")
-        return reply
+        return self.client.request(message)
 
     def whoami(self) -> tuple[str, str, str]:
         """The server's ``conn.peer``, ``conn.local`` and pid, as ``peer_echo`` says them."""
@@ -97,7 +89,7 @@ class Lines:
         return peer, local, pid
 
     def own_address(self) -> str:
-        host, port = self.sock.getsockname()[:2]
+        host, port = self.client.socket.getsockname()[:2]
         return f"{host}:{port}"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import EXTERNAL, EXTERNAL_SKIP, connect, recv_frames, wait_for, wait_stats
+from helpers import EXTERNAL, EXTERNAL_SKIP, framed, wait_for, wait_stats
 from iocp_echo import Framing, Server, TlsConfig
 
 pytestmark = pytest.mark.skipif(EXTERNAL is not None, reason=EXTERNAL_SKIP)
@@ -108,14 +108,14 @@ def test_a_scrape_during_load_lies_between_the_stats_around_it() -> None:
 
     def client(address: tuple[str, int], n: int) -> None:
         try:
-            with connect(address) as sock:
+            with framed(address, LINES) as conn:
                 for i in range(rounds):
                     if stop.is_set():
                         break
-                    # A few frames at a time: handler calls carry one or more.
+                    # A few frames at a time (one write): handler calls carry one or more.
                     batch = [f"c{n} m{i} {j}".encode() for j in range(1 + i % 4)]
-                    sock.sendall(b"".join(LINES.encode(m) for m in batch))
-                    assert recv_frames(sock, LINES, len(batch)) == [m.upper() for m in batch]
+                    conn.send_many(batch)
+                    assert [conn.recv() for _ in batch] == [m.upper() for m in batch]
         except BaseException as e:  # reported by the test
             failures.append(e)
 
@@ -154,11 +154,10 @@ def test_the_histogram_counts_one_handler_call_per_lockstep_message() -> None:
         return message
 
     with Server(handler, port=0, framing="lines", metrics=("127.0.0.1", 0)) as srv:
-        with connect(srv.address) as sock:
+        with framed(srv.address, LINES) as client:
             # One message in flight at a time: each handler call carries one.
             for i in range(40):
-                sock.sendall(LINES.encode(b"%d" % i))
-                assert recv_frames(sock, LINES, 1) == [b"%d" % i]
+                assert client.request(b"%d" % i) == b"%d" % i
         got = scrape(srv.metrics_address)
         assert got["iocp_echo_handler_seconds_count"] == len(calls) == 40
         assert srv.stats()["handler_seconds_count"] == 40
@@ -167,9 +166,8 @@ def test_the_histogram_counts_one_handler_call_per_lockstep_message() -> None:
 
 def test_the_native_echo_has_no_histogram_and_plain_tcp_no_tls_or_proxy_metrics() -> None:
     with Server(port=0, framing="lines", metrics=("127.0.0.1", 0)) as srv:
-        with connect(srv.address) as sock:
-            sock.sendall(b"ping\n")
-            assert recv_frames(sock, LINES, 1) == [b"ping"]
+        with framed(srv.address, LINES) as client:
+            assert client.request(b"ping") == b"ping"
         got = scrape(srv.metrics_address)
     assert got["iocp_echo_received_frames_total"] == 1
     assert not [k for k in got if "handler_seconds" in k or "tls" in k or "proxy" in k]
@@ -308,10 +306,9 @@ def scrape_url(url: str) -> dict[str, float]:
 
 
 def talk(address: tuple[str, int], count: int) -> None:
-    with connect(address) as sock:
+    with framed(address, LINES) as client:
         for i in range(count):
-            sock.sendall(LINES.encode(b"m%d" % i))
-            assert recv_frames(sock, LINES, 1) == [b"M%d" % i]
+            assert client.request(b"m%d" % i) == b"M%d" % i
 
 
 def test_the_command_line_serves_metrics_on_a_free_port(tmp_path: Path) -> None:

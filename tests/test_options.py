@@ -325,9 +325,10 @@ def test_server_refuses_an_unusable_tls_file_at_construction(tmp_path: Path) -> 
 
 
 def test_server_takes_the_tls_settings_as_one_object() -> None:
-    import socket
     import ssl
     from types import SimpleNamespace
+
+    from iocp_echo import connect
 
     tls = SimpleNamespace(
         certfile=CERTS / "server.pem",
@@ -339,12 +340,12 @@ def test_server_takes_the_tls_settings_as_one_object() -> None:
     context = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
     context.set_alpn_protocols(["http/1.1"])
     with Server(None, port=0, framing="lines", tls=tls) as server:  # type: ignore[arg-type]
-        with (
-            socket.create_connection(server.address, timeout=10) as raw,
-            context.wrap_socket(raw, server_hostname="localhost") as sock,
-        ):
-            sock.sendall(b"hello\n")
-            assert sock.recv(100) == b"hello\n"
+        with connect(
+            server.address, framing="lines", tls=context, server_hostname="localhost", timeout=10
+        ) as client:
+            assert client.request(b"hello") == b"hello"
+            sock = client.socket
+            assert isinstance(sock, ssl.SSLSocket)
             assert sock.selected_alpn_protocol() == "http/1.1"
     with pytest.raises(TypeError, match="tls must be a TlsConfig"):
         Server(None, tls=object())  # type: ignore[arg-type]

@@ -143,6 +143,7 @@ def test_a_half_sent_huge_prefix_is_refused_before_its_last_byte_is_awaited() ->
             sock.sendall(b"\xff\xff\xff\xff")
             assert recv_until_closed(sock) == b""
         server.wait_stats("the frame error", lambda s: s["frame_errors"] == 1)
+        # Raw: a frame written out, then a half-close to see the server's end of stream.
         with connect(server.address, timeout=20) as sock:
             sock.sendall(b"\x00\x00\x00\x02hi")
             assert sock.recv(16) == b"\x00\x00\x00\x02hi"

@@ -205,6 +205,7 @@ def test_a_failing_callback_closes_only_its_connection(
         return message
 
     with running(recording(journal, reply)) as srv, caplog.at_level(logging.ERROR, "iocp_echo"):
+        # The bad one is raw: its end is awaited as it comes (EOF or reset).
         with connect(srv.address) as bad, framed(srv.address, LINES) as good:
             send_lines(bad, b"ok")
             assert recv_frames(bad, LINES, 1) == [b"ok"]

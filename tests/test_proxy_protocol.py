@@ -66,6 +66,8 @@ class Peers:
         return Noting
 
 
+# Raw sockets throughout: a PROXY header, which a framed client cannot send, goes in the
+# same write as the first messages.
 @pytest.mark.parametrize("make", [v1, v2], ids=["v1", "v2"])
 @pytest.mark.parametrize(
     ("host", "port"), [("192.0.2.1", 40000), ("2001:db8::1", 5555)], ids=["ipv4", "ipv6"]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers import (
     connect,
+    echo_of,
     framed,
     open_fds,
     recv_frames,
@@ -22,7 +23,7 @@ from helpers import (
     wait_stats,
     worker_threads,
 )
-from iocp_echo import BACKENDS, Framing, Server, resolve_backend
+from iocp_echo import BACKENDS, Client, Framing, Server, resolve_backend
 
 FORCED = os.environ.get("IOCP_ECHO_BACKEND") or None
 LENGTH = Framing.length_prefixed()
@@ -33,9 +34,8 @@ def test_address_has_the_real_port() -> None:
         host, port = srv.address
         assert host == "127.0.0.1"
         assert 0 < port < 65536
-        with connect(srv.address) as sock:
-            sock.sendall(b"ping")
-            assert sock.recv(4) == b"ping"
+        with framed(srv.address, "raw") as client:
+            assert echo_of(client, b"ping") == b"ping"
 
 
 def test_backend_is_reported_and_honours_the_environment() -> None:
@@ -179,6 +179,7 @@ def test_close_with_open_connections_is_prompt_and_leaves_nothing_behind() -> No
     srv.start()
     clients = []
     try:
+        # Raw sockets: half frames, unread replies, and each connection's end is awaited.
         for i in range(100):
             sock = connect(srv.address)
             clients.append(sock)
@@ -254,6 +255,7 @@ def test_idle_timeout_closes_an_idle_client_and_keeps_an_active_one() -> None:
     idle_timeout = 0.3
     framing = Framing.lines()
     with Server(None, port=0, framing="lines", idle_timeout=idle_timeout) as srv:
+        # The idle one is a raw socket, polled for its end of stream without blocking.
         with connect(srv.address) as idle, framed(srv.address, framing) as active:
             idle.setblocking(False)
             started = time.monotonic()
@@ -280,6 +282,8 @@ def test_backpressure_bounds_buffering_and_resumes_byte_exact() -> None:
     with Server(
         None, port=0, framing=LENGTH, high_water=high_water, low_water=64 << 10, workers=1
     ) as srv:
+        # A raw socket: a thread writes while the test reads (a Client is for one thread),
+        # and its small receive buffer makes the server queue replies.
         with connect(srv.address) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
             sender = threading.Thread(
@@ -308,12 +312,10 @@ def test_max_connections_refuses_extra_clients_and_recovers() -> None:
         try:
             for i, client in enumerate(clients):
                 assert client.request(b"%d" % i) == b"%d" % i
-            with connect(srv.address) as extra:  # the kernel accepts; the server closes it
-                try:
-                    extra.sendall(b"refused?\n")
-                except ConnectionError:
-                    pass
-                assert recv_until_closed(extra) == b""
+            with framed(srv.address, framing) as extra:  # the kernel accepts; the server closes it
+                # No reply: the end of the stream (ConnectionClosed), or a reset.
+                with pytest.raises(ConnectionError):
+                    extra.request(b"refused?")
             assert srv.stats()["connections_rejected"] >= 1
             clients.pop().close()
             wait_stats(srv, "a free slot", lambda s: s["connections_open"] == 4)
@@ -336,12 +338,13 @@ def test_close_sends_queued_replies_before_closing() -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)  # before connecting
             sock.settimeout(30)
             sock.connect(srv.address)
-            sock.sendall(LENGTH.encode(message) * frames)  # nothing read yet
+            client = Client(sock, LENGTH, timeout=30)  # the socket, framed
+            client.send_many([message] * frames)  # nothing read yet
             wait_stats(srv, "every frame", lambda s: s["frames_received"] == frames)
             closer = threading.Thread(target=srv.close)
             closer.start()
-            replies = recv_frames(sock, LENGTH, frames)
-            assert recv_until_closed(sock) == b""
+            replies = [client.recv() for _ in range(frames)]
+            assert list(client) == []  # then a clean end of stream, nothing more
             closer.join()
         finally:
             srv.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from iocp_echo import Server, TlsConfig
 from server_process import START_TIMEOUT
-from tls_client import CERTS, client_context, echo_once, server_tls, tls_connect
+from tls_client import CERTS, client_context, server_tls, tls_framed
 
 CERT = CERTS / "server.pem"
 KEY = CERTS / "server.key"
@@ -135,5 +135,5 @@ def test_a_config_keeps_what_it_loaded(tmp_path: Path) -> None:
     cert.unlink()
     key.unlink()
     with Server(None, port=0, framing="lines", tls=tls) as srv:
-        with tls_connect(srv.address, client_context()) as sock:
-            assert echo_once(sock) == b"ping\n"
+        with tls_framed(srv.address, "lines", client_context()) as client:
+            assert client.request(b"ping") == b"ping"

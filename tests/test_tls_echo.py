@@ -12,16 +12,9 @@ from typing import ClassVar
 
 import pytest
 from client import random_payload, run_clients
-from helpers import connect, serve_echo, wait_for
+from helpers import framed, serve_echo, wait_for
 from iocp_echo import Connection, Framing, Handler, Protocol, Server, TlsInfo
-from tls_client import (
-    Recorder,
-    client_context,
-    echo_once,
-    server_tls,
-    tls_connect,
-    tls_framed,
-)
+from tls_client import Recorder, client_context, server_tls, tls_framed, tls_socket
 
 LINES = Framing.lines()
 
@@ -60,9 +53,10 @@ def test_each_tls_version_echoes_and_shows_in_conn_tls(version: ssl.TLSVersion) 
 
     with (
         Server(protocol=Seen, port=0, framing=LINES, tls=server_tls()) as srv,
-        tls_connect(srv.address, client_context(version=version)) as sock,
+        tls_framed(srv.address, LINES, client_context(version=version)) as client,
     ):
-        assert echo_once(sock) == b"ping\n"
+        assert client.request(b"ping") == b"ping"
+        sock = tls_socket(client)
         name = "TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3"
         assert sock.version() == name
         info = Seen.seen[0]
@@ -84,12 +78,12 @@ def test_alpn_is_negotiated_and_shown_and_plain_connections_have_no_tls() -> Non
 
     tls = server_tls(alpn_protocols=["h2", "http/1.1"])
     with Server(protocol=Seen, port=0, framing=LINES, tls=tls) as srv:
-        with tls_connect(srv.address, client_context(alpn=["http/1.1", "spdy/1"])) as sock:
-            assert echo_once(sock) == b"ping\n"
-            assert sock.selected_alpn_protocol() == "http/1.1"
-        with tls_connect(srv.address) as sock:
-            assert echo_once(sock) == b"ping\n"
-            assert sock.selected_alpn_protocol() is None
+        with tls_framed(srv.address, LINES, client_context(alpn=["http/1.1", "spdy/1"])) as client:
+            assert client.request(b"ping") == b"ping"
+            assert tls_socket(client).selected_alpn_protocol() == "http/1.1"
+        with tls_framed(srv.address, LINES) as client:
+            assert client.request(b"ping") == b"ping"
+            assert tls_socket(client).selected_alpn_protocol() is None
     first, second = Seen.seen
     assert first is not None and first.alpn_protocol == "http/1.1"
     assert second is not None and second.alpn_protocol is None
@@ -98,8 +92,8 @@ def test_alpn_is_negotiated_and_shown_and_plain_connections_have_no_tls() -> Non
     class Plain(Recorder):
         seen: ClassVar[list[TlsInfo | None]] = []
 
-    with Server(protocol=Plain, port=0, framing=LINES) as srv, connect(srv.address) as plain:
-        assert echo_once(plain) == b"ping\n"
+    with Server(protocol=Plain, port=0, framing=LINES) as srv, framed(srv.address, LINES) as plain:
+        assert plain.request(b"ping") == b"ping"
     assert Plain.seen == [None]
 
 

@@ -21,9 +21,8 @@ from tls_client import (
     Recorder,
     client_context,
     der,
-    echo_once,
     server_tls,
-    tls_connect,
+    tls_framed,
 )
 
 LINES = Framing.lines()
@@ -44,18 +43,16 @@ def tls_server(**tls: Any) -> Iterator[tuple[Server, type[Recorder]]]:
 def refused(address: tuple[str, int], context: ssl.SSLContext) -> None:
     """A client of ``context`` is refused: in its handshake (TLS 1.2) or at its first read
     (TLS 1.3 clients finish before the server has checked their certificate)."""
-    try:
-        with tls_connect(address, context) as sock:
-            sock.sendall(b"let me in\n")
-            assert sock.recv(100) == b""
-    except (ssl.SSLError, ConnectionError):
-        pass
+    # No reply: an alert (ssl.SSLError), a reset, or the end of stream (ConnectionClosed).
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        with tls_framed(address, LINES, context) as client:
+            client.request(b"let me in")
 
 
 def test_mutual_tls_accepts_the_ca_s_client_and_refuses_the_others() -> None:
     with tls_server(cafile=CERTS / "ca.pem") as (srv, seen):
-        with tls_connect(srv.address, client_context(cert="client")) as sock:
-            assert echo_once(sock) == b"ping\n"
+        with tls_framed(srv.address, LINES, client_context(cert="client")) as client:
+            assert client.request(b"ping") == b"ping"
             info = seen.seen[0]
             assert info is not None and info.peer_certificate == der("client")
             refused(srv.address, client_context())
@@ -63,7 +60,7 @@ def test_mutual_tls_accepts_the_ca_s_client_and_refuses_the_others() -> None:
             for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
                 refused(srv.address, client_context(cert="other-client", version=version))
             wait_stats(srv, "4 refused clients", lambda s: s["tls_errors"] == 4)
-            assert echo_once(sock) == b"ping\n"
+            assert client.request(b"ping") == b"ping"
         assert len(seen.seen) == 1
         assert srv.stats()["tls_handshakes"] == 1
 
@@ -116,11 +113,11 @@ BAD_CLIENTS: dict[str, Callable[[Server], None]] = {
 def test_a_bad_client_is_closed_alone_and_counted(bad: str) -> None:
     # A short handshake timeout for the silent client (the good one finishes at once).
     with tls_server(handshake_timeout=1.0 if bad == "silent" else 10.0) as (srv, seen):
-        with tls_connect(srv.address) as good:
-            assert echo_once(good) == b"ping\n"
+        with tls_framed(srv.address, LINES) as good:
+            assert good.request(b"ping") == b"ping"
             BAD_CLIENTS[bad](srv)
             wait_stats(srv, f"the {bad} client counted", lambda s: s["tls_errors"] == 1)
-            assert echo_once(good, b"still here\n") == b"still here\n"
+            assert good.request(b"still here") == b"still here"
         # The truncated record's client finished its handshake; no other bad one did.
         assert len(seen.seen) == (2 if bad == "truncated-record" else 1)
         stats = srv.stats()

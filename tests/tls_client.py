@@ -8,7 +8,6 @@ signs ``other-client``, a stranger under mutual TLS.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,16 +62,6 @@ def client_context(
     return context
 
 
-def tls_connect(address: Address, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:
-    """A blocking TLS client of ``address``, its handshake done."""
-    raw = connect(address)
-    try:
-        return (context or client_context()).wrap_socket(raw, server_hostname="localhost")
-    except BaseException:
-        raw.close()
-        raise
-
-
 def tls_framed(
     address: Address | str, framing: str | Framing, context: ssl.SSLContext | None = None
 ) -> Client:
@@ -87,16 +76,11 @@ def tls_framed(
     )
 
 
-def echo_once(sock: socket.socket, line: bytes = b"ping\n") -> bytes:
-    """Send ``line`` and read until as many bytes came back (a lines echo replies whole)."""
-    sock.sendall(line)
-    got = b""
-    while len(got) < len(line):
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            break
-        got += chunk
-    return got
+def tls_socket(client: Client) -> ssl.SSLSocket:
+    """The TLS socket under ``client``, for its version, cipher and ALPN."""
+    sock = client.socket
+    assert isinstance(sock, ssl.SSLSocket), "not a TLS client"
+    return sock
 
 
 class RecordClient:

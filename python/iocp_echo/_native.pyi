@@ -86,7 +86,10 @@ class FrameTooLarge(FramingError):
     """A frame's payload is over the limit, or its length prefix claims so."""
 
 class ConnectionClosed(ConnectionError):
-    """The connection is closed: nothing more can be sent on it."""
+    """The connection is closed, or its stream has ended: raised by a server-side
+    `Connection`'s ``send`` (and ``drain``) once it is closed, and by the framed clients
+    (`Client`, `AsyncClient`) when the server cleanly ends the stream (``recv``) and on
+    any call once the client is closed."""
 
 @final
 class TlsConfig:
