@@ -105,7 +105,9 @@ def worker_threads() -> list[str]:
         try:
             with open(f"/proc/self/task/{task}/comm") as f:
                 name = f.read().strip()
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):
+            # The thread ended between the listing and the read: open() then fails
+            # with ENOENT, or read() with ESRCH.
             continue
         if name.startswith("iocp-echo-work"):
             names.append(name)
