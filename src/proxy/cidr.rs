@@ -1,18 +1,17 @@
 //! A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address:
-//! that address alone), and whether an address lies in it.
+//! that address alone), and whether an address lies in it: the `trusted_proxies`
+//! check. Parsing and prefix arithmetic are `ipnet`'s; this file adds the bare
+//! address form and the IPv4-mapped IPv6 peer.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-/// An IPv4 or IPv6 network.
+use ipnet::IpNet;
+
+/// An IPv4 or IPv6 network, host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    /// The network's address, host bits cleared.
-    network: IpAddr,
-    /// The prefix length: 0 to 32 (IPv4) or 128 (IPv6).
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Text that is no CIDR.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,43 +29,20 @@ impl Cidr {
     /// The network of `ip` with `prefix` leading bits; `None` if `prefix` is
     /// longer than the address.
     pub fn new(ip: IpAddr, prefix: u8) -> Option<Cidr> {
-        let bits = bits_of(ip);
-        if prefix > bits {
-            return None;
-        }
-        let network = match ip {
-            IpAddr::V4(v4) => IpAddr::from((u32::from(v4) & mask32(prefix)).to_be_bytes()),
-            IpAddr::V6(v6) => IpAddr::from((u128::from(v6) & mask128(prefix)).to_be_bytes()),
-        };
-        Some(Cidr { network, prefix })
+        IpNet::new(ip, prefix).ok().map(|net| Cidr(net.trunc()))
     }
 
     /// Whether `ip` lies in this network; an IPv4-mapped IPv6 address is
     /// taken as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = unmapped(ip);
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & mask32(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & mask128(self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
+        self.0.contains(&unmapped(ip))
     }
 
     /// The loopback networks: `127.0.0.0/8` and `::1/128`.
     pub fn loopback() -> Vec<Cidr> {
         vec![
-            Cidr {
-                network: IpAddr::from([127, 0, 0, 0]),
-                prefix: 8,
-            },
-            Cidr {
-                network: IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-                prefix: 128,
-            },
+            Cidr::new(IpAddr::from([127, 0, 0, 0]), 8).expect("a /8 fits IPv4"),
+            Cidr::new(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128).expect("a /128 fits IPv6"),
         ]
     }
 }
@@ -84,44 +60,23 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn bits_of(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
 impl FromStr for Cidr {
     type Err = CidrError;
 
+    /// `ADDRESS/PREFIX` as `ipnet` reads it, or a bare address (all its bits).
     fn from_str(text: &str) -> Result<Cidr, CidrError> {
-        let bad = || CidrError(text.to_string());
-        let (ip, prefix) = match text.split_once('/') {
-            Some((ip, prefix)) => (ip, Some(prefix)),
-            None => (text, None),
+        let net = if text.contains('/') {
+            text.parse::<IpNet>().ok()
+        } else {
+            text.parse::<IpAddr>().ok().map(IpNet::from)
         };
-        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-        let prefix = match prefix {
-            None => bits_of(ip),
-            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().map_err(|_| bad())?
-            }
-            Some(_) => return Err(bad()),
-        };
-        Cidr::new(ip, prefix).ok_or_else(bad)
+        net.map(|net| Cidr(net.trunc()))
+            .ok_or_else(|| CidrError(text.to_string()))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        fmt::Display::fmt(&self.0, f)
     }
 }
