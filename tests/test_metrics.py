@@ -6,6 +6,7 @@ server; the ``--processes`` parent serving the children's sum; no library, a cle
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -260,6 +261,21 @@ def test_close_stops_the_http_server_and_its_thread() -> None:
         "the scrape's request thread to end",
     )
     assert "iocp_echo-metrics" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_server_collected_without_close_stops_its_metrics_too() -> None:
+    srv = Server(upper, port=0, framing="lines", metrics=("127.0.0.1", 0))
+    srv.start()
+    address = srv.metrics_address
+    assert address is not None
+    endpoint = srv._metrics
+    assert endpoint is not None
+    scrape(address)
+    del srv
+    gc.collect()
+    wait_for(lambda: not endpoint.thread.is_alive(), "the metrics thread to end")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=10).close()
 
 
 def test_without_prometheus_client_metrics_say_what_to_install(

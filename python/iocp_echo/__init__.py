@@ -114,6 +114,7 @@ class Server(_NativeServer):
 
     _metrics_plan: MetricsPlan | None = None
     _metrics: MetricsEndpoint | None = None
+    _metrics_finalizer: weakref.finalize[[], Server] | None = None
 
     if TYPE_CHECKING:
         # The native options as typed by the stub, and ``metrics``.
@@ -171,13 +172,20 @@ class Server(_NativeServer):
         if self._metrics_plan is None or self._metrics is not None:
             return
         try:
-            self._metrics = self._metrics_plan.start(_stats_reader(self))
+            endpoint = self._metrics_plan.start(_stats_reader(self))
         except BaseException:
             self.close()
             raise
+        self._metrics = endpoint
+        # A server collected without close() stops its workers (the native side's
+        # drop); this stops its /metrics with them.
+        self._metrics_finalizer = weakref.finalize(self, endpoint.close)
 
     def _stop_metrics(self) -> None:
         endpoint, self._metrics = self._metrics, None
+        finalizer, self._metrics_finalizer = self._metrics_finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
         if endpoint is not None:
             endpoint.close()
 

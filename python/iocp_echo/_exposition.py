@@ -145,11 +145,21 @@ class MetricsEndpoint:
         return self._thread
 
     def close(self) -> None:
-        """Stop serving, close the listening socket and join the thread. Idempotent."""
+        """Stop serving, close the listening socket and join the thread. Idempotent.
+
+        Called on the serving thread itself (a collected server's finalizer runs
+        wherever its last reference went, which may be a scrape's), it hands the
+        close to a thread of its own: the serving thread cannot wait for itself."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if threading.current_thread() is self._thread:
+            threading.Thread(target=self._shut, name="iocp_echo-metrics-close").start()
+        else:
+            self._shut()
+
+    def _shut(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
