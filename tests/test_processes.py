@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -23,6 +24,7 @@ import pytest
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="--processes is Linux only")
 
+METRICS_URL = re.compile(r"http://[\d.]+:\d+/metrics")
 BANNER = re.compile(
     r"iocp_echo listening on (?P<host>[\d.]+):(?P<port>\d+) "
     r"\((?P<n>\d+) processes: pids (?P<pids>[\d ]+);"
@@ -439,7 +441,7 @@ def test_serve_with_processes_runs_the_supervisor(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     code = (
         "import iocp_echo; iocp_echo.serve('pid_handler:pid', processes=2, port=0, "
-        "framing='lines', workers=1, drain_timeout=1)"
+        "framing='lines', workers=1, drain_timeout=1, metrics=('127.0.0.1', 0))"
     )
     with subprocess.Popen(
         [sys.executable, "-c", code],
@@ -452,6 +454,11 @@ def test_serve_with_processes_runs_the_supervisor(tmp_path: Path) -> None:
         try:
             parent.wait_banner()
             assert pids_seen(parent.port, parent.pids) == parent.pids
+            # metrics= reaches the parent, which serves both children's stats summed.
+            (url,) = [m[0] for line in parent.out for m in [METRICS_URL.search(line)] if m]
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            assert re.search(r"^iocp_echo_workers 2\.0$", text, re.M), text
             proc.send_signal(signal.SIGINT)
             assert proc.wait(STOP_TIMEOUT) == 0
         finally:
