@@ -18,11 +18,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers import EXTERNAL, EXTERNAL_SKIP, framed, wait_for, wait_stats
 from iocp_echo import Framing, Server, TlsConfig
+
+if TYPE_CHECKING:
+    from iocp_echo._exposition import MetricsEndpoint
 
 pytestmark = pytest.mark.skipif(EXTERNAL is not None, reason=EXTERNAL_SKIP)
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
@@ -244,14 +247,20 @@ def test_an_address_that_cannot_be_bound_fails_the_start_clearly() -> None:
     assert not srv.running
 
 
-def test_close_stops_the_http_server_and_its_thread() -> None:
+def scraped_server() -> tuple[Server, tuple[str, int], MetricsEndpoint]:
+    """A started server with metrics on a free port, scraped once: the server, where its
+    metrics are, and their endpoint."""
     srv = Server(upper, port=0, framing="lines", metrics=("127.0.0.1", 0))
     srv.start()
     address = srv.metrics_address
-    assert address is not None
     endpoint = srv._metrics
-    assert endpoint is not None and endpoint.thread.is_alive()
+    assert address is not None and endpoint is not None and endpoint.thread.is_alive()
     scrape(address)
+    return srv, address, endpoint
+
+
+def test_close_stops_the_http_server_and_its_thread() -> None:
+    srv, address, endpoint = scraped_server()
     srv.close()
     assert not endpoint.thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
@@ -264,13 +273,7 @@ def test_close_stops_the_http_server_and_its_thread() -> None:
 
 
 def test_a_server_collected_without_close_stops_its_metrics_too() -> None:
-    srv = Server(upper, port=0, framing="lines", metrics=("127.0.0.1", 0))
-    srv.start()
-    address = srv.metrics_address
-    assert address is not None
-    endpoint = srv._metrics
-    assert endpoint is not None
-    scrape(address)
+    srv, address, endpoint = scraped_server()
     del srv
     gc.collect()
     wait_for(lambda: not endpoint.thread.is_alive(), "the metrics thread to end")
