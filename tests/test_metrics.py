@@ -281,6 +281,17 @@ def test_a_server_collected_without_close_stops_its_metrics_too() -> None:
         socket.create_connection(address, timeout=10).close()
 
 
+def test_an_endpoint_closed_from_its_own_serving_thread_does_not_wait_for_itself() -> None:
+    # Where a collected server's finalizer may run: the serving thread calls
+    # service_actions() between requests, so closing from there is closing from it.
+    srv, address, endpoint = scraped_server()
+    endpoint._httpd.service_actions = endpoint.close  # type: ignore[method-assign]
+    wait_for(lambda: not endpoint.thread.is_alive(), "the metrics thread to end")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=10).close()
+    srv.close()
+
+
 def test_without_prometheus_client_metrics_say_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
