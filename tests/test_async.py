@@ -176,6 +176,33 @@ def test_async_with_uses_the_running_loop() -> None:
     assert loop_threads() == []
 
 
+def test_drain_right_after_a_send_past_high_water_waits_for_the_worker() -> None:
+    # The send returns before the connection's worker has taken it, so the pause
+    # it causes has not happened yet when drain() looks: drain must wait anyway.
+    big = b"b" * (2 << 20)
+    after: list[int] = []
+
+    class Pusher(Protocol):
+        def connection_made(self, conn: Connection) -> None:
+            self.conn = conn
+
+        async def message_received(self, message: bytes) -> bytes:
+            self.conn.send(big)
+            await self.conn.drain()
+            after.append(self.conn.write_buffer_size)
+            return b"drained"
+
+    options: dict[str, Any] = {"high_water": 64 << 10, "low_water": 16 << 10}
+    with Server(protocol=Pusher, framing=LINES, port=0, **options) as srv:
+        with framed(srv.address, LINES) as client:
+            for _ in range(5):
+                client.send(b"go")
+                assert client.recv() == big
+                assert client.recv() == b"drained"
+    assert len(after) == 5
+    assert all(size <= 16 << 10 for size in after), after
+
+
 def test_drain_waits_for_resume_and_raises_once_closed() -> None:
     chunk = b"d" * 4095
     count = 6_000  # 24 MiB: more than loopback's kernel buffers and high_water hold

@@ -464,9 +464,15 @@ def is_async_callable(handler: object) -> bool:
     return not inspect.isfunction(handler) and inspect.iscoroutinefunction(call)
 
 
+_CATCH_UP_SECONDS = 0.001
+"""How long ``drain()`` waits before looking again when sends passed ``high_water`` and
+the worker has not yet paused the connection."""
+
+
 async def drain(conn: Connection) -> None:
-    """``await conn.drain()``: at once unless the connection's output is paused (it passed
-    ``high_water``); then until it falls back to ``low_water`` (``resume_writing``).
+    """``await conn.drain()``: at once unless the connection's output passed ``high_water``
+    (paused, or sent past it from any thread and not yet taken by its worker, which
+    pauses it then); else until it falls back to ``low_water`` (``resume_writing``).
     ``ConnectionClosed`` if the connection is or gets closed."""
     loop = asyncio.get_running_loop()
     while True:
@@ -478,11 +484,16 @@ async def drain(conn: Connection) -> None:
             loop.call_soon_threadsafe(_settle, woken)
 
         # Added only while paused and open, atomically with the worker's wake-up.
-        if not conn._add_drain_waiter(wake):
-            if conn.closed:
-                raise ConnectionClosed(f"connection {conn.id} is closed")
+        if conn._add_drain_waiter(wake):
+            await woken
+            continue
+        if conn.closed:
+            raise ConnectionClosed(f"connection {conn.id} is closed")
+        if not conn._above_high_water:
             return
-        await woken
+        # Not paused yet, but what was sent passed high_water: the connection's
+        # worker pauses it once it takes those sends (within its next turn).
+        await asyncio.sleep(_CATCH_UP_SECONDS)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -182,11 +182,13 @@ class Connection:
     def abort(self) -> None:
         """Close now, dropping queued output. Idempotent."""
     def drain(self) -> Coroutine[Any, Any, None]:
-        """Await on an asyncio loop: returns at once unless the output is paused (passed
-        ``high_water``), then once it falls to ``low_water``; ``ConnectionClosed`` if the
-        connection is or gets closed."""
+        """Await on an asyncio loop: returns at once unless the output passed
+        ``high_water`` (paused, or sent past it and about to be), then once it falls to
+        ``low_water``; ``ConnectionClosed`` if the connection is or gets closed."""
     @property
     def _paused(self) -> bool: ...
+    @property
+    def _above_high_water(self) -> bool: ...
     def _add_drain_waiter(self, waiter: Callable[[], object]) -> bool: ...
     @staticmethod
     def _send_each(items: list[Any], /) -> list[tuple[int, BaseException]]:

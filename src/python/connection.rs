@@ -10,7 +10,9 @@
 //! `await drain()` (in `iocp_echo._aio`) waits while the connection is paused
 //! (`pause_writing` delivered, `resume_writing` not yet): its waiters are woken
 //! by the worker on `ResumeWriting` and on `Close`, under the lock that adds
-//! them, so none is missed.
+//! them, so none is missed. Sends the worker has not taken yet may already
+//! have passed `high_water` before it pauses: `drain()` then looks again
+//! shortly (`_above_high_water`) instead of returning.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -338,6 +340,14 @@ impl PyConnection {
     #[getter]
     fn _paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Whether the queued output is above `high_water` (for `drain()`: sends
+    /// its worker has not taken yet may have passed it before it pauses).
+    #[getter]
+    fn _above_high_water(&self) -> bool {
+        self.sender
+            .with(|s| s.is_some_and(|s| s.above_high_water(self.id)))
     }
 
     /// Keep `waiter` to call once unpaused or closed; false (not kept) if the

@@ -190,6 +190,14 @@ impl ConnectionSender {
         self.shared.mailboxes[worker].buffered(id)
     }
 
+    /// Whether connection `id`'s [`write_buffer_size`](Self::write_buffer_size)
+    /// is above `high_water`: what was pushed passed the mark, so its worker
+    /// pauses the connection once it takes it, if it has not already.
+    pub fn above_high_water(&self, id: ConnectionId) -> bool {
+        // Not `Option::is_some_and`: this file builds on Rust 1.63 (the Windows leg).
+        matches!(self.write_buffer_size(id), Some(size) if size > self.shared.config.high_water)
+    }
+
     fn post(&self, id: ConnectionId, letter: Letter) -> Result<(), SendError> {
         if self.shared.stopping() || self.wakers.is_empty() {
             return Err(SendError::Closed);
