@@ -286,7 +286,12 @@ def test_an_endpoint_closed_from_its_own_serving_thread_does_not_wait_for_itself
     # service_actions() between requests, so closing from there is closing from it.
     srv, address, endpoint = scraped_server()
     endpoint._httpd.service_actions = endpoint.close  # type: ignore[method-assign]
-    wait_for(lambda: not endpoint.thread.is_alive(), "the metrics thread to end")
+
+    def closed() -> bool:  # the serving thread, and the thread the close went to
+        names = [t.name for t in threading.enumerate()]
+        return not endpoint.thread.is_alive() and "iocp_echo-metrics-close" not in names
+
+    wait_for(closed, "the metrics threads to end")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=10).close()
     srv.close()
